@@ -1,0 +1,184 @@
+"""The public compiled functions, batched over K models, with backend dispatch.
+
+Each takes ``backend="auto" | "cpu" | "cuda" | "torch"`` and has a twin of the same name and
+signature in :mod:`fasttrap.reference`. Inputs are validated before any compiled call (see
+:mod:`fasttrap._validate`). Outputs follow θ: NumPy in, NumPy out; torch in, torch out (same
+device).
+
+Shapes: θ [K, P]; X [B, n0] with y [B] (one batch shared by all models) or X [K, B, n0] with
+y [K, B] (a batch per model); v [K, P].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _loader, backend as _backend
+from ._validate import (check_batch, check_direction, check_float_array, check_int, check_labels,
+                        check_mlp, check_theta, is_device_array, is_torch)
+from .mlp import MLP
+
+
+def _out(like: Any, *arrays: np.ndarray) -> Any:
+    if is_torch(like):
+        import torch
+
+        res = tuple(torch.from_numpy(np.asarray(a)) for a in arrays)
+    else:
+        res = arrays
+    return res if len(res) > 1 else res[0]
+
+
+def _from_torch(like: Any, *tensors: Any) -> Any:
+    if is_torch(like):
+        res = tuple(t.detach() for t in tensors)
+    else:
+        res = tuple(t.detach().cpu().numpy() for t in tensors)
+    return res if len(res) > 1 else res[0]
+
+
+def _route(backend: str, *arrays: Any) -> str:
+    be = _backend.resolve(backend)
+    if be != "cuda" and any(is_device_array(a) for a in arrays):
+        if backend == "auto":
+            raise _backend.BackendUnavailable("inputs are CUDA arrays but the CUDA backend is not available: "
+                                              + ("no device" if _backend.built_with_cuda() else "core built without CUDA"))
+    return be
+
+
+def value_and_grad(mlp: MLP, theta: Any, X: Any, y: Any, *, backend: str = "auto") -> tuple[Any, Any]:
+    """Loss and its gradient for K models.
+
+    Args:
+        mlp: the network spec.
+        theta: θ [K, P], float32 or float64.
+        X: [B, n0] (shared batch) or [K, B, n0] (a batch per model).
+        y: [B] or [K, B] integer labels in [0, n_out).
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
+
+    Returns:
+        ``(L [K], ∇L [K, P])`` in θ's dtype.
+    """
+    check_mlp(mlp)
+    be = _route(backend, theta, X, y)
+    if be == "cuda":
+        from . import cuda as _cuda
+
+        return _cuda.value_and_grad(mlp, theta, X, y)
+    th = check_theta(mlp, theta)
+    Xa, ya = check_batch(mlp, X, y, th.shape[0], th.dtype)
+    if be == "torch":
+        from . import reference
+
+        return _from_torch(theta, *reference.value_and_grad(mlp, th, Xa, ya))
+    L, g = _loader.core.value_and_grad(*mlp.codes, th, Xa, ya, _backend.get_num_threads(), _backend.get_chunk())
+    return _out(theta, L, g)
+
+
+def hvp(mlp: MLP, theta: Any, X: Any, y: Any, v: Any, *, backend: str = "auto") -> Any:
+    """Hessian-vector product H v of the loss, for any direction v.
+
+    Args:
+        mlp: the network spec.
+        theta: θ [K, P].
+        X: [B, n0] or [K, B, n0].
+        y: [B] or [K, B].
+        v: direction [K, P] (converted to θ's dtype).
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
+
+    Returns:
+        H v [K, P].
+    """
+    check_mlp(mlp)
+    be = _route(backend, theta, X, y, v)
+    if be == "cuda":
+        from . import cuda as _cuda
+
+        return _cuda.hvp(mlp, theta, X, y, v)
+    th = check_theta(mlp, theta)
+    Xa, ya = check_batch(mlp, X, y, th.shape[0], th.dtype)
+    va = check_direction(mlp, v, th.shape[0], th.dtype)
+    if be == "torch":
+        from . import reference
+
+        return _from_torch(theta, reference.hvp(mlp, th, Xa, ya, va))
+    Hv = _loader.core.hvp(*mlp.codes, th, Xa, ya, va, _backend.get_num_threads(), _backend.get_chunk())
+    return _out(theta, Hv)
+
+
+def grad_G(mlp: MLP, theta: Any, X: Any, y: Any, *, backend: str = "auto") -> tuple[Any, Any, Any]:
+    """The fused step: L, G = ½‖∇L‖² and ∇G = H∇L for K models.
+
+    On the compiled backends this is one pass of forward, backward and R-operator, with the
+    layer-1 Gram trick where it pays (g_{W_1} is then never formed).
+
+    Args:
+        mlp: the network spec.
+        theta: θ [K, P].
+        X: [B, n0] or [K, B, n0].
+        y: [B] or [K, B].
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
+
+    Returns:
+        ``(L [K], G [K], ∇G [K, P])``.
+    """
+    check_mlp(mlp)
+    be = _route(backend, theta, X, y)
+    if be == "cuda":
+        from . import cuda as _cuda
+
+        return _cuda.grad_G(mlp, theta, X, y)
+    th = check_theta(mlp, theta)
+    Xa, ya = check_batch(mlp, X, y, th.shape[0], th.dtype)
+    if be == "torch":
+        from . import reference
+
+        return _from_torch(theta, *reference.grad_G(mlp, th, Xa, ya))
+    L, G, dG = _loader.core.grad_G(*mlp.codes, th, Xa, ya, _backend.get_num_threads(), _backend.get_chunk())
+    return _out(theta, L, G, dG)
+
+
+def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, block: int = 1024,
+             *, backend: str = "auto") -> tuple[Any, Any, Any]:
+    """Mean loss, accuracy and (optionally) the full-data gradient over a whole data set.
+
+    Args:
+        mlp: the network spec.
+        theta: θ [K, P].
+        X: [N, n0], all rows (processed in blocks of ``block``).
+        y: [N].
+        want_grad: also return ∇L [K, P] of the mean loss over all N rows.
+        block: rows per block.
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
+
+    Returns:
+        ``(loss [K], accuracy [K], ∇L [K, P] or None)``. G on the data set is ½‖∇L‖².
+    """
+    check_mlp(mlp)
+    if not isinstance(want_grad, (bool, np.bool_)):
+        raise TypeError(f"want_grad: expected a bool, got {type(want_grad).__name__}")
+    block = check_int(block, "block", lo=1, hi=1 << 20)
+    be = _route(backend, theta, X, y)
+    if be == "cuda":
+        from . import cuda as _cuda
+
+        return _cuda.evaluate(mlp, theta, X, y, bool(want_grad), block)
+    th = check_theta(mlp, theta)
+    Xa = check_float_array(X, "X", th.dtype)
+    if Xa.ndim != 2 or Xa.shape[1] != mlp.n_in or Xa.shape[0] < 1:
+        raise ValueError(f"X: expected shape [N, {mlp.n_in}] with N >= 1, got {list(Xa.shape)}")
+    if not np.isfinite(Xa).all():
+        raise ValueError("X: contains NaN or infinite values")
+    ya = check_labels(mlp, y, (Xa.shape[0],))
+    if be == "torch":
+        from . import reference
+
+        loss, acc, grad = reference.evaluate(mlp, th, Xa, ya, bool(want_grad), block)
+        res = _from_torch(theta, loss, acc) + ((_from_torch(theta, grad),) if grad is not None else (None,))
+        return res
+    loss, acc, grad = _loader.core.evaluate(*mlp.codes, th, Xa, ya, block, bool(want_grad), _backend.get_num_threads())
+    if grad is None:
+        return _out(theta, loss, acc) + (None,)
+    return _out(theta, loss, acc, grad)
