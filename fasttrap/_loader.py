@@ -36,6 +36,11 @@ def _preload_openblas() -> None:
 def _load() -> None:
     global core, core_error
     _preload_openblas()
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not any(n.startswith("_core") and n.endswith((".so", ".pyd")) for n in os.listdir(here)):
+        core, core_error = None, (f"fasttrap._core is not built in {here} (is this the source tree? "
+                                  "install with `pip install .` and import from elsewhere)")
+        return
     try:
         from . import _core as mod  # type: ignore[attr-defined]
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs
