@@ -11,13 +11,22 @@ from __future__ import annotations
 from .backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_device_count, get_num_threads,
                       set_num_threads)
 from .backend import info as backend_info
+from . import data, rng
+from .inner import InnerResult, inner_descent
 from .kernels import evaluate, grad_G, hvp, value_and_grad
 from .mlp import MLP
+from .outer import OuterResult, outer_sgd
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP",
+    "InnerResult",
+    "OuterResult",
+    "data",
+    "inner_descent",
+    "outer_sgd",
+    "rng",
     "BackendUnavailable",
     "backend_info",
     "built_with_cuda",

@@ -13,7 +13,7 @@ from . import _loader
 from ._validate import check_backend
 
 _threads: int = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-_chunk: int = 4
+_chunk: int = 2
 
 
 class BackendUnavailable(RuntimeError):
@@ -56,7 +56,7 @@ def get_num_threads() -> int:
 
 
 def set_chunk(c: int) -> None:
-    """Models per chunk in the CPU core's wide layer-1 GEMMs (1..64; default 4)."""
+    """Models per chunk in the CPU core's wide layer-1 GEMMs (1..64; default 2)."""
     global _chunk
     if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 64:
         raise ValueError(f"c: expected an int in [1, 64], got {c!r}")
