@@ -33,6 +33,11 @@ void epoch_perm(uint64_t stream, uint64_t epoch, int64_t N, int32_t* perm) {
   for (int64_t i = 0; i < N; ++i) perm[i] = kv[i].second;
 }
 
+void epoch_perms(const uint64_t* streams, int64_t count, uint64_t epoch, int64_t N, int32_t* out) {
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t k = 0; k < count; ++k) epoch_perm(streams[k], epoch, N, out + k * N);
+}
+
 namespace {
 
 inline int64_t aload(const int64_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }

@@ -120,14 +120,7 @@ struct Work {
   }
 };
 
-// Does the layer-1 Gram trick pay? Direct: form g_W1 (B n0 n1) and X g_W1ᵀ (B n0 n1).
-// Gram: X Xᵀ (B² n0, shared by `sharing` models) and (X Xᵀ) E_1 (B² n1).
-inline bool use_gram(const Net& net, int B, int64_t sharing) {
-  const double n0 = net.n[0], n1 = net.n[1];
-  const double direct = 2.0 * B * n0 * n1;
-  const double gram = double(B) * B * n0 / double(std::max<int64_t>(sharing, 1)) + double(B) * B * n1;
-  return gram < direct;
-}
+using ft::use_gram;
 
 // X Xᵀ into G [B, B]: one GEMM (only its column block [c0, c1) when split across threads).
 template <class T>

@@ -53,4 +53,14 @@ struct Net {
   }
 };
 
+// Does the layer-1 Gram trick pay? Direct: form g_W1 (B n0 n1 multiply-adds) and X g_W1ᵀ
+// (B n0 n1). Gram: X Xᵀ (B² n0, shared by the `sharing` models of a common batch) and
+// (X Xᵀ) E_1 (B² n1). Used by both backends (and mirrored in fasttrap/flops.py).
+inline bool use_gram(const Net& net, int B, int64_t sharing) {
+  const double n0 = net.n[0], n1 = net.n[1];
+  const double direct = 2.0 * B * n0 * n1;
+  const double gram = double(B) * B * n0 / double(sharing > 1 ? sharing : 1) + double(B) * B * n1;
+  return gram < direct;
+}
+
 }  // namespace ft

@@ -39,6 +39,10 @@ def _from_torch(like: Any, *tensors: Any) -> Any:
     return res if len(res) > 1 else res[0]
 
 
+def _on_device(*arrays: Any) -> bool:
+    return any(is_device_array(a) for a in arrays)
+
+
 def _route(backend: str, *arrays: Any) -> str:
     be = _backend.resolve(backend)
     if be != "cuda" and any(is_device_array(a) for a in arrays):
@@ -63,12 +67,16 @@ def value_and_grad(mlp: MLP, theta: Any, X: Any, y: Any, *, backend: str = "auto
     """
     check_mlp(mlp)
     be = _route(backend, theta, X, y)
-    if be == "cuda":
+    if be == "cuda" and _on_device(theta, X, y):
         from . import cuda as _cuda
 
         return _cuda.value_and_grad(mlp, theta, X, y)
     th = check_theta(mlp, theta)
     Xa, ya = check_batch(mlp, X, y, th.shape[0], th.dtype)
+    if be == "cuda":
+        from . import cuda as _cuda
+
+        return _out(theta, *_cuda.value_and_grad(mlp, th, Xa, ya))
     if be == "torch":
         from . import reference
 
@@ -93,13 +101,17 @@ def hvp(mlp: MLP, theta: Any, X: Any, y: Any, v: Any, *, backend: str = "auto") 
     """
     check_mlp(mlp)
     be = _route(backend, theta, X, y, v)
-    if be == "cuda":
+    if be == "cuda" and _on_device(theta, X, y, v):
         from . import cuda as _cuda
 
         return _cuda.hvp(mlp, theta, X, y, v)
     th = check_theta(mlp, theta)
     Xa, ya = check_batch(mlp, X, y, th.shape[0], th.dtype)
     va = check_direction(mlp, v, th.shape[0], th.dtype)
+    if be == "cuda":
+        from . import cuda as _cuda
+
+        return _out(theta, _cuda.hvp(mlp, th, Xa, ya, va))
     if be == "torch":
         from . import reference
 
@@ -126,12 +138,16 @@ def grad_G(mlp: MLP, theta: Any, X: Any, y: Any, *, backend: str = "auto") -> tu
     """
     check_mlp(mlp)
     be = _route(backend, theta, X, y)
-    if be == "cuda":
+    if be == "cuda" and _on_device(theta, X, y):
         from . import cuda as _cuda
 
         return _cuda.grad_G(mlp, theta, X, y)
     th = check_theta(mlp, theta)
     Xa, ya = check_batch(mlp, X, y, th.shape[0], th.dtype)
+    if be == "cuda":
+        from . import cuda as _cuda
+
+        return _out(theta, *_cuda.grad_G(mlp, th, Xa, ya))
     if be == "torch":
         from . import reference
 
@@ -161,7 +177,7 @@ def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, bloc
         raise TypeError(f"want_grad: expected a bool, got {type(want_grad).__name__}")
     block = check_int(block, "block", lo=1, hi=1 << 20)
     be = _route(backend, theta, X, y)
-    if be == "cuda":
+    if be == "cuda" and _on_device(theta, X, y):
         from . import cuda as _cuda
 
         return _cuda.evaluate(mlp, theta, X, y, bool(want_grad), block)
@@ -172,6 +188,11 @@ def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, bloc
     if not np.isfinite(Xa).all():
         raise ValueError("X: contains NaN or infinite values")
     ya = check_labels(mlp, y, (Xa.shape[0],))
+    if be == "cuda":
+        from . import cuda as _cuda
+
+        loss, acc, grad = _cuda.evaluate(mlp, th, Xa, ya, bool(want_grad), block)
+        return _out(theta, loss, acc) + ((_out(theta, grad),) if grad is not None else (None,))
     if be == "torch":
         from . import reference
 

@@ -87,7 +87,7 @@ def test_G_falls_on_real_mnist(small):
     assert res.steps_done.sum() == res.model_steps == 4 * 3 * 30
 
 
-@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("backend", ["torch"] + COMPILED_BACKENDS)
 def test_divergence_is_caught_per_model_and_others_finish(small, backend):
     mlp = fasttrap.MLP((784, 32, 10))
     th0 = np.repeat(_start(mlp, 1, small), 4, axis=0).astype(np.float32)

@@ -1,5 +1,10 @@
-// cuda_api.h: the CUDA half of fasttrap._core, as the bindings see it.
+// cuda_api.h: the CUDA half of fasttrap._core as the (host-compiled) bindings see it.
+// Pointers are device addresses passed as integers from Python (torch or CuPy memory); the
+// stream is the caller's. Nothing here needs CUDA headers.
 #pragma once
+#include <cstdint>
+
+#include "../ft_net.h"
 
 namespace pybind11 {
 class module_;
@@ -10,6 +15,44 @@ namespace cuda {
 
 // Visible CUDA devices; 0 on any driver or runtime error (no driver, no GPU, hidden GPUs).
 int device_count();
+
+// dtype: 0 = float32, 1 = float64. Shapes as in cpu_kernels.h.
+void api_value_and_grad(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t theta, uintptr_t X,
+                        uintptr_t y, uintptr_t L, uintptr_t g, uintptr_t stream, bool tf32);
+void api_hvp(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t theta, uintptr_t X, uintptr_t y,
+             uintptr_t v, uintptr_t Hv, uintptr_t stream, bool tf32);
+void api_grad_G(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t theta, uintptr_t X,
+                uintptr_t y, uintptr_t L, uintptr_t G, uintptr_t dG, uintptr_t stream, bool tf32);
+void api_evaluate(const Net& net, int dtype, int K, int64_t N, int block, uintptr_t theta, uintptr_t X,
+                  uintptr_t y, uintptr_t loss, uintptr_t acc, uintptr_t grad, uintptr_t stream, bool tf32);
+
+struct DescentArgs {
+  int K = 0;
+  const void* theta0 = nullptr;    // device [K, P]
+  void* theta = nullptr;           // device [K, P] out
+  const void* X = nullptr;         // device [N, n0]
+  const int64_t* y = nullptr;      // device [N]
+  int64_t N = 0;
+  const void* lr = nullptr;        // device [K]
+  int B = 128;
+  int64_t steps = 0;
+  bool shared = true;
+  const uint64_t* streams = nullptr;  // HOST [K]
+  bool drop_last = false;
+  bool full_batch = false;
+  int eval_block = 1024;
+  double G_tol = 0, growth = 0;
+  int64_t record_every = 1, n_rec = 1;
+  void* status = nullptr;          // device int8 [K]
+  void* steps_done = nullptr;      // device int64 [K]
+  void* G_first = nullptr;         // device double [K]
+  void* G_last = nullptr;          // device double [K]
+  void* G_trace = nullptr;         // device T [K, n_rec] (NaN-filled by the caller)
+  int64_t* progress = nullptr;     // HOST int64 [4]
+  bool use_graph = true;
+};
+void api_inner_descent(const Net& net, int dtype, const DescentArgs& a, uintptr_t stream, bool tf32);
+void synchronize(uintptr_t stream);
 
 // Registers the CUDA functions on the module (cuda_bindings.cpp).
 void bind(pybind11::module_& m);

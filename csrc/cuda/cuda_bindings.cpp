@@ -1,6 +1,15 @@
 // cuda_bindings.cpp: registers the CUDA entry points of fasttrap._core.
+//
+// Device arrays arrive as integer addresses (torch's data_ptr(), CuPy's .data.ptr) with the
+// caller's stream; Python (fasttrap/cuda.py) has already checked dtypes, shapes, contiguity and
+// devices. Every call releases the GIL.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <vector>
+
+#include "cublas_loader.h"
 #include "cuda_api.h"
 
 namespace py = pybind11;
@@ -8,7 +17,88 @@ namespace py = pybind11;
 namespace ft {
 namespace cuda {
 
-void bind(py::module_& m) { (void)m; }
+namespace {
+Net net_of(const std::vector<int>& w, int act, int loss, int out_act) { return Net::make(w, act, loss, out_act); }
+}  // namespace
+
+void bind(py::module_& m) {
+  m.def("cuda_cublas_path", []() { return cublas_path(); });
+  m.def("cuda_cublas_hint", [](const std::string& p) { cublas_hint(p); });
+  m.def("cuda_load_cublas", []() { return cublas().path; });
+  m.def("cuda_synchronize", [](uintptr_t stream) {
+    py::gil_scoped_release nogil;
+    synchronize(stream);
+  });
+  m.def("cuda_value_and_grad",
+        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, int B, bool per_model,
+           uintptr_t theta, uintptr_t X, uintptr_t y, uintptr_t L, uintptr_t g, uintptr_t stream, bool tf32) {
+          Net net = net_of(w, act, loss, out_act);
+          py::gil_scoped_release nogil;
+          api_value_and_grad(net, dtype, K, B, per_model, theta, X, y, L, g, stream, tf32);
+        });
+  m.def("cuda_hvp",
+        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, int B, bool per_model,
+           uintptr_t theta, uintptr_t X, uintptr_t y, uintptr_t v, uintptr_t Hv, uintptr_t stream, bool tf32) {
+          Net net = net_of(w, act, loss, out_act);
+          py::gil_scoped_release nogil;
+          api_hvp(net, dtype, K, B, per_model, theta, X, y, v, Hv, stream, tf32);
+        });
+  m.def("cuda_grad_G",
+        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, int B, bool per_model,
+           uintptr_t theta, uintptr_t X, uintptr_t y, uintptr_t L, uintptr_t G, uintptr_t dG, uintptr_t stream,
+           bool tf32) {
+          Net net = net_of(w, act, loss, out_act);
+          py::gil_scoped_release nogil;
+          api_grad_G(net, dtype, K, B, per_model, theta, X, y, L, G, dG, stream, tf32);
+        });
+  m.def("cuda_evaluate",
+        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, int64_t N, int block,
+           uintptr_t theta, uintptr_t X, uintptr_t y, uintptr_t lossp, uintptr_t acc, uintptr_t grad,
+           uintptr_t stream, bool tf32) {
+          Net net = net_of(w, act, loss, out_act);
+          py::gil_scoped_release nogil;
+          api_evaluate(net, dtype, K, N, block, theta, X, y, lossp, acc, grad, stream, tf32);
+        });
+  m.def("cuda_inner_descent",
+        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, uintptr_t theta0, uintptr_t theta,
+           uintptr_t X, uintptr_t y, int64_t N, uintptr_t lr, int B, int64_t steps, bool shared,
+           py::array_t<uint64_t, py::array::c_style | py::array::forcecast> streams, bool drop_last,
+           bool full_batch, int eval_block, double G_tol, double growth, int64_t record_every, int64_t n_rec,
+           uintptr_t status, uintptr_t steps_done, uintptr_t G_first, uintptr_t G_last, uintptr_t G_trace,
+           py::array_t<int64_t, py::array::c_style> progress, uintptr_t stream, bool tf32, bool use_graph) {
+          Net net = net_of(w, act, loss, out_act);
+          if (streams.size() != K) throw std::invalid_argument("streams: must have K entries");
+          if (progress.size() < 4) throw std::invalid_argument("progress: must have 4 entries");
+          DescentArgs a;
+          a.K = K;
+          a.theta0 = reinterpret_cast<const void*>(theta0);
+          a.theta = reinterpret_cast<void*>(theta);
+          a.X = reinterpret_cast<const void*>(X);
+          a.y = reinterpret_cast<const int64_t*>(y);
+          a.N = N;
+          a.lr = reinterpret_cast<const void*>(lr);
+          a.B = B;
+          a.steps = steps;
+          a.shared = shared;
+          a.streams = streams.data();
+          a.drop_last = drop_last;
+          a.full_batch = full_batch;
+          a.eval_block = eval_block;
+          a.G_tol = G_tol;
+          a.growth = growth;
+          a.record_every = record_every;
+          a.n_rec = n_rec;
+          a.status = reinterpret_cast<void*>(status);
+          a.steps_done = reinterpret_cast<void*>(steps_done);
+          a.G_first = reinterpret_cast<void*>(G_first);
+          a.G_last = reinterpret_cast<void*>(G_last);
+          a.G_trace = reinterpret_cast<void*>(G_trace);
+          a.progress = progress.mutable_data();
+          a.use_graph = use_graph;
+          py::gil_scoped_release nogil;
+          api_inner_descent(net, dtype, a, stream, tf32);
+        });
+}
 
 }  // namespace cuda
 }  // namespace ft

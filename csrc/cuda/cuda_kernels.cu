@@ -1,9 +1,33 @@
-// cuda_kernels.cu: the CUDA backend of fasttrap._core.
+// cuda_kernels.cu: the CUDA entry points of fasttrap._core — value_and_grad, hvp, grad_G,
+// evaluate and the batched inner descent — built from the passes of cuda_engine.cuh.
+//
+// Inner descent, per step, for all K models (θ ← θ - η_k H∇L on the step's minibatch):
+//   gather the minibatch on the device (from the epoch's permutation, at a device-side step
+//   counter), X Xᵀ, forward, backward (V = ∇L), G = ½‖∇L‖², judge each model (converged,
+//   diverged, nonfinite: a stopped model's θ is copied out at once and its step size set to 0),
+//   R-forward, R-backward with the update folded into the GEMMs. The step is captured once as a
+//   CUDA graph (one for a full batch, one for the short last batch of an epoch) and replayed, so
+//   the per-step launch cost of ~40 kernels and GEMMs disappears; the host only copies each
+//   epoch's permutation and launches graphs.
+// Memory comes from the stream-ordered allocator (cudaMallocAsync) and is returned at the end.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <vector>
+
 #include "cuda_api.h"
+#include "cuda_engine.cuh"
 
 namespace ft {
+namespace cpu {
+// cpu_descent.cpp: the permutations of several streams for one epoch, in parallel.
+void epoch_perms(const uint64_t* streams, int64_t count, uint64_t epoch, int64_t N, int32_t* out);
+void epoch_perm(uint64_t stream, uint64_t epoch, int64_t N, int32_t* perm);
+}  // namespace cpu
+
 namespace cuda {
 
 int device_count() {
@@ -15,6 +39,583 @@ int device_count() {
   }
   return n;
 }
+
+namespace {
+
+std::mutex handle_mu;
+std::map<int, cublasHandle_t> handles;
+
+cublasHandle_t handle_for_current_device() {
+  int dev = 0;
+  FT_CK(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> g(handle_mu);
+  auto it = handles.find(dev);
+  if (it != handles.end()) return it->second;
+  cublasHandle_t h = nullptr;
+  FT_CB(cublas().create(&h));
+  handles[dev] = h;
+  return h;
+}
+
+// Stream-ordered device memory, freed (in stream order) when the object goes.
+struct Mem {
+  void* p = nullptr;
+  cudaStream_t s = nullptr;
+  Mem(size_t bytes, cudaStream_t st) : s(st) { FT_CK(cudaMallocAsync(&p, std::max<size_t>(bytes, 256), s)); }
+  ~Mem() {
+    if (p) cudaFreeAsync(p, s);
+  }
+  Mem(const Mem&) = delete;
+  Mem& operator=(const Mem&) = delete;
+  template <class T>
+  T* as(size_t byte_offset = 0) const { return reinterpret_cast<T*>(static_cast<char*>(p) + byte_offset); }
+};
+
+Ctx make_ctx(uintptr_t stream, bool tf32, bool f32) {
+  Ctx c;
+  c.stream = reinterpret_cast<cudaStream_t>(stream);
+  c.h = handle_for_current_device();
+  FT_CB(cublas().set_stream(c.h, c.stream));
+  FT_CB(cublas().set_math_mode(c.h, (tf32 && f32) ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  return c;
+}
+
+template <class T>
+Bat<T> make_bat(const Net& net, const T* X, const int64_t* y, int B, bool per_model) {
+  Bat<T> b;
+  b.X = X;
+  b.sX = per_model ? (long long)B * net.n[0] : 0;
+  b.y = y;
+  b.sy = per_model ? B : 0;
+  b.B = B;
+  b.norm = B;
+  return b;
+}
+
+size_t align(size_t x) { return (x + 255) & ~size_t(255); }
+
+}  // namespace
+
+// ------------------------------------------------------------------- the four functions -----
+template <class T>
+void value_and_grad(const Net& net, int K, int B, bool per_model, const T* theta, const T* X,
+                    const int64_t* y, T* L, T* g, Ctx& c) {
+  DWork<T> w;
+  Mem m(w.carve(net, K, B, nullptr), c.stream);
+  w.carve(net, K, B, m.as<char>());
+  const Bat<T> bt = make_bat(net, X, y, B, per_model);
+  const LP<T> P = LP<T>::flat(net, const_cast<T*>(theta)), G = LP<T>::flat(net, g);
+  FT_CK(cudaMemsetAsync(w.loss, 0, sizeof(double) * K, c.stream));
+  forward(c, net, P, bt, w, K, true, false);
+  backward(c, net, P, bt, w, K, &G, T(0), false);
+  k_finish<T><<<grid_for(K), TPB, 0, c.stream>>>(w.loss, w.gn, w.gw1, L, static_cast<T*>(nullptr), K);
+  FT_LAUNCHED();
+}
+
+template <class T>
+void hvp(const Net& net, int K, int B, bool per_model, const T* theta, const T* X, const int64_t* y,
+         const T* v, T* Hv, Ctx& c) {
+  DWork<T> w;
+  Mem m(w.carve(net, K, B, nullptr), c.stream);
+  w.carve(net, K, B, m.as<char>());
+  const Bat<T> bt = make_bat(net, X, y, B, per_model);
+  const LP<T> P = LP<T>::flat(net, const_cast<T*>(theta)), V = LP<T>::flat(net, const_cast<T*>(v));
+  const LP<T> Out = LP<T>::flat(net, Hv);
+  forward(c, net, P, bt, w, K, false, false);
+  backward<T>(c, net, P, bt, w, K, nullptr, T(0), false);
+  rforward(c, net, P, V, bt, w, K, false);
+  rbackward(c, net, P, V, bt, w, K, Out, T(0), static_cast<const T*>(nullptr));
+}
+
+template <class T>
+void grad_G(const Net& net, int K, int B, bool per_model, const T* theta, const T* X, const int64_t* y,
+            T* L, T* G, T* dG, Ctx& c) {
+  DWork<T> w;
+  const size_t wb = align(w.carve(net, K, B, nullptr));
+  Mem m(wb + sizeof(T) * size_t(K) * net.P, c.stream);
+  w.carve(net, K, B, m.as<char>());
+  T* g = m.as<T>(wb);
+  const Bat<T> bt = make_bat(net, X, y, B, per_model);
+  const LP<T> P = LP<T>::flat(net, const_cast<T*>(theta)), Gp = LP<T>::flat(net, g), Out = LP<T>::flat(net, dG);
+  const bool gram = !per_model && use_gram(net, B, K);
+  const int n0 = net.n[0];
+  FT_CK(cudaMemsetAsync(w.loss, 0, sizeof(double) * K, c.stream));
+  FT_CK(cudaMemsetAsync(w.gw1, 0, sizeof(double) * K, c.stream));
+  if (gram) gemm(c, false, true, B, B, n0, T(1), X, n0, X, n0, T(0), w.gram, B);
+  forward(c, net, P, bt, w, K, true, false);
+  backward(c, net, P, bt, w, K, &Gp, T(0), gram);
+  if (gram) gram_S(c, net, bt, w, K);
+  const long long lo = gram ? (long long)net.n[1] * n0 : 0;
+  k_sqnorm<T><<<K, TPB, 0, c.stream>>>(g, net.P, lo, net.P, w.gn);
+  FT_LAUNCHED();
+  k_finish<T><<<grid_for(K), TPB, 0, c.stream>>>(w.loss, w.gn, w.gw1, L, G, K);
+  FT_LAUNCHED();
+  rforward(c, net, P, Gp, bt, w, K, gram);
+  rbackward(c, net, P, Gp, bt, w, K, Out, T(0), static_cast<const T*>(nullptr));
+}
+
+template <class T>
+void evaluate(const Net& net, int K, int64_t N, int block, const T* theta, const T* X, const int64_t* y,
+              T* loss, T* acc, T* grad, Ctx& c) {
+  // Rows per block so that the workspace stays near 2 GiB for any K.
+  int64_t per_row = 0;
+  for (int l = 1; l <= net.L(); ++l) per_row += 8LL * K * net.n[l] * sizeof(T);
+  const int64_t fit = std::max<int64_t>(1, (int64_t(2) << 30) / std::max<int64_t>(per_row, 1));
+  const int Bb = int(std::min<int64_t>({int64_t(block), N, fit}));
+  DWork<T> w;
+  Mem m(w.carve(net, K, Bb, nullptr), c.stream);
+  w.carve(net, K, Bb, m.as<char>());
+  const LP<T> P = LP<T>::flat(net, const_cast<T*>(theta));
+  const LP<T> G = grad ? LP<T>::flat(net, grad) : LP<T>();
+  FT_CK(cudaMemsetAsync(w.loss, 0, sizeof(double) * K, c.stream));
+  FT_CK(cudaMemsetAsync(w.correct, 0, sizeof(int64_t) * K, c.stream));
+  for (int64_t r0 = 0; r0 < N; r0 += Bb) {
+    Bat<T> bt;
+    bt.X = X + r0 * net.n[0];
+    bt.y = y + r0;
+    bt.B = int(std::min<int64_t>(Bb, N - r0));
+    bt.norm = double(N);
+    forward(c, net, P, bt, w, K, true, true);
+    if (grad) backward(c, net, P, bt, w, K, &G, r0 == 0 ? T(0) : T(1), false);
+  }
+  k_finish<T><<<grid_for(K), TPB, 0, c.stream>>>(w.loss, w.gn, w.gw1, loss, static_cast<T*>(nullptr), K);
+  k_acc<T><<<grid_for(K), TPB, 0, c.stream>>>(w.correct, acc, double(N), K);
+  FT_LAUNCHED();
+}
+
+// ------------------------------------------------------------------- the inner descent ------
+constexpr int kMaxLayers = 16;
+struct LayerTab {
+  int L;
+  long long offW[kMaxLayers + 2], offb[kMaxLayers + 2], nW[kMaxLayers + 2], nb[kMaxLayers + 2];
+  long long packW[kMaxLayers + 2], packb[kMaxLayers + 2];
+};
+
+LayerTab make_tab(const Net& net, long long K) {
+  if (net.L() > kMaxLayers) throw std::invalid_argument("the CUDA backend supports at most 16 layers");
+  LayerTab t{};
+  t.L = net.L();
+  long long off = 0;
+  for (int l = 1; l <= t.L; ++l) {
+    t.offW[l] = net.offW[l];
+    t.offb[l] = net.offb[l];
+    t.nW[l] = (long long)net.n[l] * net.n[l - 1];
+    t.nb[l] = net.n[l];
+    t.packW[l] = off;
+    off += K * t.nW[l];
+    t.packb[l] = off;
+    off += K * t.nb[l];
+  }
+  t.offW[t.L + 1] = net.P;
+  return t;
+}
+
+// Flat [K, P] ↔ packed (each layer's W of all models contiguous, then its b).
+// to_packed: flat → packed for all models; else packed → flat for models with mask[k] (or all).
+template <class T>
+__global__ void k_repack(T* __restrict__ flat, T* __restrict__ packed, LayerTab t, int K, long long P,
+                         bool to_packed, const int8_t* __restrict__ mask) {
+  FT_GRID_STRIDE(q, int64_t(K) * P) {
+    const int k = int(q / P);
+    if (!to_packed && mask && !mask[k]) continue;
+    const long long j = q % P;
+    int l = 1;
+    while (l < t.L && j >= t.offW[l + 1]) ++l;
+    const long long pi = (j < t.offb[l]) ? t.packW[l] + k * t.nW[l] + (j - t.offW[l])
+                                         : t.packb[l] + k * t.nb[l] + (j - t.offb[l]);
+    if (to_packed) packed[pi] = flat[q];
+    else flat[q] = packed[pi];
+  }
+}
+
+template <class T>
+__global__ void k_init_descent(const T* lr, T* alpha, int8_t* status, double* G_first, double* G_last,
+                               int64_t* steps_done, int K) {
+  FT_GRID_STRIDE(k, K) {
+    alpha[k] = -lr[k];
+    status[k] = 0;
+    G_first[k] = NAN;
+    G_last[k] = NAN;
+    steps_done[k] = 0;
+  }
+}
+
+// Gathers the step's rows: Xb [nb, B, n0] from X [N, n0] through the permutation(s), at the
+// device step counter. perm is [N] (shared) or [nb, N] (independent).
+template <class T>
+__global__ void k_gather(const T* __restrict__ X, const int64_t* __restrict__ y, const int32_t* __restrict__ perm,
+                         const int64_t* __restrict__ step, long long spe, int Bfull, int Bs, int n0, int nb,
+                         long long N, T* __restrict__ Xb, int64_t* __restrict__ yb) {
+  const long long pos = (*step) % spe;
+  FT_GRID_STRIDE(q, int64_t(nb) * Bs * n0) {
+    const int j = int(q % n0);
+    const int64_t rk = q / n0;
+    const int r = int(rk % Bs), k = int(rk / Bs);
+    const int64_t idx = perm[k * N + pos * Bfull + r];
+    Xb[q] = X[idx * n0 + j];
+    if (j == 0) yb[rk] = y[idx];
+  }
+}
+
+// Per model: G, the verdict, the trace; a model that stops gets alpha = 0 and just[k] = 1.
+template <class T>
+__global__ void k_judge(const double* gn, const double* gw1, double* G_first, double* G_last, int8_t* status,
+                        int64_t* steps_done, const T* lr, T* alpha, int8_t* just, T* trace, long long n_rec,
+                        long long record_every, const int64_t* step, double tol, double growth,
+                        unsigned long long* active, int K) {
+  FT_GRID_STRIDE(k, K) {
+    just[k] = 0;
+    if (status[k] != 0) {
+      alpha[k] = T(0);
+      continue;
+    }
+    const long long s = *step;
+    const double G = 0.5 * (gn[k] + gw1[k]);
+    const bool first = (s == 0);
+    if (first) G_first[k] = G;
+    int8_t v = 0;
+    if (!isfinite(G)) v = 4;                                     // nonfinite
+    else if (!first && growth > 0 && G > growth * G_first[k]) v = 3;  // diverged
+    else if (G < tol) v = 1;                                     // converged
+    if (s % record_every == 0) trace[k * n_rec + s / record_every] = T(G);
+    G_last[k] = G;
+    if (v != 0) {
+      status[k] = v;
+      steps_done[k] = s;
+      just[k] = 1;
+      alpha[k] = T(0);
+      atomicAdd(active, (unsigned long long)-1LL);
+    } else {
+      alpha[k] = -lr[k];
+    }
+  }
+}
+
+__global__ void k_step_inc(int64_t* step) { *step += 1; }
+
+__global__ void k_mark_running(const int8_t* status, int8_t* mask, int K) {
+  FT_GRID_STRIDE(k, K) mask[k] = (status[k] == 0);
+}
+
+// The models still running at the end: status max_steps (or interrupted), or nonfinite if their
+// parameters are not all finite (one block per model).
+template <class T>
+__global__ void k_finish_descent(const T* __restrict__ flat, long long P, int8_t* status, int64_t* steps_done,
+                                 long long s_done, int8_t end_code) {
+  const int k = blockIdx.x;
+  if (status[k] != 0) return;
+  double bad = 0;
+  for (long long q = threadIdx.x; q < P; q += blockDim.x) bad += isfinite(double(flat[k * P + q])) ? 0.0 : 1.0;
+  bad = block_sum(bad);
+  if (threadIdx.x == 0) {
+    status[k] = bad > 0 ? int8_t(4) : end_code;
+    steps_done[k] = s_done;
+  }
+}
+
+template <class T>
+__global__ void k_gd_update(T* __restrict__ theta, const T* __restrict__ hv, const T* __restrict__ alpha, long long P, int K) {
+  FT_GRID_STRIDE(q, int64_t(K) * P) {
+    const T a = alpha[q / P];
+    if (a != T(0)) theta[q] += a * hv[q];
+  }
+}
+
+template <class T>
+void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
+  const int K = a.K, B = a.B, n0 = net.n[0];
+  const long long P = net.P, N = a.N;
+  const LayerTab tab = make_tab(net, K);
+  // A stream of our own (graph capture cannot use the legacy default stream), ordered after the
+  // caller's stream on entry and before it on exit.
+  cudaStream_t st;
+  FT_CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cudaEvent_t ev;
+  FT_CK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  struct Cleanup {
+    cudaStream_t st; cudaEvent_t ev; cudaStream_t caller; cublasHandle_t h;
+    ~Cleanup() {
+      cudaEventRecord(ev, st);
+      cudaStreamWaitEvent(caller, ev, 0);
+      if (h) {
+        if (cublas().set_workspace) cublas().set_workspace(h, nullptr, 0);
+        cublas().set_stream(h, caller);
+      }
+      cudaEventDestroy(ev);
+      cudaStreamDestroy(st);
+    }
+  } cleanup{st, ev, c0.stream, c0.h};
+  FT_CK(cudaEventRecord(ev, c0.stream));
+  FT_CK(cudaStreamWaitEvent(st, ev, 0));
+  Ctx c = c0;
+  c.stream = st;
+  FT_CB(cublas().set_stream(c.h, st));
+
+  T* theta_out = reinterpret_cast<T*>(a.theta);
+  const T* theta0 = reinterpret_cast<const T*>(a.theta0);
+  const T* X = reinterpret_cast<const T*>(a.X);
+  const T* lr = reinterpret_cast<const T*>(a.lr);
+  T* trace = reinterpret_cast<T*>(a.G_trace);
+  const int nb = a.shared ? 1 : K;   // batches drawn per step
+
+  // ---- memory ----
+  DWork<T> w;
+  const int Bw = a.full_batch ? int(std::min<int64_t>(a.eval_block, N)) : B;
+  const size_t wbytes = align(w.carve(net, K, Bw, nullptr));
+  size_t off = wbytes;
+  auto slot = [&](size_t bytes) { size_t o = off; off = align(off + bytes); return o; };
+  const size_t o_pack = slot(sizeof(T) * size_t(K) * P);
+  const size_t o_g = slot(sizeof(T) * size_t(K) * P);
+  const size_t o_hv = a.full_batch ? slot(sizeof(T) * size_t(K) * P) : 0;
+  const size_t o_xb = a.full_batch ? 0 : slot(sizeof(T) * size_t(nb) * B * n0);
+  const size_t o_yb = a.full_batch ? 0 : slot(sizeof(int64_t) * size_t(nb) * B);
+  const size_t o_perm = a.full_batch ? 0 : slot(sizeof(int32_t) * size_t(nb) * N);
+  const size_t o_alpha = slot(sizeof(T) * K);
+  const size_t o_just = slot(K);
+  const size_t o_step = slot(sizeof(int64_t));
+  const size_t o_active = slot(sizeof(unsigned long long));
+  const size_t cublas_ws = size_t(32) << 20;
+  const size_t o_cws = slot(cublas_ws);
+  Mem m(off, st);
+  w.carve(net, K, Bw, m.as<char>());
+  T* packed = m.as<T>(o_pack);
+  T* g = m.as<T>(o_g);
+  T* alpha = m.as<T>(o_alpha);
+  int8_t* just = m.as<int8_t>(o_just);
+  int64_t* step = m.as<int64_t>(o_step);
+  auto* active = m.as<unsigned long long>(o_active);
+  if (cublas().set_workspace) FT_CB(cublas().set_workspace(c.h, m.as<void>(o_cws), cublas_ws));
+
+  int8_t* status = reinterpret_cast<int8_t*>(a.status);
+  int64_t* steps_done = reinterpret_cast<int64_t*>(a.steps_done);
+  double* G_first = reinterpret_cast<double*>(a.G_first);
+  double* G_last = reinterpret_cast<double*>(a.G_last);
+  k_init_descent<T><<<grid_for(K), TPB, 0, st>>>(lr, alpha, status, G_first, G_last, steps_done, K);
+  FT_LAUNCHED();
+  FT_CK(cudaMemsetAsync(step, 0, sizeof(int64_t), st));
+  const unsigned long long K_ull = (unsigned long long)K;
+  FT_CK(cudaMemcpyAsync(active, &K_ull, sizeof(K_ull), cudaMemcpyHostToDevice, st));
+  FT_CK(cudaMemsetAsync(just, 0, K, st));
+
+  const LP<T> Gp = LP<T>::flat(net, g);
+  const long long lo_W1 = (long long)net.n[1] * n0;
+  int64_t s_done = 0;
+  bool interrupted = false;
+  unsigned long long act_host = K;
+
+  if (a.full_batch) {
+    // ---- gd: two passes over the data per step, on the flat parameters in theta_out ----
+    FT_CK(cudaMemcpyAsync(theta_out, theta0, sizeof(T) * size_t(K) * P, cudaMemcpyDeviceToDevice, st));
+    T* hv = m.as<T>(o_hv);
+    const LP<T> Pf = LP<T>::flat(net, theta_out), Hp = LP<T>::flat(net, hv);
+    FT_CK(cudaMemsetAsync(w.gw1, 0, sizeof(double) * K, st));
+    for (int64_t s = 0; s < a.steps; ++s) {
+      for (int pass = 0; pass < 2; ++pass) {
+        for (long long r0 = 0; r0 < N; r0 += Bw) {
+          Bat<T> bt;
+          bt.X = X + r0 * n0;
+          bt.y = a.y + r0;
+          bt.B = int(std::min<long long>(Bw, N - r0));
+          bt.norm = double(N);
+          forward(c, net, Pf, bt, w, K, false, false);
+          if (pass == 0) {
+            backward(c, net, Pf, bt, w, K, &Gp, r0 == 0 ? T(0) : T(1), false);
+          } else {
+            backward<T>(c, net, Pf, bt, w, K, nullptr, T(0), false);
+            rforward(c, net, Pf, Gp, bt, w, K, false);
+            rbackward(c, net, Pf, Gp, bt, w, K, Hp, r0 == 0 ? T(0) : T(1), static_cast<const T*>(nullptr));
+          }
+        }
+        if (pass == 0) {
+          k_sqnorm<T><<<K, TPB, 0, st>>>(g, P, 0, P, w.gn);
+          k_judge<T><<<grid_for(K), TPB, 0, st>>>(w.gn, w.gw1, G_first, G_last, status, steps_done, lr, alpha,
+                                                 just, trace, a.n_rec, a.record_every, step, a.G_tol, a.growth,
+                                                 active, K);
+          FT_LAUNCHED();
+        }
+      }
+      k_gd_update<T><<<grid_for(int64_t(K) * P), TPB, 0, st>>>(theta_out, hv, alpha, P, K);
+      k_step_inc<<<1, 1, 0, st>>>(step);
+      FT_LAUNCHED();
+      s_done = s + 1;
+      FT_CK(cudaMemcpyAsync(&act_host, active, sizeof(act_host), cudaMemcpyDeviceToHost, st));
+      FT_CK(cudaStreamSynchronize(st));
+      if (a.progress) {
+        __atomic_store_n(&a.progress[0], s + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&a.progress[1], __atomic_load_n(&a.progress[1], __ATOMIC_RELAXED) + (int64_t)act_host, __ATOMIC_RELAXED);
+        __atomic_store_n(&a.progress[3], (int64_t)act_host, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&a.progress[2], __ATOMIC_RELAXED) != 0) { interrupted = true; break; }
+      }
+      if (act_host == 0) break;
+    }
+  } else {
+    // ---- sgd: the captured step ----
+    FT_CK(cudaMemsetAsync(theta_out, 0, sizeof(T) * size_t(K) * P, st));
+    k_repack<T><<<grid_for(int64_t(K) * P), TPB, 0, st>>>(const_cast<T*>(theta0), packed, tab, K, P, true, nullptr);
+    FT_LAUNCHED();
+    LP<T> Pp;
+    Pp.W.assign(net.L() + 1, nullptr);
+    Pp.b = Pp.W;
+    Pp.sW.assign(net.L() + 1, 0);
+    Pp.sb = Pp.sW;
+    for (int l = 1; l <= net.L(); ++l) {
+      Pp.W[l] = packed + tab.packW[l];
+      Pp.b[l] = packed + tab.packb[l];
+      Pp.sW[l] = tab.nW[l];
+      Pp.sb[l] = tab.nb[l];
+    }
+    T* Xb = m.as<T>(o_xb);
+    int64_t* yb = m.as<int64_t>(o_yb);
+    int32_t* perm = m.as<int32_t>(o_perm);
+    const long long spe = a.drop_last ? N / B : (N + B - 1) / B;
+    const bool gram = a.shared && use_gram(net, B, K);
+
+    auto one_step = [&](int Bs) {
+      Bat<T> bt = make_bat(net, static_cast<const T*>(Xb), static_cast<const int64_t*>(yb), Bs, !a.shared);
+      k_gather<T><<<grid_for(int64_t(nb) * Bs * n0), TPB, 0, st>>>(X, a.y, perm, step, spe, B, Bs, n0, nb, N, Xb, yb);
+      FT_LAUNCHED();
+      FT_CK(cudaMemsetAsync(w.gw1, 0, sizeof(double) * K, st));
+      if (gram) gemm(c, false, true, Bs, Bs, n0, T(1), Xb, n0, Xb, n0, T(0), w.gram, Bs);
+      forward(c, net, Pp, bt, w, K, false, false);
+      backward(c, net, Pp, bt, w, K, &Gp, T(0), gram);
+      if (gram) {
+        // gram_S with the step's own leading dimension for the Gram matrix
+        const int n1 = net.n[1], ld = K * n1;
+        gemm(c, false, false, Bs, ld, Bs, T(1), w.gram, Bs, w.E[1], ld, T(0), w.RZ[1], ld);
+        k_dot_models<T><<<K, TPB, 0, st>>>(w.E[1], w.RZ[1], Bs, K, n1, w.gw1);
+        FT_LAUNCHED();
+      }
+      k_sqnorm<T><<<K, TPB, 0, st>>>(g, P, gram ? lo_W1 : 0, P, w.gn);
+      k_judge<T><<<grid_for(K), TPB, 0, st>>>(w.gn, w.gw1, G_first, G_last, status, steps_done, lr, alpha, just,
+                                             trace, a.n_rec, a.record_every, step, a.G_tol, a.growth, active, K);
+      k_repack<T><<<grid_for(int64_t(K) * P), TPB, 0, st>>>(theta_out, packed, tab, K, P, false, just);
+      FT_LAUNCHED();
+      rforward(c, net, Pp, Gp, bt, w, K, gram);
+      rbackward(c, net, Pp, Gp, bt, w, K, Pp, T(1), static_cast<const T*>(alpha));
+      k_step_inc<<<1, 1, 0, st>>>(step);
+      FT_LAUNCHED();
+    };
+
+    std::map<int, cudaGraphExec_t> graphs;
+    struct GraphCleanup {
+      std::map<int, cudaGraphExec_t>& g;
+      ~GraphCleanup() { for (auto& kv : g) cudaGraphExecDestroy(kv.second); }
+    } gc{graphs};
+    auto run_step = [&](int Bs) {
+      if (!a.use_graph) { one_step(Bs); return; }
+      auto it = graphs.find(Bs);
+      if (it == graphs.end()) {
+        cudaGraph_t graph;
+        FT_CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        try {
+          one_step(Bs);
+        } catch (...) {
+          cudaStreamEndCapture(st, &graph);
+          throw;
+        }
+        FT_CK(cudaStreamEndCapture(st, &graph));
+        cudaGraphExec_t exec;
+        FT_CK(cudaGraphInstantiate(&exec, graph, 0));
+        cudaGraphDestroy(graph);
+        it = graphs.emplace(Bs, exec).first;
+      }
+      FT_CK(cudaGraphLaunch(it->second, st));
+    };
+
+    std::vector<int32_t> hperm(size_t(nb) * N);
+    std::vector<uint64_t> streams(a.streams, a.streams + (a.shared ? 1 : K));
+    const int64_t check_every = 32;
+    for (int64_t s = 0; s < a.steps; ++s) {
+      const long long epoch = s / spe, pos = s % spe;
+      const int Bs = int(std::min<long long>(B, N - pos * B));
+      if (pos == 0) {
+        FT_CK(cudaStreamSynchronize(st));  // the previous epoch's permutation is no longer read
+        if (a.shared) cpu::epoch_perm(streams[0], uint64_t(epoch), N, hperm.data());
+        else cpu::epoch_perms(streams.data(), K, uint64_t(epoch), N, hperm.data());
+        FT_CK(cudaMemcpyAsync(perm, hperm.data(), sizeof(int32_t) * hperm.size(), cudaMemcpyHostToDevice, st));
+      }
+      run_step(Bs);
+      s_done = s + 1;
+      const bool check = (s % check_every == check_every - 1) || s + 1 == a.steps;
+      if (check) {
+        FT_CK(cudaMemcpyAsync(&act_host, active, sizeof(act_host), cudaMemcpyDeviceToHost, st));
+        FT_CK(cudaStreamSynchronize(st));
+      }
+      if (a.progress) {
+        __atomic_store_n(&a.progress[0], s + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&a.progress[1], __atomic_load_n(&a.progress[1], __ATOMIC_RELAXED) + (int64_t)act_host, __ATOMIC_RELAXED);
+        __atomic_store_n(&a.progress[3], (int64_t)act_host, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&a.progress[2], __ATOMIC_RELAXED) != 0) { interrupted = true; break; }
+      }
+      if (check && act_host == 0) break;
+    }
+    // The models still running: their packed parameters out (a stopped model's row was written
+    // when it stopped; its packed copy may since have gone non-finite and is not copied again).
+    k_mark_running<<<grid_for(K), TPB, 0, st>>>(status, just, K);
+    k_repack<T><<<grid_for(int64_t(K) * P), TPB, 0, st>>>(theta_out, packed, tab, K, P, false, just);
+    FT_LAUNCHED();
+  }
+  k_finish_descent<T><<<K, TPB, 0, st>>>(theta_out, P, status, steps_done, s_done, int8_t(interrupted ? 5 : 2));
+  FT_LAUNCHED();
+  FT_CK(cudaStreamSynchronize(st));
+}
+
+// ------------------------------------------------------------------- typed entry points -----
+namespace {
+template <class F>
+void with_dtype(int dtype, F&& f) {
+  if (dtype == 0) f(float(0));
+  else if (dtype == 1) f(double(0));
+  else throw std::invalid_argument("dtype code must be 0 (float32) or 1 (float64)");
+}
+}  // namespace
+
+void api_value_and_grad(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t theta, uintptr_t X,
+                        uintptr_t y, uintptr_t L, uintptr_t g, uintptr_t stream, bool tf32) {
+  with_dtype(dtype, [&](auto z) {
+    using T = decltype(z);
+    Ctx c = make_ctx(stream, tf32, dtype == 0);
+    value_and_grad<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)L, (T*)g, c);
+  });
+}
+
+void api_hvp(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t theta, uintptr_t X, uintptr_t y,
+             uintptr_t v, uintptr_t Hv, uintptr_t stream, bool tf32) {
+  with_dtype(dtype, [&](auto z) {
+    using T = decltype(z);
+    Ctx c = make_ctx(stream, tf32, dtype == 0);
+    hvp<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (const T*)v, (T*)Hv, c);
+  });
+}
+
+void api_grad_G(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t theta, uintptr_t X,
+                uintptr_t y, uintptr_t L, uintptr_t G, uintptr_t dG, uintptr_t stream, bool tf32) {
+  with_dtype(dtype, [&](auto z) {
+    using T = decltype(z);
+    Ctx c = make_ctx(stream, tf32, dtype == 0);
+    grad_G<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)L, (T*)G, (T*)dG, c);
+  });
+}
+
+void api_evaluate(const Net& net, int dtype, int K, int64_t N, int block, uintptr_t theta, uintptr_t X,
+                  uintptr_t y, uintptr_t loss, uintptr_t acc, uintptr_t grad, uintptr_t stream, bool tf32) {
+  with_dtype(dtype, [&](auto z) {
+    using T = decltype(z);
+    Ctx c = make_ctx(stream, tf32, dtype == 0);
+    evaluate<T>(net, K, N, block, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)loss, (T*)acc,
+                (T*)grad, c);
+  });
+}
+
+void api_inner_descent(const Net& net, int dtype, const DescentArgs& a, uintptr_t stream, bool tf32) {
+  with_dtype(dtype, [&](auto z) {
+    using T = decltype(z);
+    Ctx c = make_ctx(stream, tf32, dtype == 0);
+    inner_descent<T>(net, a, c);
+  });
+}
+
+void synchronize(uintptr_t stream) { FT_CK(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream))); }
 
 }  // namespace cuda
 }  // namespace ft

@@ -1,0 +1,165 @@
+"""grad_G on the GPU: fasttrap's CUDA core against the torch CUDA paths.
+
+    python -m pytest benchmarks/bench_cuda.py
+
+784-100-100-10, B = 128, float32, K ∈ {64, 900}, all on one device, agreement with a float64
+reference checked before timing:
+  fasttrap-cuda        the fused CUDA step (cuBLAS GEMMs + fused elementwise kernels)
+  fasttrap-cuda-tf32   the same with TF32 tensor-core GEMMs
+  twin-loop            fasttrap.reference.grad_G per model (torch CUDA autograd, double backward)
+  twin-batched         the twin on all K at once (batched matmuls, double backward)
+  func-fwdrev/-revrev  torch.func vmap of jvp(grad) / grad(½‖grad‖²), and torch.compile'd
+Reported: model-steps/s, TFLOP/s counting the fused algorithm's arithmetic, and the float32
+SGEMM rate (torch.mm, 8192³, TF32 off) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import fasttrap
+from fasttrap import cuda as ftcuda
+from fasttrap import flops, reference
+
+pytestmark = pytest.mark.skipif(not fasttrap.cuda_available(), reason="no CUDA device")
+
+MLP = fasttrap.MLP((784, 100, 100, 10))
+B = 128
+KS = [64, 900]
+IMPLS = ["fasttrap-cuda", "fasttrap-cuda-tf32", "twin-batched", "twin-loop", "func-fwdrev", "func-revrev",
+         "func-fwdrev-compiled", "func-revrev-compiled"]
+_cache: dict = {}
+
+
+def gpu_sgemm_tflops(n: int = 8192, tf32: bool = False) -> float:
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        a, b = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
+        for _ in range(3):
+            torch.mm(a, b)
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(10):
+            s.record()
+            torch.mm(a, b)
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e) / 1e3)
+        return 2 * n**3 / float(np.median(times)) / 1e12
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _problem(K):
+    g = torch.Generator(device="cuda").manual_seed(K)
+    theta = torch.from_numpy(MLP.init(K, 7)).cuda() + 0.01 * torch.randn(K, MLP.n_params, device="cuda", generator=g)
+    X = torch.rand(B, 784, device="cuda", generator=g)
+    y = torch.randint(0, 10, (B,), device="cuda", generator=g)
+    return theta.contiguous(), X, y
+
+
+def _func(kind, compiled):
+    from torch.func import grad, jvp, vmap
+
+    def loss1(t, X, y):
+        return reference.losses(MLP, reference.outputs(MLP, t[None], X), y)[0]
+
+    g1 = grad(loss1)
+
+    def fwdrev(t, X, y):
+        return jvp(lambda u: g1(u, X, y), (t,), (g1(t, X, y),))[1]
+
+    def revrev(t, X, y):
+        return grad(lambda u: 0.5 * (g1(u, X, y) ** 2).sum())(t)
+
+    f = vmap(fwdrev if kind == "fwdrev" else revrev, in_dims=(0, None, None))
+    if compiled:
+        f = _cache.setdefault(kind, torch.compile(f, dynamic=False))
+    return f
+
+
+def make(impl, theta, X, y):
+    if impl.startswith("fasttrap-cuda"):
+        tf32 = impl.endswith("tf32")
+
+        def f():
+            ftcuda.set_tf32(tf32)
+            try:
+                return fasttrap.grad_G(MLP, theta, X, y, backend="cuda")[2]
+            finally:
+                ftcuda.set_tf32(False)
+        return f
+    if impl == "twin-loop":
+        return lambda: torch.cat([reference.grad_G(MLP, theta[k:k + 1], X, y)[2] for k in range(theta.shape[0])])
+    if impl == "twin-batched":
+        return lambda: reference.grad_G(MLP, theta, X, y)[2]
+    f = _func("fwdrev" if "fwdrev" in impl else "revrev", impl.endswith("compiled"))
+    return lambda: f(theta, X, y)
+
+
+@pytest.mark.parametrize("K", KS)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_grad_G_cuda(benchmark, recorder, impl, K):
+    theta, X, y = _problem(K)
+    ref = reference.grad_G(MLP, theta.double(), X.double(), y)[2]
+    fn = make(impl, theta, X, y)
+    try:
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        first = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - e.g. torch.compile failing on a transform
+        recorder.add("cuda_grad_G", _module=__name__, impl=impl, K=K, error=f"{type(exc).__name__}: {exc}"[:200])
+        pytest.skip(f"{impl} unavailable: {exc}")
+    err = float((out.double() - ref).norm() / ref.norm())
+    assert err < (3e-2 if impl.endswith("tf32") else 1e-4), f"{impl}: relative L2 error {err:.2e}"
+
+    def timed():
+        fn()
+        torch.cuda.synchronize()
+
+    # a second call, to know the steady cost (the first may compile)
+    t0 = time.perf_counter()
+    timed()
+    per = time.perf_counter() - t0
+    rounds = int(np.clip(4.0 / max(per, 1e-5), 3, 200))
+    peak = gpu_sgemm_tflops()
+    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
+    med = benchmark.stats.stats.median
+    steps = K / med
+    recorder.add("cuda_grad_G", _module=__name__, impl=impl, K=K, median_s=med, model_steps_s=steps,
+                 tflops=steps * flops.fused_grad_G(MLP, B, K) / 1e12, sgemm_tflops=peak,
+                 sgemm_tf32_tflops=gpu_sgemm_tflops(tf32=True), rel_err=err, first_call_s=first,
+                 device=torch.cuda.get_device_name())
+
+
+def format_table(rows):
+    by_k: dict = {}
+    for r in rows:
+        by_k.setdefault(r["K"], {})[r["impl"]] = r
+    out = ["| K | implementation | model-steps/s | fasttrap-cuda is | TFLOP/s (fused count) | % of FP32 SGEMM | rel. err vs fp64 |",
+           "|---:|---|---:|---:|---:|---:|---:|"]
+    for K in sorted(by_k):
+        ours = by_k[K].get("fasttrap-cuda")
+        for impl in IMPLS:
+            r = by_k[K].get(impl)
+            if r is None:
+                continue
+            if "error" in r:
+                out.append(f"| {K} | {impl} | n/a | | | | {r['error'][:60]} |")
+                continue
+            rel = f"{ours['model_steps_s'] / r['model_steps_s']:.1f}x faster" if ours and not impl.startswith("fasttrap") else ""
+            out.append(f"| {K} | {impl} | {r['model_steps_s']:,.0f} | {rel} | {r['tflops']:.2f} | "
+                       f"{100 * r['tflops'] / r['sgemm_tflops']:.0f}% | {r['rel_err']:.1e} |")
+    any_r = next((r for rs in by_k.values() for r in rs.values() if "sgemm_tflops" in r), None)
+    if any_r:
+        out.append("")
+        out.append(f"Device: {any_r['device']}; FP32 SGEMM (torch.mm 8192³) {any_r['sgemm_tflops']:.1f} TFLOP/s, "
+                   f"TF32 {any_r['sgemm_tf32_tflops']:.1f} TFLOP/s, measured in the same run.")
+    return "\n".join(out)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine: build fasttrap with CUDA, run the GPU tests, the GPU benchmarks
+# and the reference-analysis timing. Stages are time-boxed; logs go to $OUT.
+#   bash benchmarks/gpu_session.sh [tests|bench|analysis|all]...   (default: all)
+set -uo pipefail
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+OUT=${OUT:-/tmp/fasttrap-out}
+mkdir -p "$OUT"
+REPO=$(pwd)
+stages=${*:-all}
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+t0=$(date +%s)
+export FASTTRAP_CUDA=ON CUDAARCHS=${CUDAARCHS:-90}
+python3 -m pip install --no-build-isolation --no-deps --no-index . > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+cd /tmp
+python3 -c "import fasttrap; print(fasttrap.backend_info()); from fasttrap import cuda; cuda._ensure_cublas(); from fasttrap import _loader; print('cublas', _loader.core.cuda_cublas_path())"
+run() { echo "=== $1"; shift; timeout "$@"; echo "(exit $?)"; }
+case " $stages " in *" tests "*|*" all "*)
+  run "GPU tests" 300 python3 -m pytest "$REPO/tests" -q -x -k "cuda or gpu" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25 ;;
+esac
+case " $stages " in *" bench "*|*" all "*)
+  run "GPU benchmarks" 420 python3 -m pytest "$REPO/benchmarks/bench_cuda.py" -q -p no:cacheprovider \
+      --benchmark-json="$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench.log" | tail -30
+  cp "$REPO"/benchmarks/results/cuda_grad_G.* "$OUT/" 2>/dev/null ;;
+esac
+case " $stages " in *" analysis "*|*" all "*)
+  run "reference analysis" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tail -30 ;;
+esac
+case " $stages " in *" analysis32 "*)
+  run "reference analysis tf32" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --tf32 --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tail -30 ;;
+esac
