@@ -57,10 +57,15 @@ def gpu_sgemm_tflops(n: int = 8192, tf32: bool = False) -> float:
 
 
 def _problem(K):
+    # Real inputs: a normalised MNIST batch, and K models near their initialisation (random
+    # unnormalised pixels saturate some models' softmax, where every float32 implementation
+    # alike loses the digits of 1 - p; that would measure float32, not the implementations).
+    ds = fasttrap.data.load("mnist")
+    idx = np.random.default_rng(K).choice(len(ds.y_train), B, replace=False)
     g = torch.Generator(device="cuda").manual_seed(K)
     theta = torch.from_numpy(MLP.init(K, 7)).cuda() + 0.01 * torch.randn(K, MLP.n_params, device="cuda", generator=g)
-    X = torch.rand(B, 784, device="cuda", generator=g)
-    y = torch.randint(0, 10, (B,), device="cuda", generator=g)
+    X = torch.from_numpy(ds.X_train[idx]).cuda()
+    y = torch.from_numpy(ds.y_train[idx]).cuda()
     return theta.contiguous(), X, y
 
 
@@ -128,7 +133,7 @@ def test_grad_G_cuda(benchmark, recorder, impl, K):
     t0 = time.perf_counter()
     timed()
     per = time.perf_counter() - t0
-    rounds = int(np.clip(4.0 / max(per, 1e-5), 3, 200))
+    rounds = int(np.clip(2.0 / max(per, 1e-5), 3, 200))
     peak = gpu_sgemm_tflops()
     benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
     med = benchmark.stats.stats.median

@@ -39,11 +39,12 @@ _compiled_cache: dict = {}
 
 
 def _problem(K: int):
+    # A real, normalised MNIST batch and K models near their initialisation.
+    ds = fasttrap.data.load("mnist")
     rng = np.random.default_rng(K)
+    idx = rng.choice(len(ds.y_train), B, replace=False)
     theta = MLP.init(K, 7) + np.float32(0.01) * rng.standard_normal((K, MLP.n_params)).astype(np.float32)
-    X = rng.random((B, 784), dtype=np.float32)
-    y = rng.integers(0, 10, B)
-    return theta, X, y
+    return theta, ds.X_train[idx], ds.y_train[idx]
 
 
 def _func_impl(kind: str, compiled: bool):

@@ -45,6 +45,10 @@ class Recorder:
 
     def add(self, suite: str, **row) -> None:
         self.rows[suite].append(row)
+        # Written at once as well, so that a run cut short keeps what it measured.
+        RESULTS.mkdir(exist_ok=True)
+        with open(RESULTS / f"{suite}.jsonl", "a") as fh:
+            fh.write(json.dumps({k: v for k, v in row.items() if k != "_module"}, default=float) + "\n")
 
 
 _recorder = Recorder()

@@ -25,12 +25,16 @@ case " $stages " in *" tests "*|*" all "*)
   run "GPU tests" 300 python3 -m pytest "$REPO/tests" -q -x -k "cuda or gpu" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25 ;;
 esac
 case " $stages " in *" bench "*|*" all "*)
-  run "GPU benchmarks" 420 python3 -m pytest "$REPO/benchmarks/bench_cuda.py" -q -p no:cacheprovider \
+  rm -f "$REPO"/benchmarks/results/cuda_grad_G.jsonl
+  run "GPU benchmarks" ${BENCH_TIMEOUT:-420} python3 -m pytest "$REPO/benchmarks/bench_cuda.py" -q -p no:cacheprovider \
       --benchmark-json="$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench.log" | tail -30
-  cp "$REPO"/benchmarks/results/cuda_grad_G.* "$OUT/" 2>/dev/null ;;
+  cp "$REPO"/benchmarks/results/cuda_grad_G.* "$OUT/" 2>/dev/null; cat "$OUT/cuda_grad_G.md" 2>/dev/null ;;
 esac
 case " $stages " in *" analysis "*|*" all "*)
   run "reference analysis" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tail -30 ;;
+esac
+case " $stages " in *" profile "*)
+  run "profile" 200 python3 "$REPO/benchmarks/gpu_profile.py" 2>&1 | tee "$OUT/profile.log" | tail -32 ;;
 esac
 case " $stages " in *" analysis32 "*)
   run "reference analysis tf32" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --tf32 --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tail -30 ;;

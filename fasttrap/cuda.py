@@ -40,9 +40,13 @@ def get_tf32() -> bool:
 
 
 def set_graphs(on: bool) -> None:
-    """Capture the inner-descent step as a CUDA graph (default on; off is for debugging)."""
+    """Use CUDA graphs (default on; off is for debugging and profiling): the inner-descent step
+    is captured once and replayed, and value_and_grad / hvp / grad_G of modest size replay a
+    cached graph per problem shape."""
     global _use_graph
     _use_graph = bool(on)
+    if _loader.core is not None and hasattr(_loader.core, "cuda_set_graph_calls"):
+        _loader.core.cuda_set_graph_calls(_use_graph)
 
 
 def _cublas_candidates() -> list[str]:
@@ -143,11 +147,6 @@ def _float_dtype(theta: Any) -> Any:
     raise TypeError(f"theta: expected dtype float32 or float64, got {dt}")
 
 
-def _finite(t: Any, name: str) -> None:
-    import torch
-
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name}: contains NaN or infinite values")
 
 
 def _prepare(mlp: MLP, theta: Any, X: Any, y: Any, v: Any = None) -> tuple:
@@ -174,16 +173,20 @@ def _prepare(mlp: MLP, theta: Any, X: Any, y: Any, v: Any = None) -> tuple:
     yt = _to_torch(y, "y", torch.int64, dev)
     if tuple(yt.shape) != yshape:
         raise ValueError(f"y: expected shape {list(yshape)}, got {list(yt.shape)}")
-    if yt.numel() and (int(yt.min()) < 0 or int(yt.max()) >= mlp.n_out):
-        raise ValueError(f"y: labels must lie in [0, {mlp.n_out})")
-    _finite(th, "theta")
-    _finite(Xt, "X")
     vt = None
     if v is not None:
         vt = _to_torch(v, "v", dtype, dev)
         if tuple(vt.shape) != tuple(th.shape):
             raise ValueError(f"v: expected shape {list(th.shape)}, got {list(vt.shape)}")
-        _finite(vt, "v")
+    # Every value check on the device, with one synchronisation for all of them.
+    checks = [torch.isfinite(th).all(), torch.isfinite(Xt).all(), (yt >= 0).all() & (yt < mlp.n_out).all()]
+    if vt is not None:
+        checks.append(torch.isfinite(vt).all())
+    ok = torch.stack(checks).tolist()
+    for good, msg in zip(ok, ["theta: contains NaN or infinite values", "X: contains NaN or infinite values",
+                              f"y: labels must lie in [0, {mlp.n_out})", "v: contains NaN or infinite values"]):
+        if not good:
+            raise ValueError(msg)
     _ensure_cublas()
     return th, Xt, yt, vt, K, B, per_model, (0 if dtype == torch.float32 else 1)
 

@@ -135,3 +135,25 @@ def test_bad_device_inputs():
     Xn[0, 0] = float("nan")
     with pytest.raises(ValueError, match="X"):
         fasttrap.grad_G(MLP, t, Xn, torch.zeros(3, dtype=torch.int64, device="cuda"))
+
+
+def test_cached_graph_calls_equal_eager_calls(rng):
+    theta, X, y = _inputs(rng, K=5)
+    v = rng.standard_normal(theta.shape).astype(np.float32)
+    outs = []
+    for graphs in (False, True, True):        # eager, then the first (recording) and a replayed call
+        ftcuda.set_graphs(graphs)
+        try:
+            outs.append([*fasttrap.grad_G(MLP, theta, X, y, backend="cuda"),
+                         *fasttrap.value_and_grad(MLP, theta, X, y, backend="cuda"),
+                         fasttrap.hvp(MLP, theta, X, y, v, backend="cuda")])
+        finally:
+            ftcuda.set_graphs(True)
+    for a, b, c in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+    # a replay with new inputs computes on the new inputs
+    theta2 = theta + np.float32(0.01)
+    _, _, d2 = fasttrap.grad_G(MLP, theta2, X, y, backend="cuda")
+    _, _, r2 = fasttrap.grad_G(MLP, theta2, X, y, backend="cpu")
+    assert rel_l2(d2, r2) < 1e-4

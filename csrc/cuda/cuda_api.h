@@ -53,6 +53,8 @@ struct DescentArgs {
 };
 void api_inner_descent(const Net& net, int dtype, const DescentArgs& a, uintptr_t stream, bool tf32);
 void synchronize(uintptr_t stream);
+// Replay cached CUDA graphs for value_and_grad, hvp and grad_G of modest size (default on).
+void set_graph_calls(bool on);
 
 // Registers the CUDA functions on the module (cuda_bindings.cpp).
 void bind(pybind11::module_& m);

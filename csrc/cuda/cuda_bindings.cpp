@@ -25,6 +25,7 @@ void bind(py::module_& m) {
   m.def("cuda_cublas_path", []() { return cublas_path(); });
   m.def("cuda_cublas_hint", [](const std::string& p) { cublas_hint(p); });
   m.def("cuda_load_cublas", []() { return cublas().path; });
+  m.def("cuda_set_graph_calls", [](bool on) { set_graph_calls(on); });
   m.def("cuda_synchronize", [](uintptr_t stream) {
     py::gil_scoped_release nogil;
     synchronize(stream);

@@ -254,6 +254,39 @@ __global__ void k_add_bias(T* __restrict__ M, const T* __restrict__ c, long long
   }
 }
 
+// RZ += c (per model's bias direction), and, for hidden layers, RA = F1 ⊙ RZ, in one pass.
+template <class T>
+__global__ void k_add_bias_mul(T* __restrict__ RZ, const T* __restrict__ c, long long sc, const T* __restrict__ F1,
+                               T* __restrict__ RA, int B, int K, int n) {
+  const int64_t row = int64_t(K) * n;
+  FT_GRID_STRIDE(q, int64_t(B) * row) {
+    const int64_t col = q % row;
+    const T z = RZ[q] + c[(col / n) * sc + col % n];
+    RZ[q] = z;
+    if (RA) RA[q] = F1[q] * z;
+  }
+}
+
+// dst_k[i] = beta·dst_k[i] + Σ_r alpha[k]·M[r, k·n + i], writing alpha[k]·M back into M
+// (the per-model step size folded into R{E} for the update GEMM that follows), one pass.
+template <class T>
+__global__ void k_colsum_scale(T* __restrict__ dst, long long sdst, T* __restrict__ M, const T* __restrict__ alpha,
+                               int B, int K, int n, T beta) {
+  const int64_t cols = int64_t(K) * n;
+  FT_GRID_STRIDE(col, cols) {
+    const int k = int(col / n), i = int(col % n);
+    const T a = alpha[k];
+    T s = T(0);
+    for (int r = 0; r < B; ++r) {
+      const T v = a * M[int64_t(r) * cols + col];
+      M[int64_t(r) * cols + col] = v;
+      s += v;
+    }
+    T* d = dst + k * sdst + i;
+    *d = (beta == T(0) ? T(0) : beta * *d) + s;
+  }
+}
+
 // Scales model k's columns of a wide [B, K·n] array by alpha[k].
 template <class T>
 __global__ void k_scale_cols(T* __restrict__ M, const T* __restrict__ alpha, int B, int K, int n) {
@@ -426,12 +459,9 @@ void rforward(Ctx& c, const Net& net, const LP<T>& P, const LP<T>& V, const Bat<
               ldo, nout, K);
     }
     const int64_t n = int64_t(B) * ldo;
-    k_add_bias<T><<<grid_for(n), TPB, 0, c.stream>>>(RZ, V.b[l], V.sb[l], B, K, nout);
+    k_add_bias_mul<T><<<grid_for(n), TPB, 0, c.stream>>>(RZ, V.b[l], V.sb[l], w.F1[l], l < L ? w.RA[l] : nullptr,
+                                                         B, K, nout);
     FT_LAUNCHED();
-    if (l < L) {
-      k_mul<T><<<grid_for(n), TPB, 0, c.stream>>>(w.RA[l], w.F1[l], RZ, n);
-      FT_LAUNCHED();
-    }
   }
   const int C = net.n[L];
   if (net.loss == LOSS_NLL) {
@@ -467,11 +497,12 @@ void rbackward(Ctx& c, const Net& net, const LP<T>& P, const LP<T>& V, const Bat
     }
     const int64_t n = int64_t(B) * ldo;
     if (alpha) {
-      k_scale_cols<T><<<grid_for(n), TPB, 0, c.stream>>>(w.RE[l], alpha, B, K, nout);
+      k_colsum_scale<T><<<grid_for(int64_t(K) * nout), TPB, 0, c.stream>>>(Out.b[l], Out.sb[l], w.RE[l], alpha, B, K,
+                                                                         nout, beta);
       if (l > 1) k_scale_cols<T><<<grid_for(n), TPB, 0, c.stream>>>(w.E[l], alpha, B, K, nout);
-      FT_LAUNCHED();
+    } else {
+      k_colsum<T><<<grid_for(int64_t(K) * nout), TPB, 0, c.stream>>>(Out.b[l], Out.sb[l], w.RE[l], B, K, nout, beta);
     }
-    k_colsum<T><<<grid_for(int64_t(K) * nout), TPB, 0, c.stream>>>(Out.b[l], Out.sb[l], w.RE[l], B, K, nout, beta);
     FT_LAUNCHED();
     if (l == 1) {
       if (bt.sX == 0 && Out.W1_contig(net))

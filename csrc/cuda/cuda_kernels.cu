@@ -14,8 +14,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <list>
 #include <map>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "cuda_api.h"
@@ -45,6 +47,10 @@ namespace {
 std::mutex handle_mu;
 std::map<int, cublasHandle_t> handles;
 
+// One cuBLAS handle per device, with a persistent workspace (so cuBLAS never allocates, which
+// also makes its calls capturable in graphs). The device's stream-ordered memory pool keeps what
+// it has instead of returning it to the driver at every synchronisation (release threshold 0 is
+// the default), so per-call workspaces cost no new mappings.
 cublasHandle_t handle_for_current_device() {
   int dev = 0;
   FT_CK(cudaGetDevice(&dev));
@@ -53,8 +59,127 @@ cublasHandle_t handle_for_current_device() {
   if (it != handles.end()) return it->second;
   cublasHandle_t h = nullptr;
   FT_CB(cublas().create(&h));
+  if (cublas().set_workspace) {
+    void* ws = nullptr;
+    const size_t bytes = size_t(32) << 20;
+    FT_CK(cudaMalloc(&ws, bytes));
+    FT_CB(cublas().set_workspace(h, ws, bytes));
+  }
+  cudaMemPool_t pool;
+  if (cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
+    uint64_t keep = UINT64_MAX;
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+  }
+  cudaGetLastError();
   handles[dev] = h;
   return h;
+}
+
+// ---- cached graphs for the small, frequent calls -----------------------------------------
+// A call like grad_G launches ~40 kernels and ~17 cuBLAS GEMMs; for modest K their launch and
+// heuristics cost more than the arithmetic. The first call with a given problem shape records
+// the computation as a CUDA graph over persistent buffers; later calls copy their inputs in,
+// replay the graph on the caller's stream and copy the outputs out.
+struct Slot {
+  size_t bytes;
+  const void* in;  // copied into the buffer before the launch (or nullptr)
+  void* out;       // copied out of the buffer after the launch (or nullptr)
+};
+struct GraphEntry {
+  cudaGraphExec_t exec = nullptr;
+  void* buf = nullptr;
+  std::vector<size_t> off;
+  cudaEvent_t done = nullptr;
+};
+std::mutex graph_mu;
+std::list<std::pair<std::string, GraphEntry>> graph_cache;  // most recent first
+constexpr size_t kGraphCacheEntries = 4;
+constexpr size_t kGraphMaxBytes = size_t(256) << 20;         // larger problems run eagerly
+
+void drop_entry(GraphEntry& e) {
+  if (e.done) cudaEventSynchronize(e.done);
+  if (e.exec) cudaGraphExecDestroy(e.exec);
+  if (e.buf) cudaFree(e.buf);
+  if (e.done) cudaEventDestroy(e.done);
+}
+
+template <class F>
+void cached_graph_call(const std::string& key, Ctx& c, const std::vector<Slot>& slots, F&& record) {
+  std::lock_guard<std::mutex> g(graph_mu);
+  auto it = graph_cache.begin();
+  for (; it != graph_cache.end(); ++it)
+    if (it->first == key) break;
+  if (it == graph_cache.end()) {
+    GraphEntry e;
+    size_t total = 0;
+    for (const auto& s : slots) {
+      e.off.push_back(total);
+      total = (total + s.bytes + 255) & ~size_t(255);
+    }
+    FT_CK(cudaMalloc(&e.buf, std::max<size_t>(total, 256)));
+    std::vector<void*> ptr;
+    for (size_t i = 0; i < slots.size(); ++i) ptr.push_back(static_cast<char*>(e.buf) + e.off[i]);
+    cudaStream_t cs;
+    FT_CK(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
+    Ctx cc = c;
+    cc.stream = cs;
+    FT_CB(cublas().set_stream(cc.h, cs));
+    cudaGraph_t graph = nullptr;
+    FT_CK(cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal));
+    try {
+      record(cc, ptr);
+    } catch (...) {
+      cudaStreamEndCapture(cs, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      cudaStreamDestroy(cs);
+      cublas().set_stream(c.h, c.stream);
+      cudaFree(e.buf);
+      throw;
+    }
+    FT_CK(cudaStreamEndCapture(cs, &graph));
+    FT_CB(cublas().set_stream(c.h, c.stream));
+    cudaStreamDestroy(cs);
+    const cudaError_t ie = cudaGraphInstantiate(&e.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (ie != cudaSuccess) {
+      cudaFree(e.buf);
+      FT_CK(ie);
+    }
+    FT_CK(cudaEventCreateWithFlags(&e.done, cudaEventDisableTiming));
+    graph_cache.emplace_front(key, e);
+    while (graph_cache.size() > kGraphCacheEntries) {
+      drop_entry(graph_cache.back().second);
+      graph_cache.pop_back();
+    }
+    it = graph_cache.begin();
+  } else if (it != graph_cache.begin()) {
+    graph_cache.splice(graph_cache.begin(), graph_cache, it);
+    it = graph_cache.begin();
+  }
+  GraphEntry& e = it->second;
+  FT_CK(cudaStreamWaitEvent(c.stream, e.done, 0));  // the buffers' previous use is over
+  for (size_t i = 0; i < slots.size(); ++i)
+    if (slots[i].in)
+      FT_CK(cudaMemcpyAsync(static_cast<char*>(e.buf) + e.off[i], slots[i].in, slots[i].bytes,
+                            cudaMemcpyDeviceToDevice, c.stream));
+  FT_CK(cudaGraphLaunch(e.exec, c.stream));
+  for (size_t i = 0; i < slots.size(); ++i)
+    if (slots[i].out)
+      FT_CK(cudaMemcpyAsync(slots[i].out, static_cast<char*>(e.buf) + e.off[i], slots[i].bytes,
+                            cudaMemcpyDeviceToDevice, c.stream));
+  FT_CK(cudaEventRecord(e.done, c.stream));
+}
+
+bool graph_calls_enabled = true;
+
+std::string shape_key(const char* op, const Net& net, int dtype, int K, int B, bool per_model, bool tf32) {
+  int dev = 0;
+  cudaGetDevice(&dev);
+  std::string k = std::string(op) + "|" + std::to_string(dev) + "|" + std::to_string(dtype) + "|";
+  for (int w : net.n) k += std::to_string(w) + ",";
+  k += "|" + std::to_string(net.act) + std::to_string(net.loss) + std::to_string(net.out_act) + "|" +
+       std::to_string(K) + "|" + std::to_string(B) + "|" + (per_model ? "p" : "s") + (tf32 ? "t" : "f");
+  return k;
 }
 
 // Stream-ordered device memory, freed (in stream order) when the object goes.
@@ -210,8 +335,8 @@ LayerTab make_tab(const Net& net, long long K) {
   return t;
 }
 
-// Flat [K, P] ↔ packed (each layer's W of all models contiguous, then its b).
-// to_packed: flat → packed for all models; else packed → flat for models with mask[k] (or all).
+// Flat [K, P] → packed (each layer's W of all models contiguous, then its b); with
+// to_packed = false the reverse, for models with mask[k] (or all).
 template <class T>
 __global__ void k_repack(T* __restrict__ flat, T* __restrict__ packed, LayerTab t, int K, long long P,
                          bool to_packed, const int8_t* __restrict__ mask) {
@@ -225,6 +350,21 @@ __global__ void k_repack(T* __restrict__ flat, T* __restrict__ packed, LayerTab 
                                          : t.packb[l] + k * t.nb[l] + (j - t.offb[l]);
     if (to_packed) packed[pi] = flat[q];
     else flat[q] = packed[pi];
+  }
+}
+
+// Packed → flat for the models with mask[k]: one block per model, so the many models that are
+// not being saved this step cost one flag read each.
+template <class T>
+__global__ void k_save_models(T* __restrict__ flat, const T* __restrict__ packed, LayerTab t, long long P,
+                              const int8_t* __restrict__ mask) {
+  const int k = blockIdx.x;
+  if (!mask[k]) return;
+  for (int l = 1; l <= t.L; ++l) {
+    for (long long j = threadIdx.x; j < t.nW[l]; j += blockDim.x)
+      flat[k * P + t.offW[l] + j] = packed[t.packW[l] + k * t.nW[l] + j];
+    for (long long j = threadIdx.x; j < t.nb[l]; j += blockDim.x)
+      flat[k * P + t.offb[l] + j] = packed[t.packb[l] + k * t.nb[l] + j];
   }
 }
 
@@ -337,10 +477,7 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
     ~Cleanup() {
       cudaEventRecord(ev, st);
       cudaStreamWaitEvent(caller, ev, 0);
-      if (h) {
-        if (cublas().set_workspace) cublas().set_workspace(h, nullptr, 0);
-        cublas().set_stream(h, caller);
-      }
+      if (h) cublas().set_stream(h, caller);
       cudaEventDestroy(ev);
       cudaStreamDestroy(st);
     }
@@ -374,8 +511,6 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
   const size_t o_just = slot(K);
   const size_t o_step = slot(sizeof(int64_t));
   const size_t o_active = slot(sizeof(unsigned long long));
-  const size_t cublas_ws = size_t(32) << 20;
-  const size_t o_cws = slot(cublas_ws);
   Mem m(off, st);
   w.carve(net, K, Bw, m.as<char>());
   T* packed = m.as<T>(o_pack);
@@ -384,7 +519,6 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
   int8_t* just = m.as<int8_t>(o_just);
   int64_t* step = m.as<int64_t>(o_step);
   auto* active = m.as<unsigned long long>(o_active);
-  if (cublas().set_workspace) FT_CB(cublas().set_workspace(c.h, m.as<void>(o_cws), cublas_ws));
 
   int8_t* status = reinterpret_cast<int8_t*>(a.status);
   int64_t* steps_done = reinterpret_cast<int64_t*>(a.steps_done);
@@ -488,7 +622,7 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
       k_sqnorm<T><<<K, TPB, 0, st>>>(g, P, gram ? lo_W1 : 0, P, w.gn);
       k_judge<T><<<grid_for(K), TPB, 0, st>>>(w.gn, w.gw1, G_first, G_last, status, steps_done, lr, alpha, just,
                                              trace, a.n_rec, a.record_every, step, a.G_tol, a.growth, active, K);
-      k_repack<T><<<grid_for(int64_t(K) * P), TPB, 0, st>>>(theta_out, packed, tab, K, P, false, just);
+      k_save_models<T><<<K, TPB, 0, st>>>(theta_out, packed, tab, P, just);
       FT_LAUNCHED();
       rforward(c, net, Pp, Gp, bt, w, K, gram);
       rbackward(c, net, Pp, Gp, bt, w, K, Pp, T(1), static_cast<const T*>(alpha));
@@ -552,7 +686,7 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
     // The models still running: their packed parameters out (a stopped model's row was written
     // when it stopped; its packed copy may since have gone non-finite and is not copied again).
     k_mark_running<<<grid_for(K), TPB, 0, st>>>(status, just, K);
-    k_repack<T><<<grid_for(int64_t(K) * P), TPB, 0, st>>>(theta_out, packed, tab, K, P, false, just);
+    k_save_models<T><<<K, TPB, 0, st>>>(theta_out, packed, tab, P, just);
     FT_LAUNCHED();
   }
   k_finish_descent<T><<<K, TPB, 0, st>>>(theta_out, P, status, steps_done, s_done, int8_t(interrupted ? 5 : 2));
@@ -570,12 +704,34 @@ void with_dtype(int dtype, F&& f) {
 }
 }  // namespace
 
+namespace {
+bool use_graph_cache(const Net& net, int K, int B, bool per_model, size_t tsize) {
+  const size_t bytes = tsize * (size_t(K) * net.P + size_t(per_model ? K : 1) * B * net.n[0]);
+  return graph_calls_enabled && bytes <= kGraphMaxBytes;
+}
+}  // namespace
+
+void set_graph_calls(bool on) { graph_calls_enabled = on; }
+
 void api_value_and_grad(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t theta, uintptr_t X,
                         uintptr_t y, uintptr_t L, uintptr_t g, uintptr_t stream, bool tf32) {
   with_dtype(dtype, [&](auto z) {
     using T = decltype(z);
     Ctx c = make_ctx(stream, tf32, dtype == 0);
-    value_and_grad<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)L, (T*)g, c);
+    if (!use_graph_cache(net, K, B, per_model, sizeof(T))) {
+      value_and_grad<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)L, (T*)g, c);
+      return;
+    }
+    const size_t nb = per_model ? size_t(K) : 1;
+    const std::vector<Slot> slots = {
+        {sizeof(T) * size_t(K) * net.P, (const void*)theta, nullptr},
+        {sizeof(T) * nb * B * net.n[0], (const void*)X, nullptr},
+        {sizeof(int64_t) * nb * B, (const void*)y, nullptr},
+        {sizeof(T) * size_t(K), nullptr, (void*)L},
+        {sizeof(T) * size_t(K) * net.P, nullptr, (void*)g}};
+    cached_graph_call(shape_key("vag", net, dtype, K, B, per_model, tf32), c, slots, [&](Ctx& cc, std::vector<void*>& p) {
+      value_and_grad<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2], (T*)p[3], (T*)p[4], cc);
+    });
   });
 }
 
@@ -584,7 +740,20 @@ void api_hvp(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t 
   with_dtype(dtype, [&](auto z) {
     using T = decltype(z);
     Ctx c = make_ctx(stream, tf32, dtype == 0);
-    hvp<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (const T*)v, (T*)Hv, c);
+    if (!use_graph_cache(net, 2 * K, B, per_model, sizeof(T))) {
+      hvp<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (const T*)v, (T*)Hv, c);
+      return;
+    }
+    const size_t nb = per_model ? size_t(K) : 1;
+    const std::vector<Slot> slots = {
+        {sizeof(T) * size_t(K) * net.P, (const void*)theta, nullptr},
+        {sizeof(T) * nb * B * net.n[0], (const void*)X, nullptr},
+        {sizeof(int64_t) * nb * B, (const void*)y, nullptr},
+        {sizeof(T) * size_t(K) * net.P, (const void*)v, nullptr},
+        {sizeof(T) * size_t(K) * net.P, nullptr, (void*)Hv}};
+    cached_graph_call(shape_key("hvp", net, dtype, K, B, per_model, tf32), c, slots, [&](Ctx& cc, std::vector<void*>& p) {
+      hvp<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2], (const T*)p[3], (T*)p[4], cc);
+    });
   });
 }
 
@@ -593,7 +762,22 @@ void api_grad_G(const Net& net, int dtype, int K, int B, bool per_model, uintptr
   with_dtype(dtype, [&](auto z) {
     using T = decltype(z);
     Ctx c = make_ctx(stream, tf32, dtype == 0);
-    grad_G<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)L, (T*)G, (T*)dG, c);
+    if (!use_graph_cache(net, K, B, per_model, sizeof(T))) {
+      grad_G<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)L, (T*)G, (T*)dG, c);
+      return;
+    }
+    const size_t nb = per_model ? size_t(K) : 1;
+    const std::vector<Slot> slots = {
+        {sizeof(T) * size_t(K) * net.P, (const void*)theta, nullptr},
+        {sizeof(T) * nb * B * net.n[0], (const void*)X, nullptr},
+        {sizeof(int64_t) * nb * B, (const void*)y, nullptr},
+        {sizeof(T) * size_t(K), nullptr, (void*)L},
+        {sizeof(T) * size_t(K), nullptr, (void*)G},
+        {sizeof(T) * size_t(K) * net.P, nullptr, (void*)dG}};
+    cached_graph_call(shape_key("gradG", net, dtype, K, B, per_model, tf32), c, slots, [&](Ctx& cc, std::vector<void*>& p) {
+      grad_G<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2], (T*)p[3], (T*)p[4],
+                (T*)p[5], cc);
+    });
   });
 }
 
