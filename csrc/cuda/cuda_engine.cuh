@@ -231,18 +231,45 @@ __global__ void k_hidden_RE(T* __restrict__ tmp, const T* __restrict__ F1, const
   FT_GRID_STRIDE(q, n) tmp[q] = hidden_RE(tmp[q], F1[q], D[q], F2[q], RZ[q]);
 }
 
-// dst_k[i] = beta·dst_k[i] + Σ_r M[r, k·n + i]   (one thread per column: coalesced rows)
+// Column sums of a wide [B, K·n] array into per-model vectors:
+//   dst_k[i] = beta·dst_k[i] + Σ_r alpha_k·M[r, k·n + i]   (alpha = nullptr means 1),
+// and with alpha given, alpha_k·M is written back into M (the step size folded into R{E} for
+// the update GEMM that follows). A block takes 32 columns × 8 row lanes: the rows are split
+// 8 ways (coalesced across the 32 columns) and the lanes reduced in shared memory, so even a
+// small K keeps the GPU busy and no thread walks all B rows alone.
+constexpr int CS_COLS = 32, CS_LANES = 8;
 template <class T>
-__global__ void k_colsum(T* __restrict__ dst, long long sdst, const T* __restrict__ M, int B, int K,
-                         int n, T beta) {
+__global__ void k_colsum2(T* __restrict__ dst, long long sdst, T* __restrict__ M, const T* __restrict__ alpha,
+                          int B, int K, int n, T beta) {
+  __shared__ T part[CS_LANES][CS_COLS];
   const int64_t cols = int64_t(K) * n;
-  FT_GRID_STRIDE(col, cols) {
-    T s = T(0);
-    for (int r = 0; r < B; ++r) s += M[int64_t(r) * cols + col];
-    const int k = int(col / n), i = int(col % n);
-    T* d = dst + k * sdst + i;
+  const int64_t col = int64_t(blockIdx.x) * CS_COLS + threadIdx.x;
+  T s = T(0);
+  if (col < cols) {
+    const T a = alpha ? alpha[col / n] : T(1);
+    for (int r = threadIdx.y; r < B; r += CS_LANES) {
+      T v = M[int64_t(r) * cols + col];
+      if (alpha) {
+        v *= a;
+        M[int64_t(r) * cols + col] = v;
+      }
+      s += v;
+    }
+  }
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols) {
+    for (int j = 1; j < CS_LANES; ++j) s += part[j][threadIdx.x];
+    T* d = dst + (col / n) * sdst + col % n;
     *d = (beta == T(0) ? T(0) : beta * *d) + s;
   }
+}
+
+template <class T>
+void colsum(cudaStream_t st, T* dst, long long sdst, T* M, const T* alpha, int B, int K, int n, T beta) {
+  const int64_t cols = int64_t(K) * n;
+  const dim3 block(CS_COLS, CS_LANES);
+  k_colsum2<T><<<unsigned((cols + CS_COLS - 1) / CS_COLS), block, 0, st>>>(dst, sdst, M, alpha, B, K, n, beta);
 }
 
 template <class T>
@@ -264,26 +291,6 @@ __global__ void k_add_bias_mul(T* __restrict__ RZ, const T* __restrict__ c, long
     const T z = RZ[q] + c[(col / n) * sc + col % n];
     RZ[q] = z;
     if (RA) RA[q] = F1[q] * z;
-  }
-}
-
-// dst_k[i] = beta·dst_k[i] + Σ_r alpha[k]·M[r, k·n + i], writing alpha[k]·M back into M
-// (the per-model step size folded into R{E} for the update GEMM that follows), one pass.
-template <class T>
-__global__ void k_colsum_scale(T* __restrict__ dst, long long sdst, T* __restrict__ M, const T* __restrict__ alpha,
-                               int B, int K, int n, T beta) {
-  const int64_t cols = int64_t(K) * n;
-  FT_GRID_STRIDE(col, cols) {
-    const int k = int(col / n), i = int(col % n);
-    const T a = alpha[k];
-    T s = T(0);
-    for (int r = 0; r < B; ++r) {
-      const T v = a * M[int64_t(r) * cols + col];
-      M[int64_t(r) * cols + col] = v;
-      s += v;
-    }
-    T* d = dst + k * sdst + i;
-    *d = (beta == T(0) ? T(0) : beta * *d) + s;
   }
 }
 
@@ -406,7 +413,7 @@ void backward(Ctx& c, const Net& net, const LP<T>& P, const Bat<T>& bt, DWork<T>
   for (int l = L; l >= 1; --l) {
     const int nin = net.n[l - 1], nout = net.n[l], ldo = K * nout, ldi = K * nin;
     if (G) {
-      k_colsum<T><<<grid_for(int64_t(K) * nout), TPB, 0, c.stream>>>(G->b[l], G->sb[l], w.E[l], B, K, nout, beta);
+      colsum<T>(c.stream, G->b[l], G->sb[l], w.E[l], static_cast<const T*>(nullptr), B, K, nout, beta);
       FT_LAUNCHED();
       if (!(l == 1 && skip_gW1)) {
         if (l == 1)
@@ -496,13 +503,8 @@ void rbackward(Ctx& c, const Net& net, const LP<T>& P, const LP<T>& V, const Bat
       FT_LAUNCHED();
     }
     const int64_t n = int64_t(B) * ldo;
-    if (alpha) {
-      k_colsum_scale<T><<<grid_for(int64_t(K) * nout), TPB, 0, c.stream>>>(Out.b[l], Out.sb[l], w.RE[l], alpha, B, K,
-                                                                         nout, beta);
-      if (l > 1) k_scale_cols<T><<<grid_for(n), TPB, 0, c.stream>>>(w.E[l], alpha, B, K, nout);
-    } else {
-      k_colsum<T><<<grid_for(int64_t(K) * nout), TPB, 0, c.stream>>>(Out.b[l], Out.sb[l], w.RE[l], B, K, nout, beta);
-    }
+    colsum<T>(c.stream, Out.b[l], Out.sb[l], w.RE[l], alpha, B, K, nout, beta);
+    if (alpha && l > 1) k_scale_cols<T><<<grid_for(n), TPB, 0, c.stream>>>(w.E[l], alpha, B, K, nout);
     FT_LAUNCHED();
     if (l == 1) {
       if (bt.sX == 0 && Out.W1_contig(net))
