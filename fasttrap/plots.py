@@ -1,0 +1,146 @@
+"""Figures of a run, with matplotlib's object API (no pyplot, no backend or display needed).
+
+Every figure is saved as PNG and PDF, with the arrays it shows in an .npz beside it, atomically
+(see :mod:`fasttrap.store`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .store import save_figure
+
+
+def _vlines(ax: Any, xs: Any, **kw: Any) -> None:
+    for i, x in enumerate(xs):
+        ax.axvline(x, **(kw if i == 0 else {k: v for k, v in kw.items() if k != "label"}))
+
+
+def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "") -> list[Path]:
+    """Endpoint loss, endpoint G and the distances against the outer step, traps marked."""
+    steps = np.asarray(ind.steps)
+    b = np.asarray(boundaries, dtype=np.int64)
+    bx = steps[b] if b.size else np.zeros(0)
+    inv = np.asarray(ind.invalid, bool)
+    fig = Figure(figsize=(9, 8.5))
+    axs = fig.subplots(4, 1, sharex=True)
+    axs[0].plot(steps, ind.loss_end, ".-", ms=3, lw=0.8, color="C0")
+    axs[0].set_ylabel("loss at θ*")
+    axs[1].semilogy(steps, np.maximum(ind.G_end, 1e-300), ".-", ms=3, lw=0.8, color="C1")
+    axs[1].set_ylabel("G at θ*")
+    axs[2].semilogy(steps, ind.end_to_end, ".-", ms=3, lw=0.8, color="C2", label="‖θ*_t − θ*_{t−1}‖")
+    axs[2].semilogy(steps, ind.outer_step, "-", lw=0.8, color="0.4", label="‖θ_t − θ_{t−1}‖ (yardstick)")
+    axs[2].semilogy(steps, ind.start_to_end, ":", lw=0.8, color="C4", label="‖θ*_t − θ_t‖")
+    axs[2].set_ylabel("distance")
+    axs[2].legend(fontsize=7, loc="upper right")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = ind.end_to_end / ind.outer_step
+    axs[3].semilogy(steps, ratio, ".-", ms=3, lw=0.8, color="C3")
+    axs[3].set_ylabel("end-to-end / yardstick")
+    axs[3].set_xlabel("outer step")
+    for ax in axs:
+        _vlines(ax, bx, color="k", lw=0.5, alpha=0.35, label="trap boundary")
+        if inv.any():
+            ax.plot(steps[inv], np.full(inv.sum(), np.nan), "rx")
+    if inv.any():
+        for ax, ser in zip(axs[:2], (ind.loss_end, ind.G_end)):
+            y0 = np.nanmin(np.where(np.isfinite(ser), ser, np.nan)) if np.isfinite(ser).any() else 0
+            ax.plot(steps[inv], np.full(inv.sum(), y0), "rx", label="diverged / non-finite")
+        axs[0].legend(fontsize=7)
+    axs[0].set_title(title or f"trap indicators ({len(b)} boundaries)")
+    return save_figure(fig, stem, {"steps": steps, "loss_end": ind.loss_end, "G_end": ind.G_end,
+                                   "end_to_end": ind.end_to_end, "outer_step": ind.outer_step,
+                                   "start_to_end": ind.start_to_end, "invalid": inv, "boundaries": b})
+
+
+def G_start_end(steps: Any, G_start: Any, G_end: Any, status: Any, stem: str | Path, title: str = "") -> list[Path]:
+    """G at the start (minibatch) and end (full training set) of each inner run."""
+    steps = np.asarray(steps)
+    st = np.asarray(status).astype(str)
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    ax.semilogy(steps, np.asarray(G_start), "o", ms=3, mfc="none", label="G at the start (minibatch)")
+    ax.semilogy(steps, np.asarray(G_end), ".", ms=4, label="G at the endpoint (training set)")
+    bad = np.isin(st, ["diverged", "nonfinite", "interrupted"])
+    if bad.any():
+        ax.plot(steps[bad], np.where(np.isfinite(G_start), G_start, np.nan)[bad], "rx", label="diverged / non-finite")
+    ax.set_xlabel("outer step")
+    ax.set_ylabel("G = ½‖∇L‖²")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "inner runs: G at start and end")
+    return save_figure(fig, stem, {"steps": steps, "G_start": np.asarray(G_start, float),
+                                   "G_end": np.asarray(G_end, float), "status": st})
+
+
+def trapping_times(groups: dict[str, np.ndarray], fits: dict[str, Any], stem: str | Path, title: str = "") -> list[Path]:
+    """Log-binned trapping-time densities on log-log axes, with the power-law fits (early vs late)."""
+    from .traps import log_histogram
+
+    fig = Figure(figsize=(6.5, 5))
+    ax = fig.subplots()
+    arrays: dict[str, Any] = {}
+    for i, (name, x) in enumerate(groups.items()):
+        x = np.asarray(x)
+        arrays[f"{name}_times"] = x
+        if x.size == 0:
+            continue
+        edges, dens = log_histogram(x)
+        centers = np.sqrt(edges[:-1] * np.maximum(edges[1:] - 1, edges[:-1]))
+        keep = dens > 0
+        ax.loglog(centers[keep], dens[keep], "o-" if name == "all" else "s--", ms=4, color=f"C{i}",
+                  label=f"{name} (n = {x.size})")
+        arrays[f"{name}_edges"], arrays[f"{name}_density"] = edges, dens
+        f = fits.get(name)
+        if f is not None and np.isfinite(f.alpha):
+            xs = np.logspace(np.log10(max(f.xmin, 1)), np.log10(max(x.max(), f.xmin + 1)), 50)
+            frac = f.n_tail / max(f.n, 1)
+            from scipy import special
+
+            norm = special.zeta(f.alpha, f.xmin) if f.discrete else (f.alpha - 1) / f.xmin ** (1 - f.alpha)
+            pdf = xs ** (-f.alpha) / norm if f.discrete else xs ** (-f.alpha) * norm
+            ax.loglog(xs, frac * pdf, "-", lw=1, color=f"C{i}", alpha=0.7,
+                      label=f"fit α = {f.alpha:.2f}±{f.alpha_err:.2f}, p = {f.p_value:.2f}")
+    ax.set_xlabel("trapping time (outer steps)")
+    ax.set_ylabel("probability density")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "trapping-time distribution")
+    return save_figure(fig, stem, arrays)
+
+
+def training_curves(curves: dict[str, np.ndarray], stem: str | Path, window: tuple[int, int] | None = None) -> list[Path]:
+    """Train/test loss and accuracy against the outer step (per seed)."""
+    steps = np.asarray(curves["step"])
+    fig = Figure(figsize=(10, 4))
+    a1, a2 = fig.subplots(1, 2)
+    x = np.maximum(steps, 0.5)
+    for s in range(np.asarray(curves["train_loss"]).shape[0]):
+        a1.semilogx(x, curves["train_loss"][s], "-", color="C0", alpha=0.6, label="train" if s == 0 else None)
+        a1.semilogx(x, curves["test_loss"][s], "--", color="C1", alpha=0.6, label="test" if s == 0 else None)
+        a2.semilogx(x, curves["train_acc"][s], "-", color="C0", alpha=0.6, label="train" if s == 0 else None)
+        a2.semilogx(x, curves["test_acc"][s], "--", color="C1", alpha=0.6, label="test" if s == 0 else None)
+    for ax in (a1, a2):
+        if window:
+            ax.axvspan(max(window[0], 0.5), window[1], color="0.9", label="trap window")
+        ax.set_xlabel("outer step (0 shown at 0.5)")
+        ax.legend(fontsize=8)
+    a1.set_ylabel("loss")
+    a2.set_ylabel("accuracy")
+    return save_figure(fig, stem, {k: np.asarray(v) for k, v in curves.items()})
+
+
+def G_traces(trace_steps: Any, G_trace: Any, labels: Any, stem: str | Path, max_lines: int = 12) -> list[Path]:
+    """G along a few inner runs."""
+    G = np.asarray(G_trace, dtype=float)
+    idx = np.linspace(0, G.shape[0] - 1, min(max_lines, G.shape[0])).astype(int)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for j, k in enumerate(idx):
+        ax.semilogy(np.asarray(trace_steps), G[k], lw=0.8, color=f"C{j % 10}", label=str(np.asarray(labels)[k]))
+    ax.set_xlabel("inner step")
+    ax.set_ylabel("G (minibatch)")
+    ax.legend(fontsize=7, title="outer step", ncol=2)
+    return save_figure(fig, stem, {"trace_steps": np.asarray(trace_steps), "G_trace": G[idx], "labels": np.asarray(labels)[idx]})

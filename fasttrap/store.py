@@ -1,0 +1,127 @@
+"""The run directory's storage: every file is written atomically (temp file, fsync, rename).
+
+A reader (or a resumed run) therefore sees either the previous complete file or the new complete
+file, never a torn one, whatever kills the process. A full disk raises :class:`StoreError` with a
+clear message and leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+class StoreError(OSError):
+    """Writing to the run directory failed (the message says what and why)."""
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write ``path`` through ``writer(fh)`` into a temp file beside it, fsync, and rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreError(exc.errno, f"no space left on the device while writing {path}; the previous "
+                                        f"version of the file, if any, is intact. Free space and resume the run.") from exc
+        raise StoreError(exc.errno or 0, f"could not write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes(path, text.encode())
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if np.isfinite(v) else None
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(_jsonable(obj), indent=1, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """Arrays (uncompressed .npz) written atomically; object arrays are refused (they need pickle)."""
+    arrs = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in arrs.items():
+        if v.dtype == object:
+            raise TypeError(f"{k}: object arrays cannot be stored; convert to str or numbers")
+    return atomic_write(path, lambda fh: np.savez(fh, **arrs))
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def save_figure(fig: Any, stem: str | os.PathLike, arrays: dict[str, Any] | None = None) -> list[Path]:
+    """``stem.png``, ``stem.pdf`` and, with arrays, ``stem.npz`` (the data behind the figure)."""
+    out = []
+    for ext in ("png", "pdf"):
+        def w(fh: io.BufferedWriter, ext: str = ext) -> None:
+            fig.savefig(fh, format=ext, dpi=130, bbox_inches="tight")
+        out.append(atomic_write(f"{stem}.{ext}", w))
+    if arrays:
+        out.append(write_npz(f"{stem}.npz", **arrays))
+    return out
