@@ -70,7 +70,7 @@ class InnerResult:
         return {str(a): int(b) for a, b in zip(names, n)}
 
 
-def _run_in_thread(fn, progress_arr: np.ndarray, bar: Progress, K: int) -> Any:
+def _run_in_thread(fn, progress_arr: np.ndarray, bar: Progress, K: int, offset: int = 0) -> Any:
     box: dict[str, Any] = {}
 
     def work() -> None:
@@ -84,12 +84,12 @@ def _run_in_thread(fn, progress_arr: np.ndarray, bar: Progress, K: int) -> Any:
     try:
         while th.is_alive():
             th.join(0.2)
-            bar.update_to(int(progress_arr[1]), active=int(progress_arr[3]))
+            bar.update_to(offset + int(progress_arr[1]), active=int(progress_arr[3]))
     except KeyboardInterrupt:
         progress_arr[2] = 1          # the core stops at the end of the step
         th.join()
         raise
-    bar.update_to(int(progress_arr[1]))
+    bar.update_to(offset + int(progress_arr[1]))
     if "err" in box:
         raise box["err"]
     return box["out"]
@@ -100,7 +100,7 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                   batches: str = "shared", method: str = "sgd", record_every: int | None = None,
                   G_tol: float = 5e-11, growth: float = 1e8, drop_last: bool = False, evaluate: bool = True,
                   eval_rows: int | None = None, index_offset: int = 0, backend: str = "auto",
-                  progress: bool | None = True) -> InnerResult:
+                  progress: bool | None | Progress = True, progress_offset: int = 0) -> InnerResult:
     """Run K inner descents on G = ½‖∇L‖² from the rows of θ0.
 
     Args:
@@ -126,7 +126,9 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         eval_rows: evaluate on the first ``eval_rows`` training rows only (None: all).
         index_offset: with independent batches, model k draws stream index ``index_offset + k``.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch`` (the twin: same batches, same rules).
-        progress: a progress bar with model-steps/s (None: log lines off a terminal; False: silent).
+        progress: a progress bar with model-steps/s (None: log lines off a terminal; False: silent),
+            or an existing :class:`fasttrap.progress.Progress` to advance (from ``progress_offset``).
+        progress_offset: where this call's model-steps start on a shared bar.
 
     Returns:
         :class:`InnerResult`.
@@ -196,7 +198,9 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                 growth=growth, record_every=record_every)
     prog = np.zeros(4, dtype=np.int64)
     total = K * n_steps
-    bar = Progress(total, f"inner descent ({K} models, {method})", "model-step", enabled=progress)
+    own_bar = not isinstance(progress, Progress)
+    bar = Progress(total, f"inner descent ({K} models, {method})", "model-step", enabled=progress) if own_bar else progress
+    off = 0 if own_bar else int(progress_offset)
     t0 = time.perf_counter()
     try:
         if be == "torch":
@@ -206,14 +210,15 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         elif be == "cuda":
             from . import cuda as _cuda
 
-            out = _run_in_thread(lambda: _cuda.inner_descent(mlp, th0, X, y, lr_d, progress=prog, **args), prog, bar, K)
+            out = _run_in_thread(lambda: _cuda.inner_descent(mlp, th0, X, y, lr_d, progress=prog, **args), prog, bar, K, off)
         else:
             core = _loader.core
             out = _run_in_thread(lambda: core.inner_descent(*mlp.codes, th0, X, y, lr_d, progress=prog,
                                                             threads=_backend.get_num_threads(),
-                                                            chunk=_backend.get_chunk(), **args), prog, bar, K)
+                                                            chunk=_backend.get_chunk(), **args), prog, bar, K, off)
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
     seconds = time.perf_counter() - t0
     status = STATUS_NAMES[np.asarray(out["status"], dtype=np.int64)]
     theta = np.asarray(out["theta"])

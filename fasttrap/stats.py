@@ -39,7 +39,8 @@ class PowerLawFit:
         n, n_tail: number of samples, and of samples ≥ xmin.
         ks: KS distance of the fit over the tail.
         p_value: bootstrap goodness-of-fit p (NaN if n_bootstrap = 0).
-        n_bootstrap: synthetic sets used (p's standard error is about sqrt(p(1-p)/n_bootstrap)).
+        n_bootstrap: synthetic sets used (p's standard error is about sqrt(p(1-p)/n_bootstrap));
+            sets that could not be refitted are left out of both counts.
         comparisons: per alternative, ``{"R": log-likelihood ratio (normalised; > 0 favours the
             power law), "p": its significance}``.
         discrete: whether the discrete MLE was used.
@@ -161,7 +162,12 @@ def fit_power_law(times: Any, discrete: bool = True, n_bootstrap: int = 200, xmi
         raise ValueError("times: discrete=True needs integer values")
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
         raise ValueError(f"n_bootstrap: expected an int >= 0, got {n_bootstrap!r}")
-    fit, alpha, alpha_err, xm, D = _fit(x, discrete, xmin)
+    try:
+        fit, alpha, alpha_err, xm, D = _fit(x, discrete, xmin)
+    except Exception as exc:  # noqa: BLE001 - powerlaw raises bare ValueErrors/RuntimeErrors on degenerate data
+        raise ValueError(f"times: the power-law fit failed on these samples ({exc})") from None
+    if not (np.isfinite(alpha) and np.isfinite(D)):
+        raise ValueError("times: the power-law fit did not converge on these samples")
     tail = x[x >= xm]
     comps: dict[str, dict[str, float]] = {}
     for alt in ALTERNATIVES if compare else ():
@@ -176,7 +182,7 @@ def fit_power_law(times: Any, discrete: bool = True, n_bootstrap: int = 200, xmi
         rng = np.random.default_rng(seed)
         below = x[x < xm]
         n, n_tail = x.size, tail.size
-        hits = 0
+        hits = used = 0
         bar = Progress(n_bootstrap, "power-law bootstrap", "fit", enabled=progress)
         try:
             for b in range(n_bootstrap):
@@ -186,13 +192,19 @@ def fit_power_law(times: Any, discrete: bool = True, n_bootstrap: int = 200, xmi
                 else:
                     syn_tail = xm * (1 - rng.random(k)) ** (-1 / (alpha - 1))
                 syn = np.concatenate([syn_tail, rng.choice(below, n - k) if below.size and n - k > 0 else []])
+                bar.update_to(b + 1)
                 if np.unique(syn).size < 3:
                     continue
-                Db = _fit(syn, discrete, xmin)[4]
-                hits += Db >= D
-                bar.update_to(b + 1)
+                try:
+                    Db = _fit(syn, discrete, xmin)[4]
+                except Exception:  # noqa: BLE001 - a synthetic set powerlaw cannot fit is left out
+                    continue
+                if np.isfinite(Db):
+                    used += 1
+                    hits += Db >= D
         finally:
             bar.close()
-        p_value = hits / n_bootstrap
+        p_value = hits / used if used else float("nan")
+        n_bootstrap = used
     return PowerLawFit(alpha=alpha, alpha_err=alpha_err, xmin=xm, n=int(x.size), n_tail=int(tail.size), ks=D,
                        p_value=p_value, n_bootstrap=int(n_bootstrap), comparisons=comps, discrete=discrete)

@@ -13,22 +13,18 @@ The decision rule of :func:`segment`, at each t ≥ 1 (both endpoints valid):
 
 1. **distance**: the endpoints jumped: ``end_to_end[t] / yardstick[t] > D``. Inside a trap
    consecutive endpoints are (nearly) the same point, so they move far less than the outer path; a
-   change of trap moves them by much more than one outer step. ``D = max(dist_ratio, m + z_dist·s)``
-   where m and s are the window's median ratio and its robust spread (1.4826 × median absolute
-   deviation): when the endpoints jitter within their traps by more than an outer step (noisy inner
-   runs), the threshold rises with that jitter instead of every index becoming a boundary. Most
-   consecutive pairs lie inside a trap, so m and s describe the jitter, and a boundary is an
-   outlier above it; at low noise D is simply ``dist_ratio``.
+   change of trap moves them by much more than one outer step. ``D = dist_ratio`` unless
+   ``adaptive`` and the window's log-ratios are clearly bimodal (Otsu's two-class split explains at
+   least ``bimodality`` of their variance) with the split above ``dist_ratio``: then D is the split.
+   That case is endpoints that jitter within their traps by more than an outer step (short or noisy
+   inner runs): the jitter forms its own cluster, and the boundaries are the cluster of larger
+   jumps. A window of jumps only, or of jitter only, is unimodal and keeps ``dist_ratio``.
 2. **peak** (if ``peak_window > 0``): the ratio ``end_to_end / yardstick`` is the largest within
    ±peak_window, so a change spread over neighbouring indices yields one boundary.
 3. **confirmation** (if ``confirm``): the endpoint loss or G stepped:
-   ``|loss[t] − loss[t−1]| / (|loss[t−1]| + loss_floor) > max(loss_step, m_loss + z_conf · s_loss)`` or
-   ``|ln(G[t] + G_floor) − ln(G[t−1] + G_floor)| > max(G_step, m_G + z_conf · s_G)``, with the same
-   robust median and spread of those steps (again: thresholds that rise with the within-trap noise). A
-   distance jump with the same loss and G to many digits is a move within a flat trap (a valley),
-   not a new trap.
-
-``adaptive=False`` drops the medians and uses the fixed thresholds alone.
+   ``|loss[t] − loss[t−1]| / (|loss[t−1]| + loss_floor) > loss_step`` or
+   ``|ln(G[t] + G_floor) − ln(G[t−1] + G_floor)| > G_step``. A distance jump with the same loss and G
+   to many digits is a move within a flat trap (a valley), not a new trap.
 
 An endpoint whose inner run diverged or went non-finite (``status``) is never compared: a boundary
 is placed at it and at the next valid endpoint, and :func:`trapping_times` flags the segments made of
@@ -62,8 +58,7 @@ DEFAULTS: dict[str, float | int | bool] = {
     "G_step": 0.1,
     "G_floor": 1e-12,
     "adaptive": True,
-    "z_dist": 5.0,
-    "z_conf": 5.0,
+    "bimodality": 0.8,
 }
 
 
@@ -203,18 +198,38 @@ def pairwise_distances(points: Any, rtol: float = 1e-6) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ segmentation ---
 @njit(cache=True)
-def _robust_level(v, z):  # pragma: no cover - compiled
-    """median + z · 1.4826 · MAD of the finite values (0 if there are none)."""
-    m = v[np.isfinite(v)]
-    if m.size == 0:
-        return 0.0
-    med = np.median(m)
-    return med + z * 1.4826 * np.median(np.abs(m - med))
+def _otsu_log(v):  # pragma: no cover - compiled
+    """Otsu's two-class split of log(v) over the finite positive values: (split, explained share).
+
+    The split maximises the between-class variance; the share is that variance over the total
+    (about 0.64 for one Gaussian cluster, near 1 for two well separated ones)."""
+    m = v[np.isfinite(v) & (v > 0.0)]
+    n = m.size
+    if n < 8:
+        return np.nan, 0.0
+    x = np.sort(np.log(m))
+    total = x.sum()
+    mean = total / n
+    var = ((x - mean) ** 2).sum() / n
+    if var <= 0.0:
+        return np.nan, 0.0
+    best, split = -1.0, np.nan
+    c = 0.0
+    for i in range(n - 1):
+        c += x[i]
+        w0 = (i + 1) / n
+        m0 = c / (i + 1)
+        m1 = (total - c) / (n - i - 1)
+        sb = w0 * (1.0 - w0) * (m0 - m1) ** 2
+        if sb > best and x[i] < x[i + 1]:
+            best = sb
+            split = 0.5 * (x[i] + x[i + 1])
+    return split, best / var
 
 
 @njit(cache=True)
 def _segment_core(e2e, yard, loss, G, invalid, dist_ratio, peak_window, confirm, loss_step, loss_floor,
-                  G_step, G_floor, adaptive, z_dist, z_conf):  # pragma: no cover - compiled (covered through segment())
+                  G_step, G_floor, adaptive, bimodality):  # pragma: no cover - compiled (covered through segment())
     n = e2e.shape[0]
     ratio = np.full(n, np.nan)
     dl = np.full(n, np.nan)
@@ -225,11 +240,11 @@ def _segment_core(e2e, yard, loss, G, invalid, dist_ratio, peak_window, confirm,
                 ratio[t] = e2e[t] / yard[t]
             dl[t] = abs(loss[t] - loss[t - 1]) / (abs(loss[t - 1]) + loss_floor)
             dg[t] = abs(np.log(G[t] + G_floor) - np.log(G[t - 1] + G_floor))
-    thr_d, thr_l, thr_g = dist_ratio, loss_step, G_step
+    thr_d = dist_ratio
     if adaptive:
-        thr_d = max(thr_d, _robust_level(ratio, z_dist))
-        thr_l = max(thr_l, _robust_level(dl, z_conf))
-        thr_g = max(thr_g, _robust_level(dg, z_conf))
+        split, share = _otsu_log(ratio)
+        if share >= bimodality and np.exp(split) > thr_d:
+            thr_d = np.exp(split)
     out = np.zeros(n, np.bool_)
     for t in range(1, n):
         if invalid[t]:
@@ -252,7 +267,7 @@ def _segment_core(e2e, yard, loss, G, invalid, dist_ratio, peak_window, confirm,
                     break
             if not is_peak:
                 continue
-        if confirm and not (dl[t] > thr_l or dg[t] > thr_g):
+        if confirm and not (dl[t] > loss_step or dg[t] > G_step):
             continue
         out[t] = True
     return np.flatnonzero(out).astype(np.int64)
@@ -270,7 +285,7 @@ def _check_thresholds(th: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown threshold(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
     out = dict(DEFAULTS, **th)
-    for k in ("dist_ratio", "loss_step", "loss_floor", "G_step", "G_floor", "z_dist", "z_conf"):
+    for k in ("dist_ratio", "loss_step", "loss_floor", "G_step", "G_floor", "bimodality"):
         v = out[k]
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) or v < 0:
             raise ValueError(f"{k}: expected a finite number >= 0, got {v!r}")
@@ -297,7 +312,7 @@ def segment(end_to_end: Any, yardstick: Any, loss_end: Any, G_end: Any, status: 
         status: [n] inner-run statuses (str) or a bool array of invalid endpoints; None: all valid.
         **thresholds: ``dist_ratio`` (2.0), ``peak_window`` (0), ``confirm`` (True), ``loss_step``
             (1e-3, relative), ``loss_floor`` (1e-8), ``G_step`` (0.1, in ln G), ``G_floor`` (1e-12),
-            ``adaptive`` (True), ``z_dist`` (5.0), ``z_conf`` (5.0). See the module docstring.
+            ``adaptive`` (True), ``bimodality`` (0.8). See the module docstring.
 
     Returns:
         Sorted int64 array of indices t ≥ 1.
@@ -318,7 +333,7 @@ def segment(end_to_end: Any, yardstick: Any, loss_end: Any, G_end: Any, status: 
     th = _check_thresholds(thresholds)
     return _segment_core(e2e, yard, loss, G, np.ascontiguousarray(invalid), th["dist_ratio"], th["peak_window"],
                          th["confirm"], th["loss_step"], th["loss_floor"], th["G_step"], th["G_floor"],
-                         th["adaptive"], th["z_dist"], th["z_conf"])
+                         th["adaptive"], th["bimodality"])
 
 
 # ------------------------------------------------------------------------------ trapping times -
