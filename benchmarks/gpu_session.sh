@@ -36,6 +36,16 @@ esac
 case " $stages " in *" profile "*)
   run "profile" 200 python3 "$REPO/benchmarks/gpu_profile.py" 2>&1 | tee "$OUT/profile.log" | tail -32 ;;
 esac
+case " $stages " in *" cudatests "*)
+  run "CUDA tests" 200 python3 -m pytest "$REPO/tests/test_cuda.py" -q -p no:cacheprovider 2>&1 | tail -4 ;;
+esac
+case " $stages " in *" thesis "*)
+  # The main job itself, thesis profile, on the GPU; 8 of its files come back.
+  run "thesis profile" ${THESIS_TIMEOUT:-480} python3 -m fasttrap.run --profile thesis --backend cuda --out /tmp/thesis \
+      --set stats.n_bootstrap=${NBOOT:-200} 2>&1 | grep -v "ETA" | tail -12
+  for f in report.md manifest.json stats.json traps.json figures/indicators_seed0.png figures/trapping_times.png \
+           figures/G_start_end_seed0.png figures/training_curves.png; do cp "/tmp/thesis/$f" "$OUT/" 2>/dev/null; done ;;
+esac
 case " $stages " in *" analysis32 "*)
   run "reference analysis tf32" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --tf32 --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tail -30 ;;
 esac

@@ -159,10 +159,17 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + size)) for a in range(0, n, size)]
 
 
+def block_size(cfg: dict[str, Any], n: int) -> int:
+    """inner.block, or for 0: every start point at once on a GPU (one batch), 25 on a CPU."""
+    if cfg["inner.block"]:
+        return cfg["inner.block"]
+    return n if backend.resolve(cfg["run.backend"]) == "cuda" else 25
+
+
 def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
     cfg = run.cfg
     theta0, steps, _ = _start_points(run)
-    blocks = _blocks(len(theta0), cfg["inner.block"])
+    blocks = _blocks(len(theta0), block_size(cfg, len(theta0)))
     todo = [(b, lo, hi) for b, (lo, hi) in enumerate(blocks) if not (run.dir / "inner" / f"block_{b:04d}.npz").exists()]
     if not todo:
         return
@@ -206,7 +213,8 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
 
 def _inner_results(run: Run) -> dict[str, np.ndarray]:
     theta0, _, _ = _start_points(run)
-    parts = [store.read_npz(run.dir / "inner" / f"block_{b:04d}.npz") for b in range(len(_blocks(len(theta0), run.cfg["inner.block"])))]
+    nb = len(_blocks(len(theta0), block_size(run.cfg, len(theta0))))
+    parts = [store.read_npz(run.dir / "inner" / f"block_{b:04d}.npz") for b in range(nb)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "trace_steps"} | {"trace_steps": parts[0]["trace_steps"]}
 
 

@@ -106,7 +106,10 @@ def trapping_times(groups: dict[str, np.ndarray], fits: dict[str, Any], stem: st
                       label=f"fit α = {f.alpha:.2f}±{f.alpha_err:.2f}, p = {f.p_value:.2f}")
     ax.set_xlabel("trapping time (outer steps)")
     ax.set_ylabel("probability density")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no complete trapping times", transform=ax.transAxes, ha="center")
     ax.set_title(title or "trapping-time distribution")
     return save_figure(fig, stem, arrays)
 
