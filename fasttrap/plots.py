@@ -26,11 +26,13 @@ def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "") -> 
     b = np.asarray(boundaries, dtype=np.int64)
     bx = steps[b] if b.size else np.zeros(0)
     inv = np.asarray(ind.invalid, bool)
+    loss_v = np.where(inv, np.nan, ind.loss_end)        # invalid endpoints are marked, not drawn
+    G_v = np.where(inv, np.nan, ind.G_end)
     fig = Figure(figsize=(9, 8.5))
     axs = fig.subplots(4, 1, sharex=True)
-    axs[0].plot(steps, ind.loss_end, ".-", ms=3, lw=0.8, color="C0")
+    axs[0].plot(steps, loss_v, ".-", ms=3, lw=0.8, color="C0")
     axs[0].set_ylabel("loss at θ*")
-    axs[1].semilogy(steps, np.maximum(ind.G_end, 1e-300), ".-", ms=3, lw=0.8, color="C1")
+    axs[1].semilogy(steps, np.maximum(G_v, 1e-300), ".-", ms=3, lw=0.8, color="C1")
     axs[1].set_ylabel("G at θ*")
     axs[2].semilogy(steps, ind.end_to_end, ".-", ms=3, lw=0.8, color="C2", label="‖θ*_t − θ*_{t−1}‖")
     axs[2].semilogy(steps, ind.outer_step, "-", lw=0.8, color="0.4", label="‖θ_t − θ_{t−1}‖ (yardstick)")
@@ -44,12 +46,10 @@ def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "") -> 
     axs[3].set_xlabel("outer step")
     for ax in axs:
         _vlines(ax, bx, color="k", lw=0.5, alpha=0.35, label="trap boundary")
-        if inv.any():
-            ax.plot(steps[inv], np.full(inv.sum(), np.nan), "rx")
     if inv.any():
-        for ax, ser in zip(axs[:2], (ind.loss_end, ind.G_end)):
-            y0 = np.nanmin(np.where(np.isfinite(ser), ser, np.nan)) if np.isfinite(ser).any() else 0
-            ax.plot(steps[inv], np.full(inv.sum(), y0), "rx", label="diverged / non-finite")
+        for ax, ser in zip(axs[:2], (loss_v, G_v)):
+            y0 = np.nanmin(ser) if np.isfinite(ser).any() else 1.0
+            ax.plot(steps[inv], np.full(inv.sum(), y0), "rx", ms=5, label="diverged / non-finite (not drawn)")
         axs[0].legend(fontsize=7)
     axs[0].set_title(title or f"trap indicators ({len(b)} boundaries)")
     return save_figure(fig, stem, {"steps": steps, "loss_end": ind.loss_end, "G_end": ind.G_end,
@@ -63,11 +63,11 @@ def G_start_end(steps: Any, G_start: Any, G_end: Any, status: Any, stem: str | P
     st = np.asarray(status).astype(str)
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
-    ax.semilogy(steps, np.asarray(G_start), "o", ms=3, mfc="none", label="G at the start (minibatch)")
-    ax.semilogy(steps, np.asarray(G_end), ".", ms=4, label="G at the endpoint (training set)")
     bad = np.isin(st, ["diverged", "nonfinite", "interrupted"])
+    ax.semilogy(steps, np.asarray(G_start), "o", ms=3, mfc="none", label="G at the start (minibatch)")
+    ax.semilogy(steps, np.where(bad, np.nan, np.asarray(G_end, float)), ".", ms=4, label="G at the endpoint (training set)")
     if bad.any():
-        ax.plot(steps[bad], np.where(np.isfinite(G_start), G_start, np.nan)[bad], "rx", label="diverged / non-finite")
+        ax.plot(steps[bad], np.asarray(G_start, float)[bad], "rx", label="run diverged / non-finite (endpoint not drawn)")
     ax.set_xlabel("outer step")
     ax.set_ylabel("G = ½‖∇L‖²")
     ax.legend(fontsize=8)

@@ -70,8 +70,8 @@ class Indicators:
     Attributes:
         steps: outer step of each point.
         loss_end, acc_end, G_end: at θ*_t on the full training set.
-        end_to_end: ‖θ*_t − θ*_{t−1}‖ (NaN at t = 0).
-        start_to_end: ‖θ*_t − θ_t‖.
+        end_to_end: ‖θ*_t − θ*_{t−1}‖ (NaN at t = 0, and where either endpoint is invalid).
+        start_to_end: ‖θ*_t − θ_t‖ (NaN where the endpoint is invalid).
         outer_step: ‖θ_t − θ_{t−1}‖, the yardstick (NaN at t = 0).
         status: the inner run's status (str).
         G_start: G at the start of each inner run (minibatch), when known.
@@ -153,9 +153,9 @@ def indicators(theta_outer: Any, theta_end: Any, loss_end: Any, G_end: Any, acc_
         e2e[1:] = _rownorm(te[1:] - te[:-1])
         yard[1:] = _rownorm(th[1:] - th[:-1])
     s2e = _rownorm(te - th)
-    bad = ~finite_end
-    s2e[bad] = np.nan
-    e2e[1:][bad[1:] | bad[:-1]] = np.nan
+    # A distance to an endpoint that cannot be used (diverged, non-finite) is not a measurement.
+    s2e[invalid] = np.nan
+    e2e[1:][invalid[1:] | invalid[:-1]] = np.nan
     stp = np.arange(n) if steps is None else np.asarray(steps).reshape(-1)
     if stp.shape != (n,):
         raise ValueError(f"steps: expected shape [{n}], got {list(stp.shape)}")
