@@ -176,7 +176,7 @@ def format_table(rows):
             if r is None:
                 continue
             if "error" in r:
-                out.append(f"| {K} | {impl} | n/a | | | | {r['error'][:60]} |")
+                out.append(f"| {K} | {impl} | n/a | | | | {r['error'].splitlines()[0][:70]} |")
                 continue
             rel = f"{ours['model_steps_s'] / r['model_steps_s']:.1f}x faster" if ours and not impl.startswith("fasttrap") else ""
             out.append(f"| {K} | {impl} | {r['model_steps_s']:,.0f} | {rel} | {r['tflops']:.2f} | "

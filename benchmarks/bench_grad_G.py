@@ -145,7 +145,7 @@ def format_table(rows: list[dict]) -> str:
             if r is None:
                 continue
             if "error" in r:
-                out.append(f"| {K} | {impl} | n/a | | | | | | {r['error'][:60]} |")
+                out.append(f"| {K} | {impl} | n/a | | | | | | {r['error'].splitlines()[0][:70]} |")
                 continue
             rel = f"{ours['model_steps_s'] / r['model_steps_s']:.1f}x slower" if ours and impl != "fasttrap" else ""
             vsb = f"{r['model_steps_s'] / r['textbook_bound']:.2f}" if impl == "fasttrap" else ""

@@ -31,9 +31,10 @@ def _data():
 
 
 def _start(K):
+    """K distinct start points: outer steps 1..K of one SGD path."""
     ds = _data()
-    res = fasttrap.outer_sgd(MLP, ds, seeds=[0], steps=60, record=np.linspace(1, 60, K).astype(int).tolist(),
-                             curve_points=2, progress=False)
+    res = fasttrap.outer_sgd(MLP, ds, seeds=[0], steps=K, record=list(range(1, K + 1)), curve_points=2, progress=False)
+    assert res.thetas.shape[1] == K
     return res.thetas[0]
 
 
@@ -57,7 +58,9 @@ def test_inner_descent(benchmark, recorder, impl, K):
 
     benchmark.pedantic(go, rounds=3 if impl == "fasttrap-cpu" else 1, iterations=1, warmup_rounds=0)
     med = benchmark.stats.stats.median
-    rate = K * steps / med
+    r = res["r"]
+    assert r.theta.shape[0] == K and r.model_steps == K * steps, "every model must run every step"
+    rate = r.model_steps / med
     recorder.add("cpu_inner", _module=__name__, impl=impl, K=K, steps=steps, seconds=med, model_steps_s=rate,
                  full_reference_hours=FULL / rate / 3600, threads=fasttrap.get_num_threads())
 

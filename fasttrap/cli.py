@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         directory.mkdir(parents=True, exist_ok=True)
         if not args.resume:
             store.write_text(directory / "config.toml", text)
+        if args.resume:
+            store.clean_stale_temps(directory)
         run = pipeline.Run(directory, cfg)
         if args.resume:
             run.manifest["resumes"] = run.manifest.get("resumes", 0) + 1

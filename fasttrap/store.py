@@ -65,6 +65,20 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[io.BufferedWriter], 
     return path
 
 
+def clean_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temp files of writes that a killed process never finished (they are never read:
+    the file they were meant to replace is intact). Returns what was removed."""
+    removed = []
+    for p in Path(directory).rglob(".*.tmp"):
+        if p.is_file():
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda fh: fh.write(data))
 
