@@ -15,7 +15,9 @@ SGEMM rate (torch.mm, 8192³, TF32 off) measured in the same run.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +27,9 @@ import fasttrap
 from fasttrap import cuda as ftcuda
 from fasttrap import flops, reference
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _torch_paths import func_grad_G  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not fasttrap.cuda_available(), reason="no CUDA device")
 
 MLP = fasttrap.MLP((784, 100, 100, 10))
@@ -32,7 +37,6 @@ B = 128
 KS = [64, 900]
 IMPLS = ["fasttrap-cuda", "fasttrap-cuda-tf32", "twin-batched", "twin-loop", "func-fwdrev", "func-revrev",
          "func-fwdrev-compiled", "func-revrev-compiled"]
-_cache: dict = {}
 
 
 def gpu_sgemm_tflops(n: int = 8192, tf32: bool = False) -> float:
@@ -69,27 +73,6 @@ def _problem(K):
     return theta.contiguous(), X, y
 
 
-def _func(kind, compiled):
-    from torch.func import grad, jvp, vmap
-
-    def loss1(t, X, y):
-        return reference.losses(MLP, reference.outputs(MLP, t[None], X), y)[0]
-
-    g1 = grad(loss1)
-
-    def fwdrev(t, X, y):
-        return jvp(lambda u: g1(u, X, y), (t,), (g1(t, X, y),))[1]
-
-    def revrev(t, X, y):
-        return grad(lambda u: 0.5 * (g1(u, X, y) ** 2).sum())(t)
-
-    f = vmap(fwdrev if kind == "fwdrev" else revrev, in_dims=(0, None, None))
-    if compiled:
-        f = _cache.setdefault(kind, torch.compile(f, dynamic=False))
-    return f
-
-
-
 def agreement(out, ref):
     """Per-model relative errors against the float64 reference: (overall, median, models > 1e-4).
 
@@ -120,7 +103,7 @@ def make(impl, theta, X, y):
         return lambda: torch.cat([reference.grad_G(MLP, theta[k:k + 1], X, y)[2] for k in range(theta.shape[0])])
     if impl == "twin-batched":
         return lambda: reference.grad_G(MLP, theta, X, y)[2]
-    f = _func("fwdrev" if "fwdrev" in impl else "revrev", impl.endswith("compiled"))
+    f = func_grad_G(MLP, "fwdrev" if "fwdrev" in impl else "revrev", impl.endswith("compiled"))
     return lambda: f(theta, X, y)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +28,8 @@ import torch
 import fasttrap
 from fasttrap import flops, reference
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _torch_paths import func_grad_G  # noqa: E402
 from conftest import sgemm_rate  # noqa: E402
 
 MLP = fasttrap.MLP((784, 100, 100, 10))
@@ -35,7 +37,6 @@ B = 128
 KS = [1, 8, 64]
 IMPLS = ["fasttrap", "twin-loop", "twin-batched", "func-fwdrev", "func-revrev",
          "func-fwdrev-compiled", "func-revrev-compiled"]
-_compiled_cache: dict = {}
 
 
 def _problem(K: int):
@@ -45,31 +46,6 @@ def _problem(K: int):
     idx = rng.choice(len(ds.y_train), B, replace=False)
     theta = MLP.init(K, 7) + np.float32(0.01) * rng.standard_normal((K, MLP.n_params)).astype(np.float32)
     return theta, ds.X_train[idx], ds.y_train[idx]
-
-
-def _func_impl(kind: str, compiled: bool):
-    from torch.func import grad, jvp, vmap
-
-    def loss1(t, X, y):
-        return reference.losses(MLP, reference.outputs(MLP, t[None], X), y)[0]
-
-    g1 = grad(loss1)
-
-    def fwdrev(t, X, y):
-        g = g1(t, X, y)
-        return jvp(lambda u: g1(u, X, y), (t,), (g,))[1]
-
-    def revrev(t, X, y):
-        return grad(lambda u: 0.5 * (g1(u, X, y) ** 2).sum())(t)
-
-    f = vmap(fwdrev if kind == "fwdrev" else revrev, in_dims=(0, None, None))
-    if compiled:
-        key = kind
-        if key not in _compiled_cache:
-            _compiled_cache[key] = torch.compile(f, dynamic=False)
-        f = _compiled_cache[key]
-    return f
-
 
 
 def agreement(out, ref):
@@ -96,7 +72,7 @@ def make(impl: str, theta, X, y):
     if impl == "twin-batched":
         return lambda: reference.grad_G(MLP, tt, Xt, yt)[2]
     kind = "fwdrev" if "fwdrev" in impl else "revrev"
-    f = _func_impl(kind, impl.endswith("compiled"))
+    f = func_grad_G(MLP, kind, impl.endswith("compiled"))
     return lambda: f(tt, Xt, yt)
 
 

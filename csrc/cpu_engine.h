@@ -37,32 +37,9 @@ namespace cpu {
 constexpr blas::Tr NT = blas::N;
 constexpr blas::Tr TT = blas::T;
 
-// Where W_l and b_l of model k live: W[l] + k*sW[l], b[l] + k*sb[l].
-// flat(): the public [K, P] layout. packed(): each layer's weights of all models contiguous
-// ([K, n_l, n_{l-1}]), so a chunk's W_1 blocks form one matrix for the wide GEMMs.
+// Where each model's parameters live (ft_net.h).
 template <class T>
-struct Params {
-  std::vector<T*> W, b;
-  std::vector<int64_t> sW, sb;
-
-  T* Wk(int l, int64_t k) const { return W[l] + k * sW[l]; }
-  T* bk(int l, int64_t k) const { return b[l] + k * sb[l]; }
-  bool W1_contig(const Net& net) const { return sW[1] == int64_t(net.n[1]) * net.n[0]; }
-
-  static Params flat(const Net& net, T* theta) {
-    Params p;
-    const int L = net.L();
-    p.W.assign(L + 1, nullptr);
-    p.b.assign(L + 1, nullptr);
-    p.sW.assign(L + 1, net.P);
-    p.sb.assign(L + 1, net.P);
-    for (int l = 1; l <= L; ++l) {
-      p.W[l] = theta + net.offW[l];
-      p.b[l] = theta + net.offb[l];
-    }
-    return p;
-  }
-};
+using Params = ParamView<T>;
 
 // Chunk of c models: global index of the first one in the parameter arrays, and the batch.
 template <class T>

@@ -47,13 +47,9 @@ int pick_chunk(int64_t K, const Batch<T>& b, const Opts& o) {
   return b.per_model ? 1 : chunk_size(K, o.threads, o.chunk);
 }
 
-}  // namespace
-
-template <class T>
-void value_and_grad(const Net& net, int64_t K, const T* theta, const Batch<T>& b, T* L, T* g,
-                    const Opts& o) {
-  const Params<T> P = Params<T>::flat(net, const_cast<T*>(theta));
-  const Params<T> Gp = Params<T>::flat(net, g);
+// Runs body(chunk, workspace) for every chunk of the K models of a batch, in parallel.
+template <class T, class F>
+void over_chunks(const Net& net, int64_t K, const Batch<T>& b, const Opts& o, bool need_g, bool need_x, F&& body) {
   const int c = pick_chunk(K, b, o);
   const int64_t nch = (K + c - 1) / c;
   for_chunks(nch, o.threads, [&](int64_t ci) {
@@ -61,11 +57,23 @@ void value_and_grad(const Net& net, int64_t K, const T* theta, const Batch<T>& b
     const int cc = int(std::min<int64_t>(c, K - k0));
     Chunk<T> ch = make_chunk(net, b, k0, cc);
     Work<T>& w = thread_work<T>();
-    w.ensure(net, cc, b.B, false, false);
+    w.ensure(net, cc, b.B, need_g, need_x);
+    body(ch, w);
+  });
+}
+
+}  // namespace
+
+template <class T>
+void value_and_grad(const Net& net, int64_t K, const T* theta, const Batch<T>& b, T* L, T* g,
+                    const Opts& o) {
+  const Params<T> P = Params<T>::flat(net, const_cast<T*>(theta));
+  const Params<T> Gp = Params<T>::flat(net, g);
+  over_chunks(net, K, b, o, false, false, [&](Chunk<T>& ch, Work<T>& w) {
     double loss[kMaxChunk] = {0};
     forward(net, P, ch, w, loss, nullptr);
-    backward(net, P, ch, w, &Gp, k0, T(0), false);
-    for (int j = 0; j < cc; ++j) L[k0 + j] = T(loss[j]);
+    backward(net, P, ch, w, &Gp, ch.k0, T(0), false);
+    for (int j = 0; j < ch.c; ++j) L[ch.k0 + j] = T(loss[j]);
   });
 }
 
@@ -75,20 +83,13 @@ void hvp(const Net& net, int64_t K, const T* theta, const Batch<T>& b, const T* 
   const Params<T> P = Params<T>::flat(net, const_cast<T*>(theta));
   const Params<T> V = Params<T>::flat(net, const_cast<T*>(v));
   const Params<T> Out = Params<T>::flat(net, Hv);
-  const int c = pick_chunk(K, b, o);
-  const int64_t nch = (K + c - 1) / c;
-  for_chunks(nch, o.threads, [&](int64_t ci) {
-    const int64_t k0 = ci * c;
-    const int cc = int(std::min<int64_t>(c, K - k0));
-    Chunk<T> ch = make_chunk(net, b, k0, cc);
-    Work<T>& w = thread_work<T>();
-    w.ensure(net, cc, b.B, false, false);
+  over_chunks(net, K, b, o, false, false, [&](Chunk<T>& ch, Work<T>& w) {
     forward(net, P, ch, w, nullptr, nullptr);
     backward<T>(net, P, ch, w, nullptr, 0, T(0), false);
-    rforward(net, P, V, k0, ch, w, false);
+    rforward(net, P, V, ch.k0, ch, w, false);
     T one[kMaxChunk];
     std::fill(one, one + kMaxChunk, T(1));
-    rbackward(net, P, V, k0, ch, w, Out, k0, one, T(0), nullptr);
+    rbackward(net, P, V, ch.k0, ch, w, Out, ch.k0, one, T(0), nullptr);
   });
 }
 
@@ -106,14 +107,9 @@ void grad_G(const Net& net, int64_t K, const T* theta, const Batch<T>& b, T* L, 
     SplitGemm sg(o.threads);
     gram_cols(b.X, b.B, n0, Gram.data(), 0, b.B);
   }
-  const int c = pick_chunk(K, b, o);
-  const int64_t nch = (K + c - 1) / c;
-  for_chunks(nch, o.threads, [&](int64_t ci) {
-    const int64_t k0 = ci * c;
-    const int cc = int(std::min<int64_t>(c, K - k0));
-    Chunk<T> ch = make_chunk(net, b, k0, cc);
-    Work<T>& w = thread_work<T>();
-    w.ensure(net, cc, b.B, true, gram && b.per_model);
+  over_chunks(net, K, b, o, true, gram && b.per_model, [&](Chunk<T>& ch, Work<T>& w) {
+    const int64_t k0 = ch.k0;
+    const int cc = ch.c;
     const Params<T> Gp = Params<T>::flat(net, w.g.data());
     double loss[kMaxChunk] = {0};
     forward(net, P, ch, w, loss, nullptr);

@@ -53,6 +53,34 @@ struct Net {
   }
 };
 
+// Where W_l and b_l of model k live: W[l] + k*sW[l], b[l] + k*sb[l] (host or device pointers).
+// flat() is the public [K, P] layout; a packed store (each layer's weights of all models
+// contiguous, [K, n_l, n_{l-1}]) sets sW[l] = n_l n_{l-1}, which makes a run of models' W_1 one
+// matrix for the wide layer-1 GEMMs. Used by both engines (cpu::Params, cuda::LP).
+template <class T>
+struct ParamView {
+  std::vector<T*> W, b;
+  std::vector<int64_t> sW, sb;
+
+  T* Wk(int l, int64_t k) const { return W[l] + k * sW[l]; }
+  T* bk(int l, int64_t k) const { return b[l] + k * sb[l]; }
+  bool W1_contig(const Net& net) const { return sW[1] == int64_t(net.n[1]) * net.n[0]; }
+
+  static ParamView flat(const Net& net, T* theta) {
+    ParamView p;
+    const int L = net.L();
+    p.W.assign(L + 1, nullptr);
+    p.b.assign(L + 1, nullptr);
+    p.sW.assign(L + 1, net.P);
+    p.sb.assign(L + 1, net.P);
+    for (int l = 1; l <= L; ++l) {
+      p.W[l] = theta + net.offW[l];
+      p.b[l] = theta + net.offb[l];
+    }
+    return p;
+  }
+};
+
 // Does the layer-1 Gram trick pay? Direct: form g_W1 (B n0 n1 multiply-adds) and X g_W1ᵀ
 // (B n0 n1). Gram: X Xᵀ (B² n0, shared by the `sharing` models of a common batch) and
 // (X Xᵀ) E_1 (B² n1). Used by both backends (and mirrored in fasttrap/flops.py).

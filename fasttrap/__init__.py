@@ -8,6 +8,8 @@ in :mod:`fasttrap.reference`. Importing never fails for lack of CUDA or of the c
 
 from __future__ import annotations
 
+__version__ = "0.1.0"   # before the imports: the loader checks the compiled core against it
+
 from .backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_device_count, get_num_threads,
                       set_num_threads)
 from .backend import info as backend_info
@@ -16,8 +18,6 @@ from .inner import InnerResult, inner_descent
 from .kernels import evaluate, grad_G, hvp, value_and_grad
 from .mlp import MLP
 from .outer import OuterResult, outer_sgd
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MLP",

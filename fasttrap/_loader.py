@@ -4,7 +4,10 @@ import error: :data:`core` is ``None`` and :data:`core_error` says why."""
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
+import importlib.util
 import os
+import sys
 from types import ModuleType
 
 core: ModuleType | None = None
@@ -33,16 +36,48 @@ def _preload_openblas() -> None:
             os.environ["OPENBLAS_NUM_THREADS"] = old
 
 
+def _installed_core(here: str) -> str | None:
+    """The compiled core of an installed fasttrap elsewhere on sys.path, if any.
+
+    Running from a source checkout (``python -m fasttrap.run`` in the repository root puts the
+    checkout first on sys.path) imports the Python files from the checkout, which has no compiled
+    core; ``pip install .`` built it into site-packages. Using that one keeps the checkout usable.
+    """
+    for entry in sys.path:
+        d = os.path.join(os.path.abspath(entry or os.getcwd()), "fasttrap")
+        if os.path.abspath(d) == here or not os.path.isdir(d):
+            continue
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(d, "_core" + suffix)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
 def _load() -> None:
     global core, core_error
     _preload_openblas()
     here = os.path.dirname(os.path.abspath(__file__))
-    if not any(n.startswith("_core") and n.endswith((".so", ".pyd")) for n in os.listdir(here)):
-        core, core_error = None, (f"fasttrap._core is not built in {here} (is this the source tree? "
-                                  "install with `pip install .` and import from elsewhere)")
-        return
+    local = any(n.startswith("_core") and n.endswith((".so", ".pyd")) for n in os.listdir(here))
     try:
-        from . import _core as mod  # type: ignore[attr-defined]
+        if local:
+            from . import _core as mod  # type: ignore[attr-defined]
+        else:
+            path = _installed_core(here)
+            if path is None:
+                core, core_error = None, (f"fasttrap._core is not built (not in {here}, and no installed fasttrap "
+                                          "on sys.path has one); install with `pip install .`")
+                return
+            spec = importlib.util.spec_from_file_location("fasttrap._core", path)
+            mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            spec.loader.exec_module(mod)  # type: ignore[union-attr]
+            from . import __version__
+
+            if getattr(mod, "__version__", None) != __version__:
+                core, core_error = None, (f"the installed core at {path} is version {getattr(mod, '__version__', '?')}, "
+                                          f"this fasttrap is {__version__}; reinstall with `pip install .`")
+                return
+            sys.modules["fasttrap._core"] = mod
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs
         core, core_error = None, f"fasttrap._core could not be imported: {exc}"
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,18 @@ def test_import_survives_hidden_gpus():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     count, _ = out.stdout.split()
     assert count == "0"
+
+
+def test_running_from_the_checkout_uses_the_compiled_core():
+    """`python -m fasttrap.run` in the repository root imports the checkout's Python files; the
+    compiled core must still be found (the one pip built into site-packages), or the job would
+    silently run on the slow torch twin."""
+    root = Path(__file__).resolve().parent.parent
+    code = "import fasttrap; i = fasttrap.backend_info(); print(fasttrap.__file__); print(i['core'], i['core_error'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    path, status = out.stdout.strip().splitlines()[-2:]
+    assert path.startswith(str(root)), path          # the checkout's files …
+    assert status.startswith("True"), status          # … with a working core
 
 
 def test_import_leaves_numpy_openblas_threads_alone():

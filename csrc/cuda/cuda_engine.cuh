@@ -85,26 +85,9 @@ inline void gemm_sb(Ctx& c, bool ta, bool tb, int M, int N, int K, double alpha,
 }
 
 // ---------------------------------------------------------------- parameter views -----------
-// W_l of model k at W[l] + k*sW[l] (device pointers); b likewise.
+// Where each model's parameters live, as device pointers (ft_net.h).
 template <class T>
-struct LP {
-  std::vector<T*> W, b;
-  std::vector<long long> sW, sb;
-  bool W1_contig(const Net& net) const { return sW[1] == (long long)net.n[1] * net.n[0]; }
-  static LP flat(const Net& net, T* theta) {
-    LP p;
-    const int L = net.L();
-    p.W.assign(L + 1, nullptr);
-    p.b.assign(L + 1, nullptr);
-    p.sW.assign(L + 1, net.P);
-    p.sb.assign(L + 1, net.P);
-    for (int l = 1; l <= L; ++l) {
-      p.W[l] = theta + net.offW[l];
-      p.b[l] = theta + net.offb[l];
-    }
-    return p;
-  }
-};
+using LP = ParamView<T>;
 
 // The batch: X [B, n0] shared (sX = 0) or [K, B, n0] (sX = B·n0); y [B] or [K, B].
 template <class T>
