@@ -114,11 +114,9 @@ struct Store {
 
 template <class T>
 void descent_sgd(const Net& net, const DescentArgs<T>& a, const Opts& o) {
-  const int L = net.L();
   const int n0 = net.n[0];
   const int64_t K = a.K, N = a.N;
   const int B = a.B;
-  (void)L;
   Store<T> st(net, K, a.theta0, a.lr);
   const int64_t spe = a.drop_last ? N / B : (N + B - 1) / B;  // steps per epoch
   const bool gram = use_gram(net, B, a.shared ? K : 1);

@@ -140,8 +140,6 @@ void evaluate(const Net& net, int64_t K, const T* theta, const T* X, const int64
   const Params<T> P = Params<T>::flat(net, const_cast<T*>(theta));
   const int n0 = net.n[0];
   const int64_t nblk = (N + block - 1) / block;
-  const int P_ = int(net.P);
-  (void)P_;
   if (K >= o.threads || nblk < 2) {
     // Models in parallel; each walks the data blocks and accumulates into its own rows.
     const Params<T> Gp = grad ? Params<T>::flat(net, grad) : Params<T>();

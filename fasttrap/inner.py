@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import _loader, backend as _backend, kernels, rng
-from ._validate import check_float, check_int, check_mlp, check_theta
+from ._validate import check_float, check_float_array, check_int, check_labels, check_mlp, check_theta
 from .data import Dataset
 from .mlp import MLP
 from .progress import Progress
@@ -142,8 +142,6 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         X, y = data
     else:
         raise TypeError(f"data: expected a fasttrap.data.Dataset or a tuple (X, y), got {type(data).__name__}")
-    from ._validate import check_float_array, check_labels
-
     X = check_float_array(X, "data X", dt)
     if X.ndim != 2 or X.shape[1] != mlp.n_in or X.shape[0] < 1:
         raise ValueError(f"data: X must have shape [N, {mlp.n_in}] with N >= 1, got {list(X.shape)}")
