@@ -144,9 +144,10 @@ py::tuple gradG_impl(const Net& net, const py::array& theta, const py::array& X,
   return py::make_tuple(L, G, dG);
 }
 
+// loss [K], acc [K], grad [K, P] | None, and sample_sq [K, N] | None (‖∇ℓ_α‖² per sample).
 template <class T>
 py::tuple eval_impl(const Net& net, const py::array& theta, const py::array& X, const py::array& y,
-                    int block, bool want_grad, int threads) {
+                    int block, bool want_grad, int threads, bool want_sq) {
   const int64_t K = theta_K(net, theta);
   const T* th = cptr<T>(theta, "theta", {K, net.P});
   const T* xp = cptr<T>(X, "X", {-1, net.n[0]});
@@ -157,20 +158,26 @@ py::tuple eval_impl(const Net& net, const py::array& theta, const py::array& X, 
     if (yp[i] < 0 || yp[i] >= net.n.back()) bad("y: labels must lie in [0, n_out)");
   if (block < 1) bad("block: must be >= 1");
   py::array_t<T> loss({K}), acc({K});
-  py::object grad = py::none();
+  py::object grad = py::none(), sq = py::none();
   T* gp = nullptr;
+  T* sp = nullptr;
   if (want_grad) {
     py::array_t<T> g({K, int64_t(net.P)});
     gp = g.mutable_data();
     grad = g;
   }
+  if (want_sq) {
+    py::array_t<T> s({K, N});
+    sp = s.mutable_data();
+    sq = s;
+  }
   T* lp = loss.mutable_data();
   T* ap = acc.mutable_data();
   {
     py::gil_scoped_release nogil;
-    ft::cpu::evaluate<T>(net, K, th, xp, yp, N, block, lp, ap, gp, make_opts(threads, 1));
+    ft::cpu::evaluate<T>(net, K, th, xp, yp, N, block, lp, ap, gp, make_opts(threads, 1), sp);
   }
-  return py::make_tuple(loss, acc, grad);
+  return py::make_tuple(loss, acc, grad, sq);
 }
 
 template <class T>
@@ -326,9 +333,26 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
          py::array y, int block, bool want_grad, int threads) -> py::tuple {
         Net net = make_net(widths, act, loss, out_act);
-        if (is_f64(theta)) return eval_impl<double>(net, theta, X, y, block, want_grad, threads);
-        if (is_f32(theta)) return eval_impl<float>(net, theta, X, y, block, want_grad, threads);
-        bad("theta: dtype must be float32 or float64");
+        py::tuple r;
+        if (is_f64(theta)) r = eval_impl<double>(net, theta, X, y, block, want_grad, threads, false);
+        else if (is_f32(theta)) r = eval_impl<float>(net, theta, X, y, block, want_grad, threads, false);
+        else bad("theta: dtype must be float32 or float64");
+        return py::make_tuple(r[0], r[1], r[2]);
+      },
+      py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
+      py::arg("X"), py::arg("y"), py::arg("block") = 1024, py::arg("want_grad") = false,
+      py::arg("threads") = 1);
+
+  m.def(
+      "per_sample_grad_sq",
+      [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
+         py::array y, int block, bool want_grad, int threads) -> py::tuple {
+        Net net = make_net(widths, act, loss, out_act);
+        py::tuple r;
+        if (is_f64(theta)) r = eval_impl<double>(net, theta, X, y, block, want_grad, threads, true);
+        else if (is_f32(theta)) r = eval_impl<float>(net, theta, X, y, block, want_grad, threads, true);
+        else bad("theta: dtype must be float32 or float64");
+        return py::make_tuple(r[3], r[2]);
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
       py::arg("X"), py::arg("y"), py::arg("block") = 1024, py::arg("want_grad") = false,

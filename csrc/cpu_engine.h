@@ -235,6 +235,34 @@ void backward(const Net& net, const Params<T>& P, const Chunk<T>& ch, Work<T>& w
   }
 }
 
+// Per-sample squared gradient norms of a ONE-model chunk, after forward() and backward():
+// out[r] = ‖∂ℓ_r/∂θ‖², where the loss is L = (1/norm) Σ_r ℓ_r.
+// Why no per-sample gradient is ever formed: the per-sample gradient of a dense layer is the
+// outer product e_r a_rᵀ (plus e_r for the bias), whose squared Frobenius norm factorises,
+//   ‖∂ℓ_r/∂W_l‖² + ‖∂ℓ_r/∂b_l‖² = (‖a_{l-1,r}‖² + 1) · ‖e_{l,r}‖²,
+// so the cost is O(B Σ n_l) on top of the pass, instead of O(B P). E_l holds ∂L/∂Z_l, which is
+// e/norm, hence the factor norm². Sums are taken in double.
+template <class T>
+void sample_grad_sq(const Net& net, const Chunk<T>& ch, const Work<T>& w, T* out) {
+  const int L = net.L(), B = ch.B;
+  const double s2 = ch.norm * ch.norm;
+  for (int r = 0; r < B; ++r) {
+    double acc = 0;
+    for (int l = 1; l <= L; ++l) {
+      const int nin = net.n[l - 1], nout = net.n[l];
+      const T* a = (l == 1) ? ch.X[0] + int64_t(r) * nin : w.A[l - 1] + int64_t(r) * nin;
+      const T* e = w.E[l] + int64_t(r) * nout;
+      double a2 = 1.0, e2 = 0.0;
+#pragma omp simd reduction(+ : a2)
+      for (int i = 0; i < nin; ++i) a2 += double(a[i]) * double(a[i]);
+#pragma omp simd reduction(+ : e2)
+      for (int i = 0; i < nout; ++i) e2 += double(e[i]) * double(e[i]);
+      acc += a2 * e2;
+    }
+    out[r] = T(acc * s2);
+  }
+}
+
 // Σ over the chunk-model's ∇L of ‖·‖², skipping g_{W_1} when skip_gW1 (see backward()).
 template <class T>
 double grad_norm2(const Net& net, const Params<T>& G, int64_t k, bool skip_gW1) {

@@ -6,6 +6,8 @@
 //   grad_G          forward, backward (V = ∇L), Gram term, R-forward, R-back
 //                   L, G = ½‖∇L‖², ∇G = H∇L — the layer-1 Gram trick replaces g_{W_1}
 //                   when the cost model says it pays, so g_{W_1} is never materialised.
+//   evaluate        forward (and backward) over a data set in blocks: mean loss, accuracy, ∇L,
+//                   and ‖∇ℓ_α‖² of every sample from the factorisation in sample_grad_sq
 #include "cpu_kernels.h"
 
 #include <cmath>
@@ -136,7 +138,7 @@ void grad_G(const Net& net, int64_t K, const T* theta, const Batch<T>& b, T* L, 
 
 template <class T>
 void evaluate(const Net& net, int64_t K, const T* theta, const T* X, const int64_t* y, int64_t N,
-              int block, T* loss, T* acc, T* grad, const Opts& o) {
+              int block, T* loss, T* acc, T* grad, const Opts& o, T* sample_sq) {
   const Params<T> P = Params<T>::flat(net, const_cast<T*>(theta));
   const int n0 = net.n[0];
   const int64_t nblk = (N + block - 1) / block;
@@ -159,7 +161,8 @@ void evaluate(const Net& net, int64_t K, const T* theta, const T* X, const int64
         ch.y[0] = y + r0;
         w.ensure(net, 1, ch.B, false, false);
         forward(net, P, ch, w, &ls, &hits);
-        if (grad) backward(net, P, ch, w, &Gp, k, bi == 0 ? T(0) : T(1), false);
+        if (grad || sample_sq) backward(net, P, ch, w, grad ? &Gp : nullptr, k, bi == 0 ? T(0) : T(1), false);
+        if (sample_sq) sample_grad_sq(net, ch, w, sample_sq + k * N + r0);
       }
       loss[k] = T(ls);
       acc[k] = T(double(hits) / double(N));
@@ -193,7 +196,8 @@ void evaluate(const Net& net, int64_t K, const T* theta, const T* X, const int64
           ch.y[0] = y + r0;
           w.ensure(net, 1, ch.B, false, false);
           forward(net, P, ch, w, &lacc[size_t(t) * K + k], &hacc[size_t(t) * K + k]);
-          if (grad) backward(net, P, ch, w, &Gp, k, T(1), false);
+          if (grad || sample_sq) backward(net, P, ch, w, grad ? &Gp : nullptr, k, T(1), false);
+          if (sample_sq) sample_grad_sq(net, ch, w, sample_sq + k * N + r0);
         }
       }
     } catch (...) {
@@ -229,7 +233,7 @@ void evaluate(const Net& net, int64_t K, const T* theta, const T* X, const int64
   template void grad_G<T>(const Net&, int64_t, const T*, const Batch<T>&, T*, T*, T*,          \
                           const Opts&);                                                        \
   template void evaluate<T>(const Net&, int64_t, const T*, const T*, const int64_t*, int64_t,  \
-                            int, T*, T*, T*, const Opts&);
+                            int, T*, T*, T*, const Opts&, T*);
 FT_INSTANTIATE(float)
 FT_INSTANTIATE(double)
 #undef FT_INSTANTIATE

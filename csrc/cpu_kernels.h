@@ -40,10 +40,11 @@ void grad_G(const Net& net, int64_t K, const T* theta, const Batch<T>& b, T* L, 
             const Opts& o);
 
 // Full-data evaluation in blocks: X [N, n0], y [N] -> loss [K], acc [K], and grad [K, P]
-// (the gradient of the mean loss over all N) when grad != nullptr.
+// (the gradient of the mean loss over all N) when grad != nullptr, and sample_sq [K, N]
+// (‖∇ℓ_α‖² of every sample's own loss, see sample_grad_sq) when sample_sq != nullptr.
 template <class T>
 void evaluate(const Net& net, int64_t K, const T* theta, const T* X, const int64_t* y, int64_t N,
-              int block, T* loss, T* acc, T* grad, const Opts& o);
+              int block, T* loss, T* acc, T* grad, const Opts& o, T* sample_sq = nullptr);
 
 // ---- inner descent -------------------------------------------------------------------------
 enum Status : int8_t {

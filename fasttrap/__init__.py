@@ -15,7 +15,7 @@ from .backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_
 from .backend import info as backend_info
 from . import data, rng
 from .inner import InnerResult, inner_descent
-from .kernels import evaluate, grad_G, hvp, value_and_grad
+from .kernels import evaluate, grad_G, hvp, per_sample_grad_sq, value_and_grad
 from .mlp import MLP
 from .outer import OuterResult, outer_sgd
 
@@ -36,6 +36,7 @@ __all__ = [
     "get_num_threads",
     "grad_G",
     "hvp",
+    "per_sample_grad_sq",
     "set_num_threads",
     "value_and_grad",
 ]

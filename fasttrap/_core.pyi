@@ -48,6 +48,13 @@ def evaluate(
     y: _I,  # [N]
     block: int = 1024, want_grad: bool = False, threads: int = 1,
 ) -> tuple[_F, _F, _F | None]: ...  # loss [K], acc [K], grad [K, P] | None
+def per_sample_grad_sq(
+    widths: list[int], act: int, loss: int, out_act: int,
+    theta: _F,  # [K, P]
+    X: _F,  # [N, n0]
+    y: _I,  # [N]
+    block: int = 1024, want_grad: bool = False, threads: int = 1,
+) -> tuple[_F, _F | None]: ...  # sq [K, N] (‖∇ℓ_α‖²), grad [K, P] | None
 def inner_descent(
     widths: list[int], act: int, loss: int, out_act: int,
     theta0: _F,  # [K, P]

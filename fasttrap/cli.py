@@ -4,6 +4,7 @@
     python -m fasttrap.run --profile thesis --out runs/thesis --backend cuda
     python -m fasttrap.run --set inner.epochs=5 --set outer.seeds=2
     python -m fasttrap.run --resume runs/thesis    # continue a killed run
+    python -m fasttrap.run --analysis aging        # aging and diffusion: 100-100 against 5-5 on MNIST
 
 Exit codes: 0 done; 2 bad command line or settings; 3 bad data or run directory; 4 storage failure
 (e.g. a full disk: the last finished block is intact, resume once there is space); 130 interrupted.
@@ -26,8 +27,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Trapping-time analysis of neural-network training: outer SGD, batched inner descents on "
                     "G = ½|∇L|², trap segmentation, trapping-time statistics, figures and a report.",
         epilog=cfgmod.describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", choices=sorted(cfgmod.PROFILES), default=None,
-                   help="settings preset: 'quick' (default; minutes on a laptop CPU) or 'thesis' (the reference protocol)")
+    p.add_argument("--analysis", choices=cfgmod.ANALYSES, default=None,
+                   help="'traps' (default): the trapping-time analysis; 'aging': two-time weight observables, "
+                        "gradient noise and training curves of the networks in aging.hidden")
+    p.add_argument("--profile", choices=sorted(set(cfgmod.PROFILES) | set(cfgmod.AGING_PROFILES)), default=None,
+                   help="settings preset: 'quick' (default; minutes on a laptop CPU); for traps 'thesis' (the "
+                        "reference protocol), for aging 'long'")
     p.add_argument("--config", metavar="FILE", help="TOML file of settings ([section] tables, see below)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override one setting (repeatable), e.g. --set inner.epochs=5")
@@ -51,6 +56,9 @@ def _load_saved(directory: Path) -> dict[str, Any]:
         raise cfgmod.ConfigError(f"--resume {directory}: no config.toml there (is it a fasttrap run directory?)")
     data = cfgmod.tomllib.loads(path.read_text())
     profile = data.pop("profile", None)
+    analysis = data.pop("analysis", "traps")
+    if analysis not in cfgmod.ANALYSES:
+        raise cfgmod.ConfigError(f"--resume {directory}: config.toml names an unknown analysis {analysis!r}")
     flat = cfgmod._flatten(data)
     cfg = {k: cfgmod._coerce(k, cfgmod._check_key(k), v) for k, v in flat.items()}
     missing = set(cfgmod.SCHEMA) - set(cfg)
@@ -58,6 +66,7 @@ def _load_saved(directory: Path) -> dict[str, Any]:
         raise cfgmod.ConfigError(f"--resume {directory}: config.toml lacks {sorted(missing)}")
     cfgmod.validate(cfg)
     cfg["profile"] = profile or "?"
+    cfg["analysis"] = analysis
     return cfg
 
 
@@ -70,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(2, f"--threads: expected an int >= 1, got {args.threads}")
     try:
         if args.resume:
-            if args.profile or args.config or args.overrides or args.out:
-                return _fail(2, "--resume continues a run with its saved settings; --profile, --config, --set and "
-                                "--out cannot be combined with it")
+            if args.profile or args.config or args.overrides or args.out or args.analysis:
+                return _fail(2, "--resume continues a run with its saved settings; --analysis, --profile, --config, "
+                                "--set and --out cannot be combined with it")
             directory = Path(args.resume)
             cfg = _load_saved(directory)
             if args.backend and args.backend != cfg["run.backend"]:
@@ -87,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.threads:
                 overrides.append(f"run.threads={args.threads}")
             profile = args.profile or "quick"
-            cfg = cfgmod.resolve(profile, args.config, overrides)
-            directory = Path(args.out) if args.out else Path("runs") / f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+            analysis = args.analysis or "traps"
+            cfg = cfgmod.resolve(profile, args.config, overrides, analysis=analysis)
+            name = profile if analysis == "traps" else f"{analysis}-{profile}"
+            directory = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
             if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
                 return _fail(3, f"--out {directory}: exists and is not an empty directory; a new run never writes "
                                 f"into an old one (use --resume {directory} to continue it)")

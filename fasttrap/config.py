@@ -80,11 +80,25 @@ SCHEMA: dict[str, Setting] = {
     # statistics
     "stats.n_bootstrap": S("int", 200, "bootstrap sets for the power-law goodness-of-fit p (0: skip)", min=0),
     "stats.min_samples": S("int", 10, "fewest complete trapping times for which a fit is attempted", min=10),
+    # aging and diffusion (python -m fasttrap.run --analysis aging); the outer SGD settings
+    # outer.seeds, outer.seed_offset, outer.lr, outer.batch_size and outer.curve_points apply
+    "aging.hidden": S("str", "100-100,5-5", "hidden widths of the networks compared, comma-separated (input and "
+                      "output widths come from the data), e.g. '100-100,5-5'"),
+    "aging.steps": S("int", 10000, "SGD steps of each aging run", min=2),
+    "aging.n_tw": S("int", 6, "number of waiting times t_w (log-spaced in [aging.tw_min, aging.steps/2])", min=1),
+    "aging.tw_min": S("int", 10, "smallest waiting time", min=1),
+    "aging.n_lags": S("int", 40, "number of lags t (log-spaced in [1, aging.steps - aging.tw_min])", min=1),
+    "aging.noise_rows": S("int", 0, "training rows over which the gradient noise D(t) is computed (0: all)", min=0),
+    "aging.eval_rows": S("int", 0, "rows of each set for the loss/accuracy curves (0: all)", min=0),
+    "aging.checkpoint_every": S("int", 0, "SGD steps between checkpoints of an aging run (0: 20 per run)", min=0),
+    "aging.dtype": S("str", "float32", "precision of the aging runs", ("float32", "float64")),
     # run
     "run.backend": S("str", "auto", "compute backend", ("auto", "cpu", "cuda", "torch")),
     "run.threads": S("int", 0, "CPU threads of the compiled core (0: all available)", min=0),
     "run.seed": S("int", 0, "seed of the inner batch order and of the bootstrap", min=0),
 }
+
+ANALYSES = ("traps", "aging")
 
 PROFILES: dict[str, dict[str, Any]] = {
     # The reference net on the embedded MNIST: one seed, the reference window of 100 outer points,
@@ -116,6 +130,56 @@ PROFILES: dict[str, dict[str, Any]] = {
         "traps.split": 80,
     },
 }
+
+# Profiles of the aging analysis (python -m fasttrap.run --analysis aging --profile ...).
+AGING_PROFILES: dict[str, dict[str, Any]] = {
+    # 100-100 against 5-5 on the embedded MNIST, 2 seeds, 10^4 SGD steps of batch 100 at lr 0.1:
+    # a few minutes on a 2-core CPU.
+    "quick": {
+        "outer.seeds": 2,
+        "outer.lr": 0.1,
+        "outer.batch_size": 100,
+        "outer.curve_points": 30,
+        "aging.hidden": "100-100,5-5",
+        "aging.steps": 10000,
+        "aging.n_tw": 6,
+        "aging.n_lags": 40,
+    },
+    # Ten times longer, more seeds and waiting times: the late regime where the two nets part.
+    "long": {
+        "outer.seeds": 5,
+        "outer.lr": 0.1,
+        "outer.batch_size": 100,
+        "outer.curve_points": 40,
+        "aging.hidden": "100-100,5-5",
+        "aging.steps": 100000,
+        "aging.n_tw": 8,
+        "aging.n_lags": 50,
+    },
+}
+
+
+def profiles(analysis: str) -> dict[str, dict[str, Any]]:
+    """The profiles of an analysis ('traps' or 'aging')."""
+    if analysis not in ANALYSES:
+        raise ConfigError(f"unknown analysis {analysis!r}; valid analyses: {', '.join(ANALYSES)}")
+    return PROFILES if analysis == "traps" else AGING_PROFILES
+
+
+def hidden_widths(cfg: dict[str, Any]) -> list[list[int]]:
+    """aging.hidden parsed: one list of hidden widths per network ('100-100,5-5' -> [[100, 100], [5, 5]])."""
+    nets = []
+    for part in str(cfg["aging.hidden"]).split(","):
+        part = part.strip()
+        try:
+            w = [int(x) for x in part.split("-")] if part else []
+        except ValueError:
+            w = []
+        if not w or min(w) < 1:
+            raise ConfigError(f"aging.hidden: cannot read {part!r} as hidden widths like '100-100' "
+                              f"(got {cfg['aging.hidden']!r}; e.g. '100-100,5-5')")
+        nets.append(w)
+    return nets
 
 
 def _coerce(key: str, s: Setting, v: Any) -> Any:
@@ -202,12 +266,14 @@ def _check_key(key: str) -> Setting:
     return SCHEMA[key]
 
 
-def resolve(profile: str = "quick", toml_path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def resolve(profile: str = "quick", toml_path: str | Path | None = None, overrides: list[str] | None = None,
+            analysis: str = "traps") -> dict[str, Any]:
     """The full flat configuration: schema defaults < profile < TOML file < ``key=value`` overrides."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    profs = profiles(analysis)
+    if profile not in profs:
+        raise ConfigError(f"unknown profile {profile!r} for the {analysis} analysis; valid profiles: {', '.join(profs)}")
     cfg = {k: copy.deepcopy(s.default) for k, s in SCHEMA.items()}
-    for k, v in PROFILES[profile].items():
+    for k, v in profs[profile].items():
         cfg[k] = _coerce(k, _check_key(k), v)
     if toml_path is not None:
         p = Path(toml_path)
@@ -231,6 +297,7 @@ def resolve(profile: str = "quick", toml_path: str | Path | None = None, overrid
         cfg[k] = _coerce(k, s, raw)
     validate(cfg)
     cfg["profile"] = profile
+    cfg["analysis"] = analysis
     return cfg
 
 
@@ -252,6 +319,9 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError("model.widths: need at least two widths, each >= 1")
     if cfg["model.loss"] == "nll" and cfg["model.output"] != "identity":
         raise ConfigError("model.output: loss 'nll' needs output 'identity'")
+    hidden_widths(cfg)
+    if cfg["aging.tw_min"] >= cfg["aging.steps"]:
+        raise ConfigError(f"aging.tw_min ({cfg['aging.tw_min']}) must be below aging.steps ({cfg['aging.steps']})")
 
 
 def window_steps(cfg: dict[str, Any]) -> list[int]:
@@ -266,7 +336,8 @@ def to_toml(cfg: dict[str, Any]) -> str:
             continue
         sec, name = k.split(".", 1)
         sections.setdefault(sec, []).append(f"{name} = {_toml_value(v)}")
-    lines = ["# fasttrap run configuration: every setting, resolved", f"profile = {_toml_value(cfg.get('profile', '?'))}"]
+    lines = ["# fasttrap run configuration: every setting, resolved", f"analysis = {_toml_value(cfg.get('analysis', 'traps'))}",
+             f"profile = {_toml_value(cfg.get('profile', '?'))}"]
     for sec, items in sections.items():
         lines += ["", f"[{sec}]", *items]
     return "\n".join(lines) + "\n"
@@ -292,7 +363,8 @@ def describe() -> str:
         out.append(f"  {k:<22} {s.type:<6} default {s.default!r}{ch}")
         out.append(f"      {s.help}")
     out.append("")
-    out.append("profiles (the settings they change):")
-    for name, p in PROFILES.items():
-        out.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in p.items()))
+    for analysis in ANALYSES:
+        out.append(f"profiles of --analysis {analysis} (the settings they change):")
+        for name, p in profiles(analysis).items():
+            out.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in p.items()))
     return "\n".join(out)

@@ -43,6 +43,16 @@ def _on_device(*arrays: Any) -> bool:
     return any(is_device_array(a) for a in arrays)
 
 
+def _check_dataset(mlp: MLP, X: Any, y: Any, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """A whole data set: X [N, n0] finite, in θ's dtype; y [N] labels."""
+    Xa = check_float_array(X, "X", dtype)
+    if Xa.ndim != 2 or Xa.shape[1] != mlp.n_in or Xa.shape[0] < 1:
+        raise ValueError(f"X: expected shape [N, {mlp.n_in}] with N >= 1, got {list(Xa.shape)}")
+    if not np.isfinite(Xa).all():
+        raise ValueError("X: contains NaN or infinite values")
+    return Xa, check_labels(mlp, y, (Xa.shape[0],))
+
+
 def _route(backend: str, *arrays: Any) -> str:
     be = _backend.resolve(backend)
     if be != "cuda" and any(is_device_array(a) for a in arrays):
@@ -182,12 +192,7 @@ def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, bloc
 
         return _cuda.evaluate(mlp, theta, X, y, bool(want_grad), block)
     th = check_theta(mlp, theta)
-    Xa = check_float_array(X, "X", th.dtype)
-    if Xa.ndim != 2 or Xa.shape[1] != mlp.n_in or Xa.shape[0] < 1:
-        raise ValueError(f"X: expected shape [N, {mlp.n_in}] with N >= 1, got {list(Xa.shape)}")
-    if not np.isfinite(Xa).all():
-        raise ValueError("X: contains NaN or infinite values")
-    ya = check_labels(mlp, y, (Xa.shape[0],))
+    Xa, ya = _check_dataset(mlp, X, y, th.dtype)
     if be == "cuda":
         from . import cuda as _cuda
 
@@ -203,3 +208,52 @@ def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, bloc
     if grad is None:
         return _out(theta, loss, acc) + (None,)
     return _out(theta, loss, acc, grad)
+
+
+def per_sample_grad_sq(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, block: int = 1024,
+                       *, backend: str = "auto") -> tuple[Any, Any]:
+    """Squared gradient norm of every sample's own loss, without forming per-sample gradients.
+
+    With L = (1/N) Σ_α ℓ_α, this returns ‖∇ℓ_α‖² for every α. For a dense layer the per-sample
+    gradient is an outer product, so ‖∂ℓ_α/∂W‖² + ‖∂ℓ_α/∂b‖² = (‖a_α‖² + 1)‖e_α‖²: the cost is one
+    forward and one backward pass, against forming N × P numbers for ``vmap(grad)``. The gradient
+    noise of the data set is then D = mean_α ‖∇ℓ_α‖² − ‖∇L‖² (:func:`fasttrap.diffusion.gradient_noise`).
+
+    There is no fused CUDA kernel for this yet: with CUDA inputs, or ``backend="cuda"``, the torch
+    twin (``torch.func.vmap(grad)``) runs on the device.
+
+    Args:
+        mlp: the network spec.
+        theta: θ [K, P].
+        X: [N, n0], all rows (processed in blocks of ``block``).
+        y: [N] integer labels.
+        want_grad: also return ∇L [K, P] of the mean loss (from the same pass).
+        block: rows per block.
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
+
+    Returns:
+        ``(sq [K, N], ∇L [K, P] or None)`` in θ's dtype.
+    """
+    check_mlp(mlp)
+    if not isinstance(want_grad, (bool, np.bool_)):
+        raise TypeError(f"want_grad: expected a bool, got {type(want_grad).__name__}")
+    block = check_int(block, "block", lo=1, hi=1 << 20)
+    be = _route(backend, theta, X, y)
+    if be == "cuda" and _on_device(theta, X, y):
+        from . import reference
+
+        return reference.per_sample_grad_sq(mlp, theta, X, y, bool(want_grad), block)
+    th = check_theta(mlp, theta)
+    Xa, ya = _check_dataset(mlp, X, y, th.dtype)
+    if be in ("cuda", "torch"):
+        import torch
+
+        from . import reference
+
+        dev = "cuda" if be == "cuda" else "cpu"
+        sq, grad = reference.per_sample_grad_sq(mlp, torch.from_numpy(th).to(dev), Xa, ya, bool(want_grad), block)
+        sq = _from_torch(theta, sq.cpu())
+        return sq, (None if grad is None else _from_torch(theta, grad.cpu()))
+    sq, grad = _loader.core.per_sample_grad_sq(*mlp.codes, th, Xa, ya, block, bool(want_grad),
+                                               _backend.get_num_threads())
+    return (_out(theta, sq), None) if grad is None else _out(theta, sq, grad)

@@ -10,7 +10,7 @@ the torch twin.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -51,28 +51,31 @@ class OuterResult:
 
 
 def log_spaced_steps(steps: int, n: int = 30) -> np.ndarray:
-    """About n distinct integer steps in [0, steps], log-spaced, always with 0 and ``steps``."""
+    """About n distinct integer steps in [0, steps], log-spaced, always with 0 and ``steps`` (none for n = 0)."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
     if steps <= 0:
         return np.array([0], dtype=np.int64)
     pts = np.unique(np.round(np.geomspace(1, steps, max(n - 1, 1))).astype(np.int64))
     return np.unique(np.concatenate([[0], pts, [steps]]))
 
 
-def _record_steps(record: Any, steps: int) -> np.ndarray:
+def _record_steps(record: Any, steps: int, start: int = 0) -> np.ndarray:
     if record is None or (isinstance(record, str) and record == "all"):
-        return np.arange(steps + 1, dtype=np.int64)
+        return np.arange(start, steps + 1, dtype=np.int64)
     if isinstance(record, slice):
-        return np.arange(steps + 1, dtype=np.int64)[record]
+        return np.arange(start, steps + 1, dtype=np.int64)[record]
     r = np.unique(np.asarray(record, dtype=np.int64))
-    if r.size == 0 or r.min() < 0 or r.max() > steps:
-        raise ValueError(f"record: steps must lie in [0, {steps}], got {r.min() if r.size else 'none'}..{r.max() if r.size else ''}")
+    if r.size and (r.min() < start or r.max() > steps):
+        raise ValueError(f"record: steps must lie in [{start}, {steps}], got {r.min()}..{r.max()}")
     return r
 
 
 def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0.1, batch_size: int = 128,
               steps: int = 150, record: Any = "all", curve_points: int = 30, eval_rows: int | None = None,
-              dtype: Any = np.float32, backend: str = "auto", progress: bool | None = True,
-              theta0: np.ndarray | None = None) -> OuterResult:
+              dtype: Any = np.float32, backend: str = "auto", progress: bool | None | Progress = True,
+              theta0: np.ndarray | None = None, start: int = 0,
+              observe: Callable[[int, np.ndarray], None] | None = None) -> OuterResult:
     """Train one model per seed with minibatch SGD on the loss, recording θ_t.
 
     Args:
@@ -82,13 +85,19 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
         lr: learning rate.
         batch_size: minibatch size (the last batch of an epoch may be shorter).
         steps: SGD steps per seed.
-        record: which θ_t to keep: ``"all"`` (t = 0..steps), a slice, or a list of steps.
-        curve_points: about how many log-spaced steps get full train/test loss and accuracy.
+        record: which θ_t to keep: ``"all"`` (t = start..steps), a slice, or a list of steps (may be empty).
+        curve_points: about how many log-spaced steps get full train/test loss and accuracy (0: none).
         eval_rows: evaluate the curves on the first ``eval_rows`` rows of each set (None: all).
         dtype: float32 or float64.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch`` for the gradient.
-        progress: a bar on a terminal (None: log lines when not a terminal; False: silent).
-        theta0: optional [S, P] starting points instead of ``mlp.init``.
+        progress: a bar on a terminal (None: log lines when not a terminal; False: silent), or an
+            existing :class:`fasttrap.progress.Progress` to advance to the step reached.
+        theta0: optional [S, P] starting points instead of ``mlp.init`` (θ at step ``start``).
+        start: the step θ0 is at. Batches depend only on (seed, step), so running 0..a and then
+            a..b from θ_a gives exactly the path of one run 0..b (the unit of checkpointing).
+        observe: called as ``observe(t, θ_t)`` at every step t = start..steps with θ [S, P]
+            (a read-only view, valid only during the call): the hook for streaming observables
+            such as :class:`fasttrap.aging.TwoTimeStream`.
 
     Returns:
         :class:`OuterResult`.
@@ -108,11 +117,18 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
     lr = check_float(lr, "lr", positive=True)
     batch_size = check_int(batch_size, "batch_size", lo=1, hi=len(data.y_train))
     steps = check_int(steps, "steps", lo=0)
+    start = check_int(start, "start", lo=0, hi=steps)
+    if start > 0 and theta0 is None:
+        raise ValueError("theta0: required when start > 0 (θ at step start)")
+    if observe is not None and not callable(observe):
+        raise TypeError(f"observe: expected a callable observe(t, theta), got {type(observe).__name__}")
+    curve_points = check_int(curve_points, "curve_points", lo=0)
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dt}")
-    rec = _record_steps(record, steps)
-    cs = log_spaced_steps(steps, curve_points)
+    rec = _record_steps(record, steps, start)
+    cs_all = log_spaced_steps(steps, curve_points)
+    cs = cs_all[cs_all >= start]
     S, P, N = len(seed_list), mlp.n_params, len(data.y_train)
 
     if theta0 is None:
@@ -141,14 +157,19 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
             curves[f"{split}_acc"][:, ci] = np.asarray(acc, dtype=np.float64)
         ci += 1
 
-    bar = Progress(steps, "outer SGD", "step", enabled=progress)
+    own_bar = not isinstance(progress, Progress)
+    bar = Progress(steps, "outer SGD", "step", enabled=progress) if own_bar else progress
+    view = theta.view()
+    view.flags.writeable = False
     try:
-        for t in range(steps + 1):
+        for t in range(start, steps + 1):
             if ri < len(rec) and rec[ri] == t:
                 thetas[:, ri] = theta
                 ri += 1
             if ci < len(cs) and cs[ci] == t:
                 evaluate_at(t)
+            if observe is not None:
+                observe(t, view)
             if t == steps:
                 break
             idx = [rng.batch_indices(streams[i], t, N, batch_size, _cache=caches[i]) for i in range(S)]
@@ -161,6 +182,7 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
             theta -= dt.type(lr) * np.asarray(g, dtype=dt)
             bar.update_to(t + 1)
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
     return OuterResult(thetas, rec, np.array(seed_list), cs, curves["train_loss"], curves["train_acc"],
                        curves["test_loss"], curves["test_acc"], lr, batch_size)

@@ -1,5 +1,8 @@
 """The main job's stages, joined: data → outer → inner → indicators → traps → stats → report.
 
+(With ``--analysis aging`` the stages are data → one aging run per network → report; see
+:func:`execute_aging`.)
+
 Each stage reads the previous stage's stored output from the run directory and writes its own
 atomically (:mod:`fasttrap.store`), so any stage can be re-run alone and a killed run resumes where
 it stopped. The inner stage, the expensive one, saves in blocks of start points; a resumed run skips
@@ -15,6 +18,13 @@ Layout of a run directory::
     indicators/seed_<s>.npz       the indicator series and the endpoints' pairwise distances
     traps.npz  traps.json         boundaries per seed, trapping times, their summary
     stats.json                    power-law fits (all, early, late)
+    figures/*.png|pdf|npz
+
+and for the aging analysis::
+
+    config.toml  manifest.json  report.md
+    aging/net_<hidden>.npz        Δ, Δ₄ on the (t_w, lag) grid, curves, D(t), final θ
+    aging/net_<hidden>.ckpt.npz   the checkpoint of an unfinished run (removed when it finishes)
     figures/*.png|pdf|npz
 """
 
@@ -112,10 +122,11 @@ def stage_data(run: Run) -> datamod.Dataset:
     except datamod.DataError as exc:
         raise RunError(f"data: {exc}") from None
     w = cfg["model.widths"]
-    if w[0] != ds.n_features:
-        raise RunError(f"model.widths starts with {w[0]} inputs but {ds.name} has {ds.n_features} features")
-    if w[-1] < ds.n_classes:
-        raise RunError(f"model.widths ends with {w[-1]} outputs but {ds.name} has {ds.n_classes} classes")
+    if cfg.get("analysis", "traps") == "traps":  # the aging nets take their input/output widths from the data
+        if w[0] != ds.n_features:
+            raise RunError(f"model.widths starts with {w[0]} inputs but {ds.name} has {ds.n_features} features")
+        if w[-1] < ds.n_classes:
+            raise RunError(f"model.widths ends with {w[-1]} outputs but {ds.name} has {ds.n_classes} classes")
     run.manifest["data"] = {"name": ds.name, "train": list(ds.X_train.shape), "test": list(ds.X_test.shape),
                             "classes": ds.n_classes, "normalize": ds.normalize, "mean": ds.info.get("mean"),
                             "std": ds.info.get("std")}
@@ -305,13 +316,67 @@ def stage_report(run: Run) -> str:
     return text
 
 
+# ------------------------------------------------------------------------------- aging ------
+def aging_nets(cfg: dict[str, Any], ds: datamod.Dataset) -> dict[str, MLP]:
+    """The networks of the aging analysis, by name ('100-100'), input/output widths from the data."""
+    return {"-".join(map(str, h)): MLP([ds.n_features, *h, ds.n_classes], cfg["model.activation"], cfg["model.loss"],
+                                       cfg["model.output"]) for h in cfgmod.hidden_widths(cfg)}
+
+
+def stage_aging(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
+    """One aging run per network, each checkpointed and resumable to identical results."""
+    from .aging import default_grids, run_aging
+
+    cfg = run.cfg
+    steps = cfg["aging.steps"]
+    t_w, lags = default_grids(steps, cfg["aging.n_tw"], cfg["aging.n_lags"], cfg["aging.tw_min"])
+    for name, mlp in aging_nets(cfg, ds).items():
+        out = run.dir / "aging" / f"net_{name}.npz"
+        if out.exists():
+            continue
+        ck = run.dir / "aging" / f"net_{name}.ckpt.npz"
+        if ck.exists():
+            log(f"aging {name}: resuming from its checkpoint")
+        t0 = time.perf_counter()
+        res = run_aging(mlp, ds, run.seeds, lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"], steps=steps,
+                        t_w=t_w, lags=lags, curve_points=cfg["outer.curve_points"],
+                        noise_rows=cfg["aging.noise_rows"] or None, eval_rows=cfg["aging.eval_rows"] or None,
+                        dtype=np.float32 if cfg["aging.dtype"] == "float32" else np.float64,
+                        backend=cfg["run.backend"], progress=progress, checkpoint=ck,
+                        checkpoint_every=cfg["aging.checkpoint_every"])
+        store.write_npz(out, **res.to_arrays())
+        ck.unlink(missing_ok=True)
+        run.stage_done(f"aging_{name}", time.perf_counter() - t0, params=mlp.n_params)
+
+
+def execute_aging(run: Run, progress: bool | None = None) -> str:
+    """Run (or resume) the aging analysis; returns the short summary."""
+    from .report import write_aging_report
+
+    cfg = run.cfg
+    t_all = time.perf_counter()
+    ds = stage_data(run)
+    log(f"data: {ds!r}")
+    stage_aging(run, ds, progress)
+    t0 = time.perf_counter()
+    summary = write_aging_report(run, aging_nets(cfg, ds))
+    run.stage_done("report", time.perf_counter() - t0)
+    run.manifest["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    run.manifest["wall_seconds_last_session"] = round(time.perf_counter() - t_all, 2)
+    run.save_manifest()
+    return summary
+
+
 def execute(run: Run, progress: bool | None = None) -> str:
-    """Run (or resume) every stage; returns the short summary."""
+    """Run (or resume) every stage of the run's analysis; returns the short summary."""
     cfg = run.cfg
     if cfg["run.threads"]:
         backend.set_num_threads(cfg["run.threads"])
     run.manifest["backend_resolved"] = backend.resolve(cfg["run.backend"])
+    run.manifest["analysis"] = cfg.get("analysis", "traps")
     run.save_manifest()
+    if cfg.get("analysis", "traps") == "aging":
+        return execute_aging(run, progress)
     t_all = time.perf_counter()
     ds = stage_data(run)
     log(f"data: {ds!r}")

@@ -147,3 +147,81 @@ def G_traces(trace_steps: Any, G_trace: Any, labels: Any, stem: str | Path, max_
     ax.set_ylabel("G (minibatch)")
     ax.legend(fontsize=7, title="outer step", ncol=2)
     return save_figure(fig, stem, {"trace_steps": np.asarray(trace_steps), "G_trace": G[idx], "labels": np.asarray(labels)[idx]})
+
+
+# ------------------------------------------------------------------------------- aging ------
+def aging_family(results: dict[str, Any], stem: str | Path) -> list[Path]:
+    """Per network: Δ(t_w, t_w+t) against t, one curve per t_w (log-log), and α₂ below it.
+
+    Args:
+        results: network name -> :class:`fasttrap.aging.AgingResult`.
+    """
+    import matplotlib
+
+    from .aging import seed_mean
+
+    n = len(results)
+    fig = Figure(figsize=(5.2 * n, 8))
+    axs = np.asarray(fig.subplots(2, n, squeeze=False))
+    arrays: dict[str, np.ndarray] = {}
+    for c, (name, r) in enumerate(results.items()):
+        tt = r.two_time
+        msd, a2 = seed_mean(tt.msd), seed_mean(tt.non_gaussian)
+        cmap = matplotlib.colormaps["viridis"]
+        for w, tw in enumerate(tt.t_w):
+            col = cmap(w / max(len(tt.t_w) - 1, 1))
+            ok = (tt.lags > 0) & np.isfinite(msd[w]) & (msd[w] > 0)
+            axs[0, c].loglog(tt.lags[ok], msd[w, ok], ".-", ms=3, lw=1, color=col, label=f"t_w = {tw}")
+            ok2 = (tt.lags > 0) & np.isfinite(a2[w])
+            axs[1, c].semilogx(tt.lags[ok2], a2[w, ok2], ".-", ms=3, lw=1, color=col)
+        axs[0, c].set_title(f"{name} ({r.theta_final.shape[1]:,} parameters, {len(r.seeds)} seed(s))")
+        axs[0, c].set_ylabel("Δ(t_w, t_w+t)")
+        axs[0, c].legend(fontsize=7, loc="upper left")
+        axs[1, c].axhline(0, color="0.5", lw=0.6)
+        axs[1, c].set_ylabel("α₂ = Δ₄ / (3Δ²) − 1")
+        axs[1, c].set_xlabel("lag t (SGD steps)")
+        arrays |= {f"{name}_t_w": tt.t_w, f"{name}_lags": tt.lags, f"{name}_msd": tt.msd, f"{name}_m4": tt.m4}
+    return save_figure(fig, stem, arrays)
+
+
+def gradient_noise(results: dict[str, Any], stem: str | Path) -> list[Path]:
+    """D(t) = mean_α ‖∇ℓ_α − ∇L‖² and ‖∇L‖² along training, per network (log-log)."""
+    from .aging import seed_mean
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    arrays: dict[str, np.ndarray] = {}
+    for c, (name, r) in enumerate(results.items()):
+        x = np.maximum(np.asarray(r.curve_steps, float), 0.5)
+        for s in range(r.noise_D.shape[0]):
+            ax.loglog(x, r.noise_D[s], "-", color=f"C{c}", lw=0.5, alpha=0.35)
+        ax.loglog(x, seed_mean(r.noise_D), "o-", ms=3, color=f"C{c}", label=f"{name}: D(t)")
+        ax.loglog(x, seed_mean(r.noise_grad_sq), "--", color=f"C{c}", lw=1, label=f"{name}: ‖∇L‖²")
+        arrays |= {f"{name}_step": r.curve_steps, f"{name}_D": r.noise_D, f"{name}_grad_sq": r.noise_grad_sq,
+                   f"{name}_mean_sq": r.noise_mean_sq}
+    ax.set_xlabel("SGD step (0 shown at 0.5)")
+    ax.set_ylabel("gradient noise over the training set")
+    ax.legend(fontsize=8)
+    return save_figure(fig, stem, arrays)
+
+
+def aging_curves(results: dict[str, Any], stem: str | Path) -> list[Path]:
+    """Train/test loss and accuracy of each network against the SGD step (seed means)."""
+    from .aging import seed_mean
+
+    fig = Figure(figsize=(10, 4))
+    a1, a2 = fig.subplots(1, 2)
+    arrays: dict[str, np.ndarray] = {}
+    for c, (name, r) in enumerate(results.items()):
+        x = np.maximum(np.asarray(r.curve_steps, float), 0.5)
+        for ax, key in ((a1, "loss"), (a2, "acc")):
+            ax.semilogx(x, seed_mean(getattr(r, f"train_{key}")), "-", color=f"C{c}", label=f"{name} train")
+            ax.semilogx(x, seed_mean(getattr(r, f"test_{key}")), "--", color=f"C{c}", label=f"{name} test")
+        arrays |= {f"{name}_{k}": np.asarray(v) for k, v in r.curves().items()}
+    a1.set_yscale("log")
+    a1.set_ylabel("loss")
+    a2.set_ylabel("accuracy")
+    for ax in (a1, a2):
+        ax.set_xlabel("SGD step (0 shown at 0.5)")
+        ax.legend(fontsize=7)
+    return save_figure(fig, stem, arrays)

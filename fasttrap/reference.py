@@ -60,7 +60,7 @@ def losses(mlp: MLP, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         l = torch.nn.functional.cross_entropy(Z.reshape(K * B, C), yy.reshape(K * B), reduction="none")
         return l.reshape(K, B).mean(1)
     o = torch.sigmoid(Z) if mlp.output == "sigmoid" else Z
-    target = torch.nn.functional.one_hot(yy, C).to(Z.dtype)
+    target = (yy[..., None] == torch.arange(C, device=Z.device)).to(Z.dtype)   # one-hot; vmap-safe
     return ((o - target) ** 2).mean(dim=(1, 2))
 
 
@@ -122,6 +122,33 @@ def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, bloc
         loss += Lb.detach().to(torch.float64)
         hits += (Z.detach().argmax(-1) == yb[None, :]).sum(1)
     return loss.to(th0.dtype), (hits.to(torch.float64) / N).to(th0.dtype), grad
+
+
+def per_sample_grad_sq(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, block: int = 1024
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """‖∇ℓ_α‖² [K, N] of every sample's own loss ℓ_α (L = mean_α ℓ_α), and optionally ∇L [K, P].
+
+    The textbook way: per-sample gradients from ``torch.func.vmap(torch.func.grad(ℓ))``, formed
+    in full ([block, P] at a time), then squared and summed. Runs on θ's device.
+    """
+    th0 = _t(theta).detach()
+    dev = th0.device
+    Xt, yt = _t(X, th0.dtype).to(dev), _t(y, torch.int64).to(dev)
+    K, N = th0.shape[0], Xt.shape[0]
+
+    def loss_one(th: torch.Tensor, x: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        return losses(mlp, outputs(mlp, th[None], x[None]), yy[None])[0]
+
+    per_sample = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0))
+    sq = torch.empty(K, N, dtype=th0.dtype, device=dev)
+    grad = torch.zeros_like(th0) if want_grad else None
+    for k in range(K):
+        for r0 in range(0, N, block):
+            g = per_sample(th0[k], Xt[r0:r0 + block], yt[r0:r0 + block])   # [b, P]
+            sq[k, r0:r0 + g.shape[0]] = (g.double() ** 2).sum(1).to(th0.dtype)
+            if grad is not None:
+                grad[k] += g.sum(0) / N
+    return sq, grad
 
 
 STATUS_RUNNING, STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_DIVERGED, STATUS_NONFINITE = 0, 1, 2, 3, 4

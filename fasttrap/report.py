@@ -174,3 +174,91 @@ def write_report(run: Any) -> str:
           "power law (all): " + (fa["verdict"] if "verdict" in fa else fa.get("skipped", "–")),
           f"report: {d / 'report.md'}"]
     return "\n".join(sm)
+
+
+# ------------------------------------------------------------------------------- aging ------
+def aging_verdict(ts: dict[str, Any], threshold: float = 0.2) -> str:
+    """A one-line reading of :func:`fasttrap.aging.timescales` (the rule is stated in the report).
+
+    τ growing at least like t_w^threshold over a half of the waiting times counts as aging there;
+    aging in the first half that drops below both the threshold and half its early slope in the
+    second half is read as interrupted.
+    """
+    e, l = ts["mu_early"], ts["mu_late"]
+    if not (np.isfinite(e) and np.isfinite(l)):
+        return "undetermined (too few waiting times reach the reference level)"
+    if e > threshold and l > threshold and l >= 0.5 * e:
+        return "aging throughout: the older the network, the slower it moves, up to the last waiting time"
+    if e > threshold and l < max(threshold, 0.5 * e):
+        return "interrupted aging: slows with age at first, then its motion stops depending on t_w"
+    if e <= threshold and l > threshold:
+        return "aging sets in late: little t_w dependence early, slowing with age later"
+    return "no aging: the motion does not slow with t_w"
+
+
+def write_aging_report(run: Any, nets: dict[str, Any]) -> str:
+    """Figures and report.md of an aging run; returns the short summary printed at the end."""
+    from .aging import AgingResult, seed_mean, timescales
+
+    cfg, d, man = run.cfg, run.dir, run.manifest
+    fig = d / "figures"
+    res = {name: AgingResult.from_arrays(store.read_npz(d / "aging" / f"net_{name}.npz")) for name in nets}
+    plots.aging_family(res, fig / "aging")
+    plots.gradient_noise(res, fig / "gradient_noise")
+    plots.aging_curves(res, fig / "training_curves")
+
+    steps = cfg["aging.steps"]
+    lines = ["# fasttrap aging report", "",
+             f"Profile **{cfg['profile']}**, {len(run.seeds)} seed(s) ({', '.join(map(str, run.seeds))}), "
+             f"{man['data']['name']} ({man['data']['train'][0]:,} training images); SGD lr {cfg['outer.lr']}, batch "
+             f"{cfg['outer.batch_size']}, {steps:,} steps; {cfg['model.activation']}, {cfg['model.loss']}. "
+             f"Backend: {man.get('backend_resolved')}. fasttrap {man['versions']['fasttrap']}, torch {man['versions']['torch']}.",
+             "", "| stage | seconds |", "|---|---:|"]
+    for k, v in man["stages"].items():
+        lines.append(f"| {k} | {v.get('seconds', 0):.1f} |")
+    lines += ["", "Δ(t_w, t_w+t) = (1/N) Σ_i (w_i(t_w+t) − w_i(t_w))² over all N weights and biases, "
+                  "α₂ = Δ₄ / (3Δ²) − 1 (0 for Gaussian displacements). τ(t_w) is the lag at which the seed-mean Δ "
+                  "reaches a common level (the geometric mean of all measured Δ of that network); μ is the slope of "
+                  "log τ against log t_w (1: simple aging, 0: none), over all waiting times and over their first and "
+                  "second halves. Reading rule: a half counts as aging where μ > 0.2; aging that drops below 0.2 and "
+                  "below half its early slope in the second half is read as interrupted.", "",
+              "| network | parameters | final train loss | final test acc | μ | μ first half | μ second half | reading |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    summary = []
+    details = []
+    for name, r in res.items():
+        ts = timescales(r.two_time)
+        verdict = aging_verdict(ts)
+        P = r.theta_final.shape[1]
+        fin = np.nanmean(r.train_loss[:, -1]), np.nanmean(r.test_acc[:, -1])
+        lines.append(f"| {name} | {P:,} | {_fmt(fin[0], 4)} | {_fmt(fin[1])} | {_fmt(ts['mu'])} | {_fmt(ts['mu_early'])} | "
+                     f"{_fmt(ts['mu_late'])} | {verdict} |")
+        summary.append(f"{name}: {verdict} (μ = {_fmt(ts['mu'])}, first half {_fmt(ts['mu_early'])}, "
+                       f"second half {_fmt(ts['mu_late'])})")
+        tt = r.two_time
+        msd = seed_mean(tt.msd)
+        common = tt.lags[(tt.lags > 0) & (tt.lags <= steps - tt.t_w[-1])]
+        lag_ref = int(common[-1]) if common.size else None
+        details += ["", f"### {name}", "", f"τ at the level Δ = {_fmt(ts['level'])}" +
+                    (f"; Δ at the common lag t = {lag_ref} (the longest every t_w reaches):" if lag_ref else ":"), "",
+                    "| t_w | τ(t_w) | Δ(t_w, t_w+t) | α₂ there |", "|---:|---:|---:|---:|"]
+        for w, tw in enumerate(tt.t_w):
+            if lag_ref is not None:
+                j = int(np.flatnonzero(tt.lags == lag_ref)[0])
+                a2 = seed_mean(tt.non_gaussian[:, w, j:j + 1])[0]
+                details.append(f"| {tw} | {_fmt(ts['tau'][w])} | {_fmt(msd[w, j])} | {_fmt(a2)} |")
+            else:
+                details.append(f"| {tw} | {_fmt(ts['tau'][w])} | – | – |")
+        D = seed_mean(r.noise_D)
+        i_max = int(np.nanargmax(D)) if np.isfinite(D).any() else 0
+        details += ["", f"Gradient noise D(t) over {cfg['aging.noise_rows'] or 'all'} training rows: "
+                        f"{_fmt(D[0])} at step 0, peak {_fmt(D[i_max])} at step {int(r.curve_steps[i_max])}, "
+                        f"{_fmt(D[-1])} at step {int(r.curve_steps[-1])} (‖∇L‖² there: "
+                        f"{_fmt(np.nanmean(r.noise_grad_sq[:, -1]))})."]
+    lines += details
+    lines += ["", "## Figures", "", "Δ against the lag, one curve per waiting time (seed mean), and α₂ below:", "",
+              "![aging](figures/aging.png)", "", "Gradient noise D(t) (thin: single seeds) and ‖∇L‖²:", "",
+              "![gradient noise](figures/gradient_noise.png)", "", "Training curves:", "",
+              "![training curves](figures/training_curves.png)", ""]
+    store.write_text(d / "report.md", "\n".join(lines) + "\n")
+    return "\n".join(["fasttrap aging: " + s for s in summary] + [f"report: {d / 'report.md'}"])

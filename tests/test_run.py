@@ -208,3 +208,90 @@ def test_help_documents_every_setting():
         assert k in text
     r = run_cmd(["--help"], timeout=120)
     assert r.returncode == 0 and "inner.epochs" in r.stdout and "thesis" in r.stdout
+    assert "--analysis" in r.stdout and "aging.hidden" in r.stdout and "--analysis aging" in r.stdout
+
+
+# ------------------------------------------------------------------------------ aging -------
+AGING_TINY = ["--analysis", "aging", "--set", "aging.hidden=12,3", "--set", "aging.steps=200", "--set", "outer.seeds=2",
+              "--set", "outer.curve_points=8", "--set", "aging.noise_rows=2000", "--set", "aging.eval_rows=2000",
+              "--set", "aging.n_tw=3", "--set", "aging.n_lags=10"]
+AGING_KILLABLE = ["--analysis", "aging", "--set", "aging.hidden=32", "--set", "aging.steps=4000",
+                  "--set", "aging.checkpoint_every=200", "--set", "outer.curve_points=10",
+                  "--set", "aging.noise_rows=3000", "--set", "aging.eval_rows=3000", "--threads", "2"]
+
+
+def test_aging_end_to_end_tiny(tmp_path):
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *AGING_TINY])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'analysis = "aging"' in (out / "config.toml").read_text()
+    assert "fasttrap aging: 12:" in r.stdout and "fasttrap aging: 3:" in r.stdout
+    for f in ("manifest.json", "report.md", "aging/net_12.npz", "aging/net_3.npz", "figures/aging.png",
+              "figures/aging.pdf", "figures/aging.npz", "figures/gradient_noise.png", "figures/training_curves.png"):
+        assert (out / f).is_file(), f
+    assert not list((out / "aging").glob("*.ckpt.npz"))        # checkpoints go once a net is done
+    z = store.read_npz(out / "aging" / "net_12.npz")
+    assert z["msd"].shape == (2, 3, len(z["lags"])) and z["theta_final"].shape == (2, 784 * 12 + 12 + 12 * 10 + 10)
+    assert np.isfinite(z["noise_D"]).all() and (z["noise_D"] > 0).all()
+    rep = (out / "report.md").read_text()
+    for s in ("# fasttrap aging report", "### 12", "### 3", "![aging](figures/aging.png)", "Gradient noise"):
+        assert s in rep
+    man = store.read_json(out / "manifest.json")
+    assert man["analysis"] == "aging" and {"aging_12", "aging_3", "report"} <= set(man["stages"])
+
+
+def test_aging_kill_and_resume_is_bit_identical(tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    r = run_cmd(["--out", str(ref), "--no-progress", *AGING_KILLABLE])
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.Popen([sys.executable, "-m", "fasttrap.run", "--out", str(killed), "--no-progress", *AGING_KILLABLE],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    ck = killed / "aging" / "net_32.ckpt.npz"
+    try:
+        t0 = time.time()
+        while not ck.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() - t0 < 300
+            time.sleep(0.005)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed / "aging" / "net_32.npz").exists(), "the kill did not land mid-run"
+    t_ck = int(store.read_npz(ck)["t"])
+    assert 0 < t_ck < 4000
+    r = run_cmd(["--resume", str(killed), "--no-progress"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from its checkpoint" in r.stderr
+    a, b = all_arrays(ref), all_arrays(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs after resume"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--analysis", "aging", "--set", "aging.hidden=100-x"], ["aging.hidden", "100-100,5-5"]),
+    (["--analysis", "aging", "--profile", "thesis"], ["thesis", "aging", "quick, long"]),
+    (["--analysis", "aging", "--set", "aging.tw_min=50", "--set", "aging.steps=50"], ["aging.tw_min"]),
+    (["--analysis", "ages"], ["invalid choice"]),
+])
+def test_bad_aging_settings(tmp_path, args, words):
+    r = run_cmd(["--out", str(tmp_path / "x"), *args], timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr[-500:])
+    for w in words:
+        assert w in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_aging_config_round_trips_and_profiles(tmp_path):
+    c = config.resolve("long", None, ["aging.hidden=50,20-20"], analysis="aging")
+    assert c["aging.steps"] == 100000 and config.hidden_widths(c) == [[50], [20, 20]]
+    (tmp_path / "config.toml").write_text(config.to_toml(c))
+    assert cli._load_saved(tmp_path) == c
+    q = config.resolve("quick", analysis="aging")
+    assert config.hidden_widths(q) == [[100, 100], [5, 5]]
+    r = run_cmd(["--resume", str(tmp_path), "--analysis", "aging"], timeout=120)
+    assert r.returncode == 2 and "saved settings" in r.stderr
