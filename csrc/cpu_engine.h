@@ -241,7 +241,8 @@ void backward(const Net& net, const Params<T>& P, const Chunk<T>& ch, Work<T>& w
 // outer product e_r a_rᵀ (plus e_r for the bias), whose squared Frobenius norm factorises,
 //   ‖∂ℓ_r/∂W_l‖² + ‖∂ℓ_r/∂b_l‖² = (‖a_{l-1,r}‖² + 1) · ‖e_{l,r}‖²,
 // so the cost is O(B Σ n_l) on top of the pass, instead of O(B P). E_l holds ∂L/∂Z_l, which is
-// e/norm, hence the factor norm². Sums are taken in double.
+// e/norm, hence the factor norm². Row sums run in T with SIMD lanes (a row is at most a layer
+// wide, so float32 keeps ~1e-6 relative); the products and the sum over layers in double.
 template <class T>
 void sample_grad_sq(const Net& net, const Chunk<T>& ch, const Work<T>& w, T* out) {
   const int L = net.L(), B = ch.B;
@@ -252,12 +253,12 @@ void sample_grad_sq(const Net& net, const Chunk<T>& ch, const Work<T>& w, T* out
       const int nin = net.n[l - 1], nout = net.n[l];
       const T* a = (l == 1) ? ch.X[0] + int64_t(r) * nin : w.A[l - 1] + int64_t(r) * nin;
       const T* e = w.E[l] + int64_t(r) * nout;
-      double a2 = 1.0, e2 = 0.0;
+      T a2 = T(0), e2 = T(0);
 #pragma omp simd reduction(+ : a2)
-      for (int i = 0; i < nin; ++i) a2 += double(a[i]) * double(a[i]);
+      for (int i = 0; i < nin; ++i) a2 += a[i] * a[i];
 #pragma omp simd reduction(+ : e2)
-      for (int i = 0; i < nout; ++i) e2 += double(e[i]) * double(e[i]);
-      acc += a2 * e2;
+      for (int i = 0; i < nout; ++i) e2 += e[i] * e[i];
+      acc += (double(a2) + 1.0) * double(e2);
     }
     out[r] = T(acc * s2);
   }

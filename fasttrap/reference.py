@@ -128,26 +128,36 @@ def per_sample_grad_sq(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = F
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """‖∇ℓ_α‖² [K, N] of every sample's own loss ℓ_α (L = mean_α ℓ_α), and optionally ∇L [K, P].
 
-    The textbook way: per-sample gradients from ``torch.func.vmap(torch.func.grad(ℓ))``, formed
-    in full ([block, P] at a time), then squared and summed. Runs on θ's device.
+    The textbook way, as in torch.func's per-sample-gradient tutorial: per-sample gradients of
+    each layer's (W, b) from ``torch.func.vmap(torch.func.grad(ℓ))``, formed in full ([block, P]
+    at a time), then squared and summed. Runs on θ's device.
     """
     th0 = _t(theta).detach()
     dev = th0.device
     Xt, yt = _t(X, th0.dtype).to(dev), _t(y, torch.int64).to(dev)
     K, N = th0.shape[0], Xt.shape[0]
+    act = _ACT[mlp.activation]
+    n_layers = len(mlp.widths) - 1
 
-    def loss_one(th: torch.Tensor, x: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
-        return losses(mlp, outputs(mlp, th[None], x[None]), yy[None])[0]
+    def loss_one(params: tuple[torch.Tensor, ...], x: torch.Tensor, yy: torch.Tensor) -> torch.Tensor:
+        h = x
+        for l in range(n_layers):
+            h = torch.nn.functional.linear(h, params[2 * l], params[2 * l + 1])
+            if l < n_layers - 1:
+                h = act(h)
+        return losses(mlp, h[None, None], yy[None])[0]
 
     per_sample = torch.func.vmap(torch.func.grad(loss_one), in_dims=(None, 0, 0))
     sq = torch.empty(K, N, dtype=th0.dtype, device=dev)
     grad = torch.zeros_like(th0) if want_grad else None
     for k in range(K):
+        params = tuple(p[0] for Wb in unflatten(mlp, th0[k:k + 1]) for p in Wb)   # W_1, b_1, W_2, …
         for r0 in range(0, N, block):
-            g = per_sample(th0[k], Xt[r0:r0 + block], yt[r0:r0 + block])   # [b, P]
-            sq[k, r0:r0 + g.shape[0]] = (g.double() ** 2).sum(1).to(th0.dtype)
+            gs = per_sample(params, Xt[r0:r0 + block], yt[r0:r0 + block])      # per layer [b, n_l(, n_l-1)]
+            sq[k, r0:r0 + gs[0].shape[0]] = sum(torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=torch.float64) ** 2
+                                                for g in gs).to(th0.dtype)
             if grad is not None:
-                grad[k] += g.sum(0) / N
+                grad[k] += torch.cat([g.sum(0).flatten() for g in gs]) / N
     return sq, grad
 
 
