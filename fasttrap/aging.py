@@ -245,13 +245,17 @@ def timescales(tt: TwoTime, level: float | None = None) -> dict[str, Any]:
     ``mu_early`` against ``mu_late`` (slopes over the first and second half of the t_w) shows.
 
     Returns:
-        ``{"level", "t_w", "tau", "mu", "mu_early", "mu_late"}`` (NaN where undefined).
+        ``{"level", "t_w", "tau", "tau_beyond", "mu", "mu_early", "mu_late"}``: τ is NaN where
+        undefined, and ``tau_beyond`` marks the t_w whose Δ stays below the level at every lag
+        measured (τ longer than the run allows; the slopes leave them out, so they understate the
+        slowing there).
     """
     m = seed_mean(tt.msd)
     pos = np.isfinite(m) & (m > 0)
     if level is None:
         level = float(np.exp(np.mean(np.log(m[pos])))) if pos.any() else float("nan")
     tau = np.full(len(tt.t_w), np.nan)
+    beyond = np.zeros(len(tt.t_w), dtype=bool)
     for w in range(len(tt.t_w)):
         ok = pos[w] & (tt.lags > 0)
         x, y = np.log(tt.lags[ok].astype(float)), np.log(m[w, ok])
@@ -259,6 +263,7 @@ def timescales(tt: TwoTime, level: float | None = None) -> dict[str, Any]:
             continue
         above = np.flatnonzero(y >= np.log(level))
         if above.size == 0:
+            beyond[w] = True        # Δ stays below the level at every lag measured: τ is beyond the grid
             continue
         i = int(above[0])
         if i == 0:
@@ -274,7 +279,7 @@ def timescales(tt: TwoTime, level: float | None = None) -> dict[str, Any]:
 
     W = len(tt.t_w)
     idx = np.arange(W)
-    return {"level": level, "t_w": tt.t_w, "tau": tau, "mu": slope(idx >= 0),
+    return {"level": level, "t_w": tt.t_w, "tau": tau, "tau_beyond": beyond, "mu": slope(idx >= 0),
             "mu_early": slope(idx < (W + 1) // 2), "mu_late": slope(idx >= W // 2)}
 
 

@@ -250,6 +250,9 @@ def test_timescales_read_simple_and_no_aging():
     # aging up to t_w = 1000, then none: read as interrupted
     inter = aging.timescales(_synthetic(lambda tw, t: np.log1p(t / min(tw, 300)), t_w, lags))
     assert inter["mu_early"] > 0.5 and inter["mu_late"] < 0.3
+    # a waiting time whose Δ never reaches the level is marked beyond the grid, not dropped silently
+    frozen = aging.timescales(_synthetic(lambda tw, t: np.log1p(t / tw) * (1e-6 if tw == t_w[-1] else 1.0), t_w, lags))
+    assert frozen["tau_beyond"][-1] and not frozen["tau_beyond"][:-1].any() and np.isnan(frozen["tau"][-1])
     from fasttrap.report import aging_verdict
     assert aging_verdict(simple).startswith("aging throughout")
     assert aging_verdict(none).startswith("no aging")
