@@ -53,6 +53,15 @@ def _check_dataset(mlp: MLP, X: Any, y: Any, dtype: np.dtype) -> tuple[np.ndarra
     return Xa, check_labels(mlp, y, (Xa.shape[0],))
 
 
+def _dataset_pass_args(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: Any, block: Any, backend: str
+                       ) -> tuple[bool, int, str]:
+    """The checks shared by the whole-data-set passes (evaluate, per_sample_grad_sq): flags and backend."""
+    check_mlp(mlp)
+    if not isinstance(want_grad, (bool, np.bool_)):
+        raise TypeError(f"want_grad: expected a bool, got {type(want_grad).__name__}")
+    return bool(want_grad), check_int(block, "block", lo=1, hi=1 << 20), _route(backend, theta, X, y)
+
+
 def _route(backend: str, *arrays: Any) -> str:
     be = _backend.resolve(backend)
     if be != "cuda" and any(is_device_array(a) for a in arrays):
@@ -182,29 +191,25 @@ def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, bloc
     Returns:
         ``(loss [K], accuracy [K], ∇L [K, P] or None)``. G on the data set is ½‖∇L‖².
     """
-    check_mlp(mlp)
-    if not isinstance(want_grad, (bool, np.bool_)):
-        raise TypeError(f"want_grad: expected a bool, got {type(want_grad).__name__}")
-    block = check_int(block, "block", lo=1, hi=1 << 20)
-    be = _route(backend, theta, X, y)
+    want_grad, block, be = _dataset_pass_args(mlp, theta, X, y, want_grad, block, backend)
     if be == "cuda" and _on_device(theta, X, y):
         from . import cuda as _cuda
 
-        return _cuda.evaluate(mlp, theta, X, y, bool(want_grad), block)
+        return _cuda.evaluate(mlp, theta, X, y, want_grad, block)
     th = check_theta(mlp, theta)
     Xa, ya = _check_dataset(mlp, X, y, th.dtype)
     if be == "cuda":
         from . import cuda as _cuda
 
-        loss, acc, grad = _cuda.evaluate(mlp, th, Xa, ya, bool(want_grad), block)
+        loss, acc, grad = _cuda.evaluate(mlp, th, Xa, ya, want_grad, block)
         return _out(theta, loss, acc) + ((_out(theta, grad),) if grad is not None else (None,))
     if be == "torch":
         from . import reference
 
-        loss, acc, grad = reference.evaluate(mlp, th, Xa, ya, bool(want_grad), block)
+        loss, acc, grad = reference.evaluate(mlp, th, Xa, ya, want_grad, block)
         res = _from_torch(theta, loss, acc) + ((_from_torch(theta, grad),) if grad is not None else (None,))
         return res
-    loss, acc, grad = _loader.core.evaluate(*mlp.codes, th, Xa, ya, block, bool(want_grad), _backend.get_num_threads())
+    loss, acc, grad = _loader.core.evaluate(*mlp.codes, th, Xa, ya, block, want_grad, _backend.get_num_threads())
     if grad is None:
         return _out(theta, loss, acc) + (None,)
     return _out(theta, loss, acc, grad)
@@ -234,15 +239,11 @@ def per_sample_grad_sq(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = F
     Returns:
         ``(sq [K, N], ∇L [K, P] or None)`` in θ's dtype.
     """
-    check_mlp(mlp)
-    if not isinstance(want_grad, (bool, np.bool_)):
-        raise TypeError(f"want_grad: expected a bool, got {type(want_grad).__name__}")
-    block = check_int(block, "block", lo=1, hi=1 << 20)
-    be = _route(backend, theta, X, y)
+    want_grad, block, be = _dataset_pass_args(mlp, theta, X, y, want_grad, block, backend)
     if be == "cuda" and _on_device(theta, X, y):
         from . import reference
 
-        return reference.per_sample_grad_sq(mlp, theta, X, y, bool(want_grad), block)
+        return reference.per_sample_grad_sq(mlp, theta, X, y, want_grad, block)
     th = check_theta(mlp, theta)
     Xa, ya = _check_dataset(mlp, X, y, th.dtype)
     if be in ("cuda", "torch"):
@@ -251,9 +252,9 @@ def per_sample_grad_sq(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = F
         from . import reference
 
         dev = "cuda" if be == "cuda" else "cpu"
-        sq, grad = reference.per_sample_grad_sq(mlp, torch.from_numpy(th).to(dev), Xa, ya, bool(want_grad), block)
+        sq, grad = reference.per_sample_grad_sq(mlp, torch.from_numpy(th).to(dev), Xa, ya, want_grad, block)
         sq = _from_torch(theta, sq.cpu())
         return sq, (None if grad is None else _from_torch(theta, grad.cpu()))
-    sq, grad = _loader.core.per_sample_grad_sq(*mlp.codes, th, Xa, ya, block, bool(want_grad),
+    sq, grad = _loader.core.per_sample_grad_sq(*mlp.codes, th, Xa, ya, block, want_grad,
                                                _backend.get_num_threads())
     return (_out(theta, sq), None) if grad is None else _out(theta, sq, grad)

@@ -32,6 +32,25 @@ def run_cmd(args, timeout=600, **kw):
                           timeout=timeout, env=env, **kw)
 
 
+def kill_when_written(args, path: Path, delay: float = 0.0) -> None:
+    """Start ``python -m fasttrap.run args``; SIGKILL it ``delay`` s after ``path`` appears."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.Popen([sys.executable, "-m", "fasttrap.run", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        t0 = time.time()
+        while not path.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() - t0 < 300
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def all_arrays(d: Path) -> dict[str, np.ndarray]:
     out = {}
     for p in sorted(d.rglob("*.npz")):
@@ -70,20 +89,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     n_blocks = len(list((ref / "inner").glob("block_*.npz")))
     assert n_blocks == 8
-    env = dict(os.environ, MPLBACKEND="Agg")
-    proc = subprocess.Popen([sys.executable, "-m", "fasttrap.run", "--out", str(killed), "--no-progress", *KILLABLE],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        t0 = time.time()
-        while not (killed / "inner" / "block_0001.npz").exists():
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() - t0 < 300
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when_written(["--out", str(killed), "--no-progress", *KILLABLE], killed / "inner" / "block_0001.npz")
     done = len(list((killed / "inner").glob("block_*.npz")))
     assert 2 <= done < n_blocks, f"the kill did not land mid-stage ({done} of {n_blocks} blocks done)"
     assert not (killed / "report.md").exists()
@@ -244,22 +250,8 @@ def test_aging_kill_and_resume_is_bit_identical(tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     r = run_cmd(["--out", str(ref), "--no-progress", *AGING_KILLABLE])
     assert r.returncode == 0, r.stderr[-3000:]
-    env = dict(os.environ, MPLBACKEND="Agg")
-    proc = subprocess.Popen([sys.executable, "-m", "fasttrap.run", "--out", str(killed), "--no-progress", *AGING_KILLABLE],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     ck = killed / "aging" / "net_32.ckpt.npz"
-    try:
-        t0 = time.time()
-        while not ck.exists():
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() - t0 < 300
-            time.sleep(0.005)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when_written(["--out", str(killed), "--no-progress", *AGING_KILLABLE], ck, delay=0.3)
     assert not (killed / "aging" / "net_32.npz").exists(), "the kill did not land mid-run"
     t_ck = int(store.read_npz(ck)["t"])
     assert 0 < t_ck < 4000
