@@ -172,13 +172,11 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
                 observe(t, view)
             if t == steps:
                 break
-            idx = [rng.batch_indices(streams[i], t, N, batch_size, _cache=caches[i]) for i in range(S)]
-            if len({len(i) for i in idx}) == 1:
-                Xb = np.stack([Xtr[i] for i in idx])            # [S, B, n0]
-                yb = np.stack([data.y_train[i] for i in idx])   # [S, B]
-                _, g = kernels.value_and_grad(mlp, theta, Xb, yb, backend=backend)
-            else:  # pragma: no cover - all seeds share N and B, so batch sizes always agree
-                raise AssertionError("batch sizes differ across seeds")
+            # all seeds share N and B, so their batches have one length: one gather for all of them
+            idx = np.stack([rng.batch_indices(streams[i], t, N, batch_size, _cache=caches[i]) for i in range(S)])
+            Xb = Xtr[idx]                 # [S, B, n0]
+            yb = data.y_train[idx]        # [S, B]
+            _, g = kernels.value_and_grad(mlp, theta, Xb, yb, backend=backend)
             theta -= dt.type(lr) * np.asarray(g, dtype=dt)
             bar.update_to(t + 1)
     finally:
