@@ -243,6 +243,10 @@ def per_sample_grad_sq(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = F
     if be == "cuda" and _on_device(theta, X, y):
         from . import reference
 
+        for name, a in (("theta", theta), ("X", X), ("y", y)):
+            if is_device_array(a) and not is_torch(a):
+                raise TypeError(f"{name}: per_sample_grad_sq takes torch CUDA tensors on the device (its CUDA path is "
+                                "the torch twin); wrap CuPy arrays with torch.as_tensor")
         return reference.per_sample_grad_sq(mlp, theta, X, y, want_grad, block)
     th = check_theta(mlp, theta)
     Xa, ya = _check_dataset(mlp, X, y, th.dtype)
