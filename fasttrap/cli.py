@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fasttrap.run",
         description="Trapping-time analysis of neural-network training: outer SGD, batched inner descents on "
-                    "G = ½|∇L|², trap segmentation, trapping-time statistics, figures and a report.",
+                    "G = ½|∇L|², trap segmentation, trapping-time statistics, figures and a report; with "
+                    "--analysis aging, the aging (two-time weight displacements) and gradient noise of SGD instead.",
         epilog=cfgmod.describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--analysis", choices=cfgmod.ANALYSES, default=None,
                    help="'traps' (default): the trapping-time analysis; 'aging': two-time weight observables, "
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override one setting (repeatable), e.g. --set inner.epochs=5")
     p.add_argument("--out", metavar="DIR", help="run directory to create (must not exist or be empty); "
-                                                 "default runs/<profile>-<date>-<time>")
+                                                 "default runs/<profile>-<date>-<time> (runs/aging-<profile>-… for aging)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
     p.add_argument("--backend", choices=["auto", "cpu", "cuda", "torch"], help="compute backend (setting run.backend)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads of the compiled core (setting run.threads)")
