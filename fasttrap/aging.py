@@ -283,6 +283,17 @@ def timescales(tt: TwoTime, level: float | None = None) -> dict[str, Any]:
             "mu_early": slope(idx < (W + 1) // 2), "mu_late": slope(idx >= W // 2)}
 
 
+def timescales_per_seed(tt: TwoTime, level: float) -> dict[str, np.ndarray]:
+    """μ, μ_early and μ_late of each seed on its own, at a common ``level`` (the seed-to-seed spread
+    of :func:`timescales`). Returns arrays [S]."""
+    out: dict[str, list[float]] = {"mu": [], "mu_early": [], "mu_late": []}
+    for s in range(tt.msd.shape[0]):
+        ts = timescales(TwoTime(tt.t_w, tt.lags, tt.msd[s:s + 1], tt.m4[s:s + 1]), level)
+        for k in out:
+            out[k].append(ts[k])
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
 # ---------------------------------------------------------------------------------- driver ---
 @dataclass
 class AgingResult:

@@ -198,7 +198,7 @@ def aging_verdict(ts: dict[str, Any], threshold: float = 0.2) -> str:
 
 def write_aging_report(run: Any, nets: dict[str, Any]) -> str:
     """Figures and report.md of an aging run; returns the short summary printed at the end."""
-    from .aging import AgingResult, seed_mean, timescales
+    from .aging import AgingResult, seed_mean, timescales, timescales_per_seed
 
     cfg, d, man = run.cfg, run.dir, run.manifest
     fig = d / "figures"
@@ -220,10 +220,11 @@ def write_aging_report(run: Any, nets: dict[str, Any]) -> str:
                   "α₂ = Δ₄ / (3Δ²) − 1 (0 for Gaussian displacements). τ(t_w) is the lag at which the seed-mean Δ "
                   "reaches a common level (the geometric mean of all measured Δ of that network); μ is the slope of "
                   "log τ against log t_w (1: simple aging, 0: none), over all waiting times and over their first and "
-                  "second halves. Reading rule: a half counts as aging where μ > 0.2; aging that drops below 0.2 and "
+                  "second halves; the per-seed range is μ of each seed alone at the same level. Reading rule: a half counts as aging where μ > 0.2; aging that drops below 0.2 and "
                   "below half its early slope in the second half is read as interrupted.", "",
-              "| network | parameters | final train loss | final test acc | μ | μ first half | μ second half | reading |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+              "| network | parameters | final train loss | final test acc | μ | μ per seed (min–max) | μ first half | "
+              "μ second half | reading |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     summary = []
     details = []
     for name, r in res.items():
@@ -231,8 +232,11 @@ def write_aging_report(run: Any, nets: dict[str, Any]) -> str:
         verdict = aging_verdict(ts)
         P = r.theta_final.shape[1]
         fin = np.nanmean(r.train_loss[:, -1]), np.nanmean(r.test_acc[:, -1])
-        lines.append(f"| {name} | {P:,} | {_fmt(fin[0], 4)} | {_fmt(fin[1])} | {_fmt(ts['mu'])} | {_fmt(ts['mu_early'])} | "
-                     f"{_fmt(ts['mu_late'])} | {verdict} |")
+        per = timescales_per_seed(r.two_time, ts["level"])["mu"]
+        per = per[np.isfinite(per)]
+        spread = f"{_fmt(per.min())}–{_fmt(per.max())}" if per.size > 1 else "–"
+        lines.append(f"| {name} | {P:,} | {_fmt(fin[0], 4)} | {_fmt(fin[1])} | {_fmt(ts['mu'])} | {spread} | "
+                     f"{_fmt(ts['mu_early'])} | {_fmt(ts['mu_late'])} | {verdict} |")
         summary.append(f"{name}: {verdict} (μ = {_fmt(ts['mu'])}, first half {_fmt(ts['mu_early'])}, "
                        f"second half {_fmt(ts['mu_late'])})")
         tt = r.two_time

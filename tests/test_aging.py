@@ -253,6 +253,12 @@ def test_timescales_read_simple_and_no_aging():
     # a waiting time whose Δ never reaches the level is marked beyond the grid, not dropped silently
     frozen = aging.timescales(_synthetic(lambda tw, t: np.log1p(t / tw) * (1e-6 if tw == t_w[-1] else 1.0), t_w, lags))
     assert frozen["tau_beyond"][-1] and not frozen["tau_beyond"][:-1].any() and np.isnan(frozen["tau"][-1])
+    # per seed: identical seeds give the seed-mean μ; a different second seed gives its own
+    two = _synthetic(lambda tw, t: np.log1p(t / tw), t_w, lags)
+    mixed = TwoTime(two.t_w, two.lags, np.concatenate([two.msd, _synthetic(lambda tw, t: np.log1p(t / 100.0), t_w, lags).msd]),
+                    np.concatenate([two.m4, two.m4]))
+    per = aging.timescales_per_seed(mixed, simple["level"])
+    assert per["mu"][0] == pytest.approx(simple["mu"], abs=1e-12) and per["mu"][1] == pytest.approx(0.0, abs=0.05)
     from fasttrap.report import aging_verdict
     assert aging_verdict(simple).startswith("aging throughout")
     assert aging_verdict(none).startswith("no aging")
