@@ -6,7 +6,7 @@
     python -m fasttrap.run --resume runs/thesis    # continue a killed run
     python -m fasttrap.run --analysis aging        # aging and diffusion: 100-100 against 5-5 on MNIST
 
-Exit codes: 0 done; 2 bad command line or settings; 3 bad data or run directory; 4 storage failure
+Exit codes: 0 done; 2 bad command line or settings; 3 bad data or run directory, or SGD diverged; 4 storage failure
 (e.g. a full disk: the last finished block is intact, resume once there is space); 130 interrupted.
 """
 
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import pipeline, store
     from .data import DataError
+    from .outer import DivergenceError
 
     if args.threads is not None and args.threads < 1:
         return _fail(2, f"--threads: expected an int >= 1, got {args.threads}")
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(130, f"interrupted; finished work is saved. Continue with: python -m fasttrap.run --resume {directory}")
     except store.StoreError as exc:
         return _fail(4, f"{exc.strerror or exc}")
-    except (pipeline.RunError, DataError) as exc:
+    except (pipeline.RunError, DataError, DivergenceError) as exc:
         return _fail(3, str(exc))
     except PermissionError as exc:
         return _fail(3, f"{directory}: {exc.strerror or exc}")

@@ -21,6 +21,20 @@ from .mlp import MLP
 from .progress import Progress
 
 
+class DivergenceError(RuntimeError):
+    """Outer SGD left the finite numbers (the learning rate is too large for this net and data).
+
+    Attributes:
+        step: the first step after which θ was not finite.
+        seeds: the seeds that diverged.
+    """
+
+    def __init__(self, step: int, seeds: list[int], lr: float):
+        self.step, self.seeds = step, seeds
+        super().__init__(f"outer SGD diverged: θ of seed(s) {seeds} is no longer finite after step {step} at "
+                         f"lr {lr:g}; lower the learning rate (outer.lr)")
+
+
 @dataclass
 class OuterResult:
     """The outer SGD runs.
@@ -101,6 +115,9 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
 
     Returns:
         :class:`OuterResult`.
+
+    Raises:
+        DivergenceError: θ of some seed stopped being finite (names the step and the seeds).
     """
     check_mlp(mlp)
     if not isinstance(data, Dataset):
@@ -177,7 +194,13 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
             Xb = Xtr[idx]                 # [S, B, n0]
             yb = data.y_train[idx]        # [S, B]
             _, g = kernels.value_and_grad(mlp, theta, Xb, yb, backend=backend)
-            theta -= dt.type(lr) * np.asarray(g, dtype=dt)
+            with np.errstate(over="ignore", invalid="ignore"):
+                theta -= dt.type(lr) * np.asarray(g, dtype=dt)
+                finite = np.isfinite(theta.sum())     # NaN and ±inf propagate into the sum
+            if not finite:
+                bad = ~np.isfinite(theta).all(axis=1)
+                if bad.any():
+                    raise DivergenceError(t + 1, [int(seed_list[i]) for i in np.flatnonzero(bad)], lr)
             bar.update_to(t + 1)
     finally:
         if own_bar:

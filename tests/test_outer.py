@@ -77,3 +77,13 @@ def test_data_must_fit_the_network(small):
         fasttrap.outer_sgd(fasttrap.MLP((784, 8, 5)), small, seeds=[0], steps=1, progress=False)
     with pytest.raises(TypeError, match="data"):
         fasttrap.outer_sgd(fasttrap.MLP((784, 8, 10)), (small.X_train, small.y_train), seeds=[0], steps=1)
+
+
+def test_divergence_is_a_clear_error_naming_step_and_seeds():
+    from fasttrap.outer import DivergenceError
+
+    ds = fasttrap.data.load("mnist").subset(500, 100)
+    with pytest.raises(DivergenceError, match=r"seed\(s\) \[0, 1\].*lower the learning rate") as exc:
+        fasttrap.outer_sgd(fasttrap.MLP((784, 20, 10), "relu", "mse"), ds, seeds=2, lr=1e4, batch_size=50,
+                           steps=100, curve_points=0, progress=False)
+    assert 1 <= exc.value.step <= 100 and exc.value.seeds == [0, 1]

@@ -287,3 +287,10 @@ def test_aging_config_round_trips_and_profiles(tmp_path):
     assert config.hidden_widths(q) == [[100, 100], [5, 5]]
     r = run_cmd(["--resume", str(tmp_path), "--analysis", "aging"], timeout=120)
     assert r.returncode == 2 and "saved settings" in r.stderr
+
+
+def test_diverging_sgd_exits_3_with_the_reason(tmp_path):
+    r = run_cmd(["--out", str(tmp_path / "x"), "--no-progress", *AGING_TINY, "--set", "outer.lr=1e5",
+                 "--set", "model.loss=mse"], timeout=300)
+    assert r.returncode == 3, (r.returncode, r.stderr[-800:])
+    assert "diverged" in r.stderr and "outer.lr" in r.stderr
