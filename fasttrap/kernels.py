@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _loader, backend as _backend
-from ._validate import (check_batch, check_direction, check_float_array, check_int, check_labels,
+from ._validate import (_finite, check_batch, check_direction, check_float_array, check_int, check_labels,
                         check_mlp, check_theta, is_device_array, is_torch)
 from .mlp import MLP
 
@@ -48,8 +48,7 @@ def _check_dataset(mlp: MLP, X: Any, y: Any, dtype: np.dtype) -> tuple[np.ndarra
     Xa = check_float_array(X, "X", dtype)
     if Xa.ndim != 2 or Xa.shape[1] != mlp.n_in or Xa.shape[0] < 1:
         raise ValueError(f"X: expected shape [N, {mlp.n_in}] with N >= 1, got {list(Xa.shape)}")
-    if not np.isfinite(Xa).all():
-        raise ValueError("X: contains NaN or infinite values")
+    _finite(Xa, "X")
     return Xa, check_labels(mlp, y, (Xa.shape[0],))
 
 

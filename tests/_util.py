@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import pytest
 
@@ -36,3 +39,14 @@ def to_np(x) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Run the block with the core on n threads, restoring the previous count after."""
+    old = fasttrap.get_num_threads()
+    fasttrap.set_num_threads(n)
+    try:
+        yield
+    finally:
+        fasttrap.set_num_threads(old)

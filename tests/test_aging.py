@@ -11,7 +11,7 @@ import fasttrap
 from fasttrap import aging, data, diffusion, reference, store
 from fasttrap.aging import TwoTime, TwoTimeStream
 
-from _util import COMPILED_BACKENDS, cosine, rel_l2, to_np
+from _util import COMPILED_BACKENDS, cosine, num_threads, rel_l2, to_np
 
 # (widths, activation, loss, output, K, N)
 CONFIGS = [
@@ -95,14 +95,10 @@ def test_per_sample_grad_sq_without_grad_and_block_invariance(rng):
 def test_per_sample_grad_sq_thread_paths_agree(rng):
     """K = 1 on 2 threads splits the data blocks; K ≥ threads splits the models."""
     mlp, theta, X, y = _inputs(rng, ((10, 9, 3), "tanh", "mse", "identity", 1, 3000))
-    old = fasttrap.get_num_threads()
-    try:
-        fasttrap.set_num_threads(1)
+    with num_threads(1):
         a = fasttrap.per_sample_grad_sq(mlp, theta, X, y, True, block=128, backend="cpu")
-        fasttrap.set_num_threads(2)
+    with num_threads(2):
         b = fasttrap.per_sample_grad_sq(mlp, theta, X, y, True, block=128, backend="cpu")
-    finally:
-        fasttrap.set_num_threads(old)
     np.testing.assert_array_equal(a[0], b[0])
     assert rel_l2(a[1], b[1]) < 1e-12
 

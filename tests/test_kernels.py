@@ -13,7 +13,7 @@ import torch
 import fasttrap
 from fasttrap import reference
 
-from _util import COMPILED_BACKENDS, cosine, rel_l2, to_np
+from _util import COMPILED_BACKENDS, cosine, num_threads, rel_l2, to_np
 
 # (widths, activation, loss, output, K, B, per_model_batch)
 CONFIGS = [
@@ -139,14 +139,10 @@ def test_models_are_independent(rng, backend):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_thread_count_does_not_change_results(rng, threads):
     mlp, theta, X, y, _ = _inputs(rng, ((784, 100, 100, 10), "relu", "nll", "identity", 7, 128, False), np.float64)
-    old = fasttrap.get_num_threads()
-    try:
-        fasttrap.set_num_threads(1)
+    with num_threads(1):
         ref = fasttrap.grad_G(mlp, theta, X, y, backend="cpu")
-        fasttrap.set_num_threads(threads)
+    with num_threads(threads):
         out = fasttrap.grad_G(mlp, theta, X, y, backend="cpu")
-    finally:
-        fasttrap.set_num_threads(old)
     for a, b in zip(out, ref):
         assert rel_l2(a, b) < 1e-13
 
@@ -218,13 +214,9 @@ def test_evaluate_single_model_uses_block_split(rng):
     theta = mlp.init(1, 0, np.float64)
     X = rng.standard_normal((5000, 10))
     y = rng.integers(0, 3, 5000)
-    old = fasttrap.get_num_threads()
-    try:
-        fasttrap.set_num_threads(1)
+    with num_threads(1):
         a = fasttrap.evaluate(mlp, theta, X, y, True, block=128, backend="cpu")
-        fasttrap.set_num_threads(2)
+    with num_threads(2):
         b = fasttrap.evaluate(mlp, theta, X, y, True, block=128, backend="cpu")
-    finally:
-        fasttrap.set_num_threads(old)
     for u, w in zip(a, b):
         assert rel_l2(u, w) < 1e-12
