@@ -3,7 +3,7 @@
     python -m pytest benchmarks/bench_inner.py
 
 784-100-100-10, batch 128, shared batches, float32, K ∈ {16, 100} start points. Both run the
-same batches and stopping rules (their agreement is a test, tests/test_inner.py; here the first
+same batches and stopping rules (their agreement is a test, tests/dynamics/test_inner.py; here the first
 steps are compared before timing). Reported: model-steps/s, and the projected time of the full
 reference analysis on this machine: 100 outer points × 100 epochs × 469 steps = 4.69 M model-steps
 per seed.

@@ -2,7 +2,7 @@
 
     python -m pytest benchmarks/bench_traps.py
 
-Also times the NumPy reference of the rule (tests/test_traps.py) on 10⁵ points for scale, and
+Also times the NumPy reference of the rule (tests/naive/segment.py) on 10⁵ points for scale, and
 checks that the two agree before timing.
 """
 
@@ -17,8 +17,10 @@ import pytest
 
 from fasttrap import traps
 
+# The slow reference lives with the tests' other naive references (tests/naive/, as stumpy keeps
+# tests/naive.py); the benchmark compares against the same one.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_traps import reference_segment  # noqa: E402
+from naive.segment import reference_segment  # noqa: E402
 
 
 def _series(n, seed=0):

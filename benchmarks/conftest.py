@@ -25,7 +25,7 @@ def sgemm_rate(threads: int | None = None, n: int = 2048, reps: int = 3) -> floa
     import torch
 
     import fasttrap
-    from fasttrap import _loader
+    from fasttrap.ops import _loader
 
     threads = threads or fasttrap.get_num_threads()
     best = _loader.core.gemm_rate(n, False, reps, threads) if _loader.core is not None else 0.0

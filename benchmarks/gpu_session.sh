@@ -37,7 +37,7 @@ case " $stages " in *" profile "*)
   run "profile" 200 python3 "$REPO/benchmarks/gpu_profile.py" 2>&1 | tee "$OUT/profile.log" | tail -32 ;;
 esac
 case " $stages " in *" cudatests "*)
-  run "CUDA tests" 200 python3 -m pytest "$REPO/tests/test_cuda.py" -q -p no:cacheprovider 2>&1 | tail -4 ;;
+  run "CUDA tests" 200 python3 -m pytest "$REPO/tests/ops/test_cuda.py" -q -p no:cacheprovider 2>&1 | tail -4 ;;
 esac
 case " $stages " in *" thesis "*)
   # The main job itself, thesis profile, on the GPU; 8 of its files come back.

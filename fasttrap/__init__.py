@@ -3,28 +3,46 @@
 The compiled core computes, for batches of K MLPs at once, the loss gradient, Hessian-vector
 products and the fused step ∇G = H∇L of G = ½‖∇L‖²; every compiled function has a pure-torch twin
 in :mod:`fasttrap.reference`. Importing never fails for lack of CUDA or of the core: see
-:func:`fasttrap.backend.info`.
+:func:`fasttrap.backend_info`.
+
+One folder per stage of the data flow::
+
+    model/      the MLP spec and flat layout, data sets, counter-based random streams
+    ops/        the compiled ops and their one dispatch point (validate, route, convert)
+    reference/  the torch twins of ops/, file for file
+    dynamics/   outer SGD and the batched inner descents
+    analysis/   traps, power laws, aging, gradient noise, training-curve regimes
+    common/     atomic storage and progress bars, shared by every stage
+    run/        python -m fasttrap.run: settings, run directories, stages, reports, figures
+
+The old flat module names (``fasttrap.traps``, ``fasttrap.stats``, ``fasttrap.kernels`` …) still
+import, as aliases of the modules' new homes.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"   # before the imports: the loader checks the compiled core against it
+from .version import __version__  # noqa: F401  (first: the core loader checks the core against it)
 
-from .backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_device_count, get_num_threads,
-                      set_num_threads)
-from .backend import info as backend_info
-from . import data, rng
-from .inner import InnerResult, inner_descent
-from .kernels import evaluate, grad_G, hvp, per_sample_grad_sq, value_and_grad
-from .mlp import MLP
-from .outer import OuterResult, outer_sgd
+from . import _compat
+from .dynamics.inner import InnerResult, inner_descent
+from .dynamics.outer import OuterResult, outer_sgd
+from .model.mlp import MLP
+from .ops import evaluate, grad_G, hvp, per_sample_grad_sq, value_and_grad
+from .ops.backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_device_count, get_num_threads,
+                          set_num_threads)
+from .ops.backend import info as backend_info
+from .run.rundir import RunData, open_run
+
+_compat.install()
 
 __all__ = [
     "MLP",
     "InnerResult",
     "OuterResult",
+    "RunData",
     "data",
     "inner_descent",
+    "open_run",
     "outer_sgd",
     "rng",
     "BackendUnavailable",
@@ -40,3 +58,12 @@ __all__ = [
     "set_num_threads",
     "value_and_grad",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - module attribute hook (PEP 562)
+    # fasttrap.traps, fasttrap.aging, … as attributes: the old flat names, imported on first use.
+    if name in _compat.ALIASES:
+        mod = _compat.resolve(name)
+        globals()[name] = mod
+        return mod
+    raise AttributeError(f"module 'fasttrap' has no attribute {name!r}")

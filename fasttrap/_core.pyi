@@ -1,4 +1,4 @@
-"""Type stub of the compiled extension fasttrap._core (csrc/bindings.cpp).
+"""Type stub of the compiled extension fasttrap._core (csrc/module.cpp).
 
 Arrays are NumPy, C-contiguous; float arrays are float32 or float64 (θ's dtype decides), labels
 int64. ``widths, act, loss, out_act`` come from :attr:`fasttrap.MLP.codes`. Call the validated
@@ -55,7 +55,7 @@ def per_sample_grad_sq(
     y: _I,  # [N]
     block: int = 1024, want_grad: bool = False, threads: int = 1,
 ) -> tuple[_F, _F | None]: ...  # sq [K, N] (‖∇ℓ_α‖²), grad [K, P] | None
-def inner_descent(
+def descent_loop(
     widths: list[int], act: int, loss: int, out_act: int,
     theta0: _F,  # [K, P]
     X: _F,  # [N, n0]
@@ -72,5 +72,5 @@ def epoch_perm(stream: int, epoch: int, N: int) -> npt.NDArray[np.int32]: ...  #
 def use_gram(widths: list[int], B: int, sharing: int) -> bool: ...
 def gemm_rate(n: int = 2048, f64: bool = False, reps: int = 5, threads: int = 1) -> float: ...  # GFLOP/s
 
-# Present when built_with_cuda(): see fasttrap/cuda.py for their use.
+# Present when built_with_cuda(): see fasttrap/ops/cuda.py for their use.
 def __getattr__(name: str) -> Any: ...

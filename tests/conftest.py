@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# tests/ on sys.path: the helpers (_util) and the slow references (naive/) import from any subfolder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import os
 import zlib
 

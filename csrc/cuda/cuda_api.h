@@ -4,7 +4,8 @@
 #pragma once
 #include <cstdint>
 
-#include "../ft_net.h"
+#include "ft_descent.h"
+#include "ft_net.h"
 
 namespace pybind11 {
 class module_;
@@ -26,29 +27,17 @@ void api_grad_G(const Net& net, int dtype, int K, int B, bool per_model, uintptr
 void api_evaluate(const Net& net, int dtype, int K, int64_t N, int block, uintptr_t theta, uintptr_t X,
                   uintptr_t y, uintptr_t loss, uintptr_t acc, uintptr_t grad, uintptr_t stream, bool tf32);
 
-struct DescentArgs {
-  int K = 0;
+struct DescentArgs : DescentSettings {   // the scalar settings: common/ft_descent.h
   const void* theta0 = nullptr;    // device [K, P]
   void* theta = nullptr;           // device [K, P] out
   const void* X = nullptr;         // device [N, n0]
   const int64_t* y = nullptr;      // device [N]
-  int64_t N = 0;
   const void* lr = nullptr;        // device [K]
-  int B = 128;
-  int64_t steps = 0;
-  bool shared = true;
-  const uint64_t* streams = nullptr;  // HOST [K]
-  bool drop_last = false;
-  bool full_batch = false;
-  int eval_block = 1024;
-  double G_tol = 0, growth = 0;
-  int64_t record_every = 1, n_rec = 1;
   void* status = nullptr;          // device int8 [K]
   void* steps_done = nullptr;      // device int64 [K]
   void* G_first = nullptr;         // device double [K]
   void* G_last = nullptr;          // device double [K]
   void* G_trace = nullptr;         // device T [K, n_rec] (NaN-filled by the caller)
-  int64_t* progress = nullptr;     // HOST int64 [4]
   bool use_graph = true;
 };
 void api_inner_descent(const Net& net, int dtype, const DescentArgs& a, uintptr_t stream, bool tf32);

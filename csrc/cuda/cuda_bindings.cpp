@@ -1,7 +1,7 @@
 // cuda_bindings.cpp: registers the CUDA entry points of fasttrap._core.
 //
 // Device arrays arrive as integer addresses (torch's data_ptr(), CuPy's .data.ptr) with the
-// caller's stream; Python (fasttrap/cuda.py) has already checked dtypes, shapes, contiguity and
+// caller's stream; Python (fasttrap/ops/cuda.py) has already checked dtypes, shapes, contiguity and
 // devices. Every call releases the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -60,7 +60,7 @@ void bind(py::module_& m) {
           py::gil_scoped_release nogil;
           api_evaluate(net, dtype, K, N, block, theta, X, y, lossp, acc, grad, stream, tf32);
         });
-  m.def("cuda_inner_descent",
+  m.def("cuda_descent_loop",
         [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, uintptr_t theta0, uintptr_t theta,
            uintptr_t X, uintptr_t y, int64_t N, uintptr_t lr, int B, int64_t steps, bool shared,
            py::array_t<uint64_t, py::array::c_style | py::array::forcecast> streams, bool drop_last,
@@ -71,30 +71,19 @@ void bind(py::module_& m) {
           if (streams.size() != K) throw std::invalid_argument("streams: must have K entries");
           if (progress.size() < 4) throw std::invalid_argument("progress: must have 4 entries");
           DescentArgs a;
-          a.K = K;
+          fill_descent_settings(a, K, N, B, steps, shared, streams.data(), drop_last, full_batch, eval_block, G_tol,
+                                growth, record_every, progress.mutable_data());
+          if (a.n_rec != n_rec) throw std::invalid_argument("n_rec: must be ceil(steps / record_every)");
           a.theta0 = reinterpret_cast<const void*>(theta0);
           a.theta = reinterpret_cast<void*>(theta);
           a.X = reinterpret_cast<const void*>(X);
           a.y = reinterpret_cast<const int64_t*>(y);
-          a.N = N;
           a.lr = reinterpret_cast<const void*>(lr);
-          a.B = B;
-          a.steps = steps;
-          a.shared = shared;
-          a.streams = streams.data();
-          a.drop_last = drop_last;
-          a.full_batch = full_batch;
-          a.eval_block = eval_block;
-          a.G_tol = G_tol;
-          a.growth = growth;
-          a.record_every = record_every;
-          a.n_rec = n_rec;
           a.status = reinterpret_cast<void*>(status);
           a.steps_done = reinterpret_cast<void*>(steps_done);
           a.G_first = reinterpret_cast<void*>(G_first);
           a.G_last = reinterpret_cast<void*>(G_last);
           a.G_trace = reinterpret_cast<void*>(G_trace);
-          a.progress = progress.mutable_data();
           a.use_graph = use_graph;
           py::gil_scoped_release nogil;
           api_inner_descent(net, dtype, a, stream, tf32);

@@ -1,7 +1,7 @@
 // cuda_engine.cuh: one MLP step for all K models at once on the GPU.
 //
-// The same four passes as the CPU engine (csrc/cpu_engine.h), with the same per-element math
-// (csrc/ft_math.h); only the parallelisation differs. For models k = 0..K-1, A_0 = X:
+// The same four passes as the CPU engine (csrc/cpu/cpu_engine.h), with the same per-element math
+// (csrc/common/ft_math.h); only the parallelisation differs. For models k = 0..K-1, A_0 = X:
 //   forward    Z_l = A_{l-1} W_lᵀ + 1 b_lᵀ,  A_l = φ(Z_l),  loss and E_L = ∂ℓ/∂Z_L
 //   backward   g_{W_l} = E_lᵀ A_{l-1},  g_{b_l} = 1ᵀE_l,  E_{l-1} = (E_l W_l) ⊙ φ'(Z_{l-1})
 //   R-forward  R{Z_l} = R{A_{l-1}} W_lᵀ + A_{l-1} V_lᵀ + 1 c_lᵀ,  R{A_l} = φ'(Z_l) ⊙ R{Z_l}
@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "../ft_math.h"
-#include "../ft_net.h"
+#include "ft_math.h"
+#include "ft_net.h"
 #include "cublas_loader.h"
 
 namespace ft {

@@ -713,25 +713,40 @@ bool use_graph_cache(const Net& net, int K, int B, bool per_model, size_t tsize)
 
 void set_graph_calls(bool on) { graph_calls_enabled = on; }
 
+namespace {
+// The one wrapper of the batch ops: slots[0..2] are θ [K, P], X [nb, B, n0] and y [nb, B], then
+// the op's other inputs and its outputs. Small problems replay a cached CUDA graph over
+// persistent buffers (cached_graph_call); large ones, or all with graphs off, run eagerly on the
+// caller's pointers. `body(ctx, p)` runs the op on the pointers p, one per slot.
+template <class T, class F>
+void batch_call(const char* tag, const Net& net, int dtype, int K, int B, bool per_model, bool tf32, int K_size,
+                uintptr_t stream, uintptr_t theta, uintptr_t X, uintptr_t y, std::vector<Slot> more, F&& body) {
+  Ctx c = make_ctx(stream, tf32, dtype == 0);
+  const size_t nb = per_model ? size_t(K) : 1;
+  std::vector<Slot> slots = {{sizeof(T) * size_t(K) * net.P, (const void*)theta, nullptr},
+                             {sizeof(T) * nb * B * net.n[0], (const void*)X, nullptr},
+                             {sizeof(int64_t) * nb * B, (const void*)y, nullptr}};
+  slots.insert(slots.end(), more.begin(), more.end());
+  if (!use_graph_cache(net, K_size, B, per_model, sizeof(T))) {
+    std::vector<void*> p;
+    for (const auto& sl : slots) p.push_back(sl.in ? const_cast<void*>(sl.in) : sl.out);
+    body(c, p);
+    return;
+  }
+  cached_graph_call(shape_key(tag, net, dtype, K, B, per_model, tf32), c, slots, body);
+}
+}  // namespace
+
 void api_value_and_grad(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t theta, uintptr_t X,
                         uintptr_t y, uintptr_t L, uintptr_t g, uintptr_t stream, bool tf32) {
   with_dtype(dtype, [&](auto z) {
     using T = decltype(z);
-    Ctx c = make_ctx(stream, tf32, dtype == 0);
-    if (!use_graph_cache(net, K, B, per_model, sizeof(T))) {
-      value_and_grad<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)L, (T*)g, c);
-      return;
-    }
-    const size_t nb = per_model ? size_t(K) : 1;
-    const std::vector<Slot> slots = {
-        {sizeof(T) * size_t(K) * net.P, (const void*)theta, nullptr},
-        {sizeof(T) * nb * B * net.n[0], (const void*)X, nullptr},
-        {sizeof(int64_t) * nb * B, (const void*)y, nullptr},
-        {sizeof(T) * size_t(K), nullptr, (void*)L},
-        {sizeof(T) * size_t(K) * net.P, nullptr, (void*)g}};
-    cached_graph_call(shape_key("vag", net, dtype, K, B, per_model, tf32), c, slots, [&](Ctx& cc, std::vector<void*>& p) {
-      value_and_grad<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2], (T*)p[3], (T*)p[4], cc);
-    });
+    batch_call<T>("vag", net, dtype, K, B, per_model, tf32, K, stream, theta, X, y,
+                  {{sizeof(T) * size_t(K), nullptr, (void*)L}, {sizeof(T) * size_t(K) * net.P, nullptr, (void*)g}},
+                  [&](Ctx& cc, std::vector<void*>& p) {
+                    value_and_grad<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2],
+                                      (T*)p[3], (T*)p[4], cc);
+                  });
   });
 }
 
@@ -739,21 +754,13 @@ void api_hvp(const Net& net, int dtype, int K, int B, bool per_model, uintptr_t 
              uintptr_t v, uintptr_t Hv, uintptr_t stream, bool tf32) {
   with_dtype(dtype, [&](auto z) {
     using T = decltype(z);
-    Ctx c = make_ctx(stream, tf32, dtype == 0);
-    if (!use_graph_cache(net, 2 * K, B, per_model, sizeof(T))) {
-      hvp<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (const T*)v, (T*)Hv, c);
-      return;
-    }
-    const size_t nb = per_model ? size_t(K) : 1;
-    const std::vector<Slot> slots = {
-        {sizeof(T) * size_t(K) * net.P, (const void*)theta, nullptr},
-        {sizeof(T) * nb * B * net.n[0], (const void*)X, nullptr},
-        {sizeof(int64_t) * nb * B, (const void*)y, nullptr},
-        {sizeof(T) * size_t(K) * net.P, (const void*)v, nullptr},
-        {sizeof(T) * size_t(K) * net.P, nullptr, (void*)Hv}};
-    cached_graph_call(shape_key("hvp", net, dtype, K, B, per_model, tf32), c, slots, [&](Ctx& cc, std::vector<void*>& p) {
-      hvp<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2], (const T*)p[3], (T*)p[4], cc);
-    });
+    batch_call<T>("hvp", net, dtype, K, B, per_model, tf32, 2 * K, stream, theta, X, y,
+                  {{sizeof(T) * size_t(K) * net.P, (const void*)v, nullptr},
+                   {sizeof(T) * size_t(K) * net.P, nullptr, (void*)Hv}},
+                  [&](Ctx& cc, std::vector<void*>& p) {
+                    hvp<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2],
+                           (const T*)p[3], (T*)p[4], cc);
+                  });
   });
 }
 
@@ -761,23 +768,13 @@ void api_grad_G(const Net& net, int dtype, int K, int B, bool per_model, uintptr
                 uintptr_t y, uintptr_t L, uintptr_t G, uintptr_t dG, uintptr_t stream, bool tf32) {
   with_dtype(dtype, [&](auto z) {
     using T = decltype(z);
-    Ctx c = make_ctx(stream, tf32, dtype == 0);
-    if (!use_graph_cache(net, K, B, per_model, sizeof(T))) {
-      grad_G<T>(net, K, B, per_model, (const T*)theta, (const T*)X, (const int64_t*)y, (T*)L, (T*)G, (T*)dG, c);
-      return;
-    }
-    const size_t nb = per_model ? size_t(K) : 1;
-    const std::vector<Slot> slots = {
-        {sizeof(T) * size_t(K) * net.P, (const void*)theta, nullptr},
-        {sizeof(T) * nb * B * net.n[0], (const void*)X, nullptr},
-        {sizeof(int64_t) * nb * B, (const void*)y, nullptr},
-        {sizeof(T) * size_t(K), nullptr, (void*)L},
-        {sizeof(T) * size_t(K), nullptr, (void*)G},
-        {sizeof(T) * size_t(K) * net.P, nullptr, (void*)dG}};
-    cached_graph_call(shape_key("gradG", net, dtype, K, B, per_model, tf32), c, slots, [&](Ctx& cc, std::vector<void*>& p) {
-      grad_G<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2], (T*)p[3], (T*)p[4],
-                (T*)p[5], cc);
-    });
+    batch_call<T>("gradG", net, dtype, K, B, per_model, tf32, K, stream, theta, X, y,
+                  {{sizeof(T) * size_t(K), nullptr, (void*)L}, {sizeof(T) * size_t(K), nullptr, (void*)G},
+                   {sizeof(T) * size_t(K) * net.P, nullptr, (void*)dG}},
+                  [&](Ctx& cc, std::vector<void*>& p) {
+                    grad_G<T>(net, K, B, per_model, (const T*)p[0], (const T*)p[1], (const int64_t*)p[2], (T*)p[3],
+                              (T*)p[4], (T*)p[5], cc);
+                  });
   });
 }
 

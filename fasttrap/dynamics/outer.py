@@ -1,0 +1,210 @@
+"""The outer path: plain SGD on the loss, one model per seed, recording θ_t for the trap analysis.
+
+Each seed has its own initialisation (``mlp.init(1, seed)``) and its own minibatch stream
+(``rng.stream_id(seed, "outer")``), so any seed can be re-run alone and gives the same path.
+The loop runs in Python, one compiled ``value_and_grad`` call per step for all seeds at once (a
+per-model batch [S, B, n0]); with ``backend="torch"`` the same loop, with the same batches, runs on
+the torch twin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import ops
+from ..model import rng
+from ..ops.validate import check_float, check_int, check_mlp
+from ..model.data import Dataset
+from ..model.mlp import MLP
+from ..common.progress import Progress
+
+
+class DivergenceError(RuntimeError):
+    """Outer SGD left the finite numbers (the learning rate is too large for this net and data).
+
+    Attributes:
+        step: the first step after which θ was not finite.
+        seeds: the seeds that diverged.
+    """
+
+    def __init__(self, step: int, seeds: list[int], lr: float):
+        self.step, self.seeds = step, seeds
+        super().__init__(f"outer SGD diverged: θ of seed(s) {seeds} is no longer finite after step {step} at "
+                         f"lr {lr:g}; lower the learning rate (outer.lr)")
+
+
+@dataclass
+class OuterResult:
+    """The outer SGD runs.
+
+    Attributes:
+        thetas: [S, T, P] θ at the recorded steps (step t = after t updates; t = 0 is the init).
+        steps: [T] the recorded steps.
+        seeds: [S].
+        curve_steps: [C] log-spaced steps at which the curves were evaluated.
+        train_loss, train_acc, test_loss, test_acc: [S, C] on the full sets.
+        lr, batch_size: the settings.
+    """
+
+    thetas: np.ndarray
+    steps: np.ndarray
+    seeds: np.ndarray
+    curve_steps: np.ndarray
+    train_loss: np.ndarray
+    train_acc: np.ndarray
+    test_loss: np.ndarray
+    test_acc: np.ndarray
+    lr: float
+    batch_size: int
+
+    def curves(self) -> dict[str, np.ndarray]:
+        return {"step": self.curve_steps, "train_loss": self.train_loss, "train_acc": self.train_acc,
+                "test_loss": self.test_loss, "test_acc": self.test_acc}
+
+
+def log_spaced_steps(steps: int, n: int = 30) -> np.ndarray:
+    """About n distinct integer steps in [0, steps], log-spaced, always with 0 and ``steps`` (none for n = 0)."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if steps <= 0:
+        return np.array([0], dtype=np.int64)
+    pts = np.unique(np.round(np.geomspace(1, steps, max(n - 1, 1))).astype(np.int64))
+    return np.unique(np.concatenate([[0], pts, [steps]]))
+
+
+def _record_steps(record: Any, steps: int, start: int = 0) -> np.ndarray:
+    if record is None or (isinstance(record, str) and record == "all"):
+        return np.arange(start, steps + 1, dtype=np.int64)
+    if isinstance(record, slice):
+        return np.arange(start, steps + 1, dtype=np.int64)[record]
+    r = np.unique(np.asarray(record, dtype=np.int64))
+    if r.size and (r.min() < start or r.max() > steps):
+        raise ValueError(f"record: steps must lie in [{start}, {steps}], got {r.min()}..{r.max()}")
+    return r
+
+
+def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0.1, batch_size: int = 128,
+              steps: int = 150, record: Any = "all", curve_points: int = 30, eval_rows: int | None = None,
+              dtype: Any = np.float32, backend: str = "auto", progress: bool | None | Progress = True,
+              theta0: np.ndarray | None = None, start: int = 0,
+              observe: Callable[[int, np.ndarray], None] | None = None) -> OuterResult:
+    """Train one model per seed with minibatch SGD on the loss, recording θ_t.
+
+    Args:
+        mlp: the network.
+        data: a :class:`fasttrap.data.Dataset` (its training and test sets).
+        seeds: the seeds (an int means ``range(seeds)``): one model each, with its own init and batches.
+        lr: learning rate.
+        batch_size: minibatch size (the last batch of an epoch may be shorter).
+        steps: SGD steps per seed.
+        record: which θ_t to keep: ``"all"`` (t = start..steps), a slice, or a list of steps (may be empty).
+        curve_points: about how many log-spaced steps get full train/test loss and accuracy (0: none).
+        eval_rows: evaluate the curves on the first ``eval_rows`` rows of each set (None: all).
+        dtype: float32 or float64.
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch`` for the gradient.
+        progress: a bar on a terminal (None: log lines when not a terminal; False: silent), or an
+            existing :class:`fasttrap.progress.Progress` to advance to the step reached.
+        theta0: optional [S, P] starting points instead of ``mlp.init`` (θ at step ``start``).
+        start: the step θ0 is at. Batches depend only on (seed, step), so running 0..a and then
+            a..b from θ_a gives exactly the path of one run 0..b (the unit of checkpointing).
+        observe: called as ``observe(t, θ_t)`` at every step t = start..steps with θ [S, P]
+            (a read-only view, valid only during the call): the hook for streaming observables
+            such as :class:`fasttrap.aging.TwoTimeStream`.
+
+    Returns:
+        :class:`OuterResult`.
+
+    Raises:
+        DivergenceError: θ of some seed stopped being finite (names the step and the seeds).
+    """
+    check_mlp(mlp)
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data: expected a fasttrap.data.Dataset, got {type(data).__name__}")
+    if data.n_features != mlp.n_in:
+        raise ValueError(f"data: has {data.n_features} input features but the MLP expects {mlp.n_in}")
+    if data.n_classes > mlp.n_out:
+        raise ValueError(f"data: has {data.n_classes} classes but the MLP has {mlp.n_out} outputs")
+    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool) else list(seeds)
+    if not seed_list:
+        raise ValueError("seeds: need at least one seed")
+    for s in seed_list:
+        check_int(s, "seeds", lo=0)
+    lr = check_float(lr, "lr", positive=True)
+    batch_size = check_int(batch_size, "batch_size", lo=1, hi=len(data.y_train))
+    steps = check_int(steps, "steps", lo=0)
+    start = check_int(start, "start", lo=0, hi=steps)
+    if start > 0 and theta0 is None:
+        raise ValueError("theta0: required when start > 0 (θ at step start)")
+    if observe is not None and not callable(observe):
+        raise TypeError(f"observe: expected a callable observe(t, theta), got {type(observe).__name__}")
+    curve_points = check_int(curve_points, "curve_points", lo=0)
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    rec = _record_steps(record, steps, start)
+    cs_all = log_spaced_steps(steps, curve_points)
+    cs = cs_all[cs_all >= start]
+    S, P, N = len(seed_list), mlp.n_params, len(data.y_train)
+
+    if theta0 is None:
+        theta = np.stack([mlp.init(1, int(s), dt)[0] for s in seed_list])  # [S, P]
+    else:
+        theta = np.array(theta0, dtype=dt, copy=True)
+        if theta.shape != (S, P):
+            raise ValueError(f"theta0: expected shape [{S}, {P}], got {list(theta.shape)}")
+    Xtr = data.X_train if data.X_train.dtype == dt else data.X_train.astype(dt)
+    streams = [rng.stream_id(int(s), "outer") for s in seed_list]
+    caches: list[dict] = [{} for _ in seed_list]
+    thetas = np.empty((S, len(rec), P), dtype=dt)
+    curves = {k: np.full((S, len(cs)), np.nan) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    ri = ci = 0
+    Xtr_e, ytr_e = data.X_train[:eval_rows], data.y_train[:eval_rows]
+    Xte_e, yte_e = data.X_test[:eval_rows], data.y_test[:eval_rows]
+
+    def evaluate_at(t: int) -> None:
+        nonlocal ci
+        if not np.all(np.isfinite(theta)):
+            ci += 1
+            return
+        for split, (Xe, ye) in (("train", (Xtr_e, ytr_e)), ("test", (Xte_e, yte_e))):
+            loss, acc, _ = ops.evaluate(mlp, theta, Xe, ye, backend=backend)
+            curves[f"{split}_loss"][:, ci] = np.asarray(loss, dtype=np.float64)
+            curves[f"{split}_acc"][:, ci] = np.asarray(acc, dtype=np.float64)
+        ci += 1
+
+    own_bar = not isinstance(progress, Progress)
+    bar = Progress(steps, "outer SGD", "step", enabled=progress) if own_bar else progress
+    view = theta.view()
+    view.flags.writeable = False
+    try:
+        for t in range(start, steps + 1):
+            if ri < len(rec) and rec[ri] == t:
+                thetas[:, ri] = theta
+                ri += 1
+            if ci < len(cs) and cs[ci] == t:
+                evaluate_at(t)
+            if observe is not None:
+                observe(t, view)
+            if t == steps:
+                break
+            # all seeds share N and B, so their batches have one length: one gather for all of them
+            idx = np.stack([rng.batch_indices(streams[i], t, N, batch_size, _cache=caches[i]) for i in range(S)])
+            Xb = Xtr[idx]                 # [S, B, n0]
+            yb = data.y_train[idx]        # [S, B]
+            _, g = ops.value_and_grad(mlp, theta, Xb, yb, backend=backend)
+            with np.errstate(over="ignore", invalid="ignore"):
+                theta -= dt.type(lr) * np.asarray(g, dtype=dt)
+                finite = np.isfinite(theta.sum())     # NaN and ±inf propagate into the sum
+            if not finite:
+                bad = ~np.isfinite(theta).all(axis=1)
+                if bad.any():
+                    raise DivergenceError(t + 1, [int(seed_list[i]) for i in np.flatnonzero(bad)], lr)
+            bar.update_to(t + 1)
+    finally:
+        if own_bar:
+            bar.close()
+    return OuterResult(thetas, rec, np.array(seed_list), cs, curves["train_loss"], curves["train_acc"],
+                       curves["test_loss"], curves["test_acc"], lr, batch_size)

@@ -1,0 +1,1 @@
+"""What is trained: the MLP spec and its flat parameter layout, the data, and the random streams."""

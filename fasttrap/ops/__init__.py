@@ -1,0 +1,21 @@
+"""The compiled ops, batched over K models, with their one dispatch point.
+
+* :mod:`~fasttrap.ops.grad` — value_and_grad, hvp, grad_G (one minibatch);
+* :mod:`~fasttrap.ops.dataset` — evaluate, per_sample_grad_sq (a whole data set in blocks);
+* :mod:`~fasttrap.ops._dispatch` — the one place that validates, routes to cpu/cuda/torch and
+  converts results back (also the inner-descent loop, :func:`descent_loop`);
+* :mod:`~fasttrap.ops.validate` — the argument checks; :mod:`~fasttrap.ops.backend` — which
+  backend runs; :mod:`~fasttrap.ops.cuda` — GPU interop; :mod:`~fasttrap.ops.flops` — arithmetic
+  counts for honest GFLOP/s.
+
+Every op has a pure-torch twin of the same name in :mod:`fasttrap.reference`.
+"""
+
+from __future__ import annotations
+
+from ._dispatch import descent_loop
+from .backend import BackendUnavailable
+from .dataset import evaluate, per_sample_grad_sq
+from .grad import grad_G, hvp, value_and_grad
+
+__all__ = ["BackendUnavailable", "descent_loop", "evaluate", "grad_G", "hvp", "per_sample_grad_sq", "value_and_grad"]

@@ -1,8 +1,0 @@
-"""``python -m fasttrap.run``: the main job (see :mod:`fasttrap.cli` and ``--help``)."""
-
-import sys
-
-from .cli import main
-
-if __name__ == "__main__":
-    sys.exit(main())

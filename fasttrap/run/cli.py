@@ -1,0 +1,121 @@
+"""``python -m fasttrap.run``: the main job, from the command line.
+
+    python -m fasttrap.run                         # the quick profile, into a new run directory
+    python -m fasttrap.run --profile thesis --out runs/thesis --backend cuda
+    python -m fasttrap.run --set inner.epochs=5 --set outer.seeds=2
+    python -m fasttrap.run --resume runs/thesis    # continue a killed run
+    python -m fasttrap.run --analysis aging        # aging and diffusion: 100-100 against 5-5 on MNIST
+
+Exit codes: 0 done; 2 bad command line or settings; 3 bad data or run directory, or SGD diverged; 4 storage failure
+(e.g. a full disk: the last finished block is intact, resume once there is space); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import config as cfgmod
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fasttrap.run",
+        description="Trapping-time analysis of neural-network training: outer SGD, batched inner descents on "
+                    "G = ½|∇L|², trap segmentation, trapping-time statistics, figures and a report; with "
+                    "--analysis aging, the aging (two-time weight displacements) and gradient noise of SGD instead.",
+        epilog=cfgmod.describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--analysis", choices=cfgmod.ANALYSES, default=None,
+                   help="'traps' (default): the trapping-time analysis; 'aging': two-time weight observables, "
+                        "gradient noise and training curves of the networks in aging.hidden")
+    p.add_argument("--profile", choices=sorted(set(cfgmod.PROFILES) | set(cfgmod.AGING_PROFILES)), default=None,
+                   help="settings preset: 'quick' (default; minutes on a laptop CPU); for traps 'thesis' (the "
+                        "reference protocol), for aging 'long'")
+    p.add_argument("--config", metavar="FILE", help="TOML file of settings ([section] tables, see below)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override one setting (repeatable), e.g. --set inner.epochs=5")
+    p.add_argument("--out", metavar="DIR", help="run directory to create (must not exist or be empty); "
+                                                 "default runs/<profile>-<date>-<time> (runs/aging-<profile>-… for aging)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its saved settings")
+    p.add_argument("--backend", choices=["auto", "cpu", "cuda", "torch"], help="compute backend (setting run.backend)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads of the compiled core (setting run.threads)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or log lines")
+    return p
+
+
+def _fail(code: int, msg: str) -> int:
+    print(f"fasttrap.run: error: {msg}", file=sys.stderr, flush=True)
+    return code
+
+
+def _load_saved(directory: Path) -> dict[str, Any]:
+    try:
+        return cfgmod.from_saved(directory / "config.toml")
+    except cfgmod.ConfigError as exc:
+        raise cfgmod.ConfigError(f"--resume {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ..common import store
+    from ..dynamics.outer import DivergenceError
+    from ..model.data import DataError
+    from . import pipeline, rundir
+
+    if args.threads is not None and args.threads < 1:
+        return _fail(2, f"--threads: expected an int >= 1, got {args.threads}")
+    try:
+        if args.resume:
+            if args.profile or args.config or args.overrides or args.out or args.analysis:
+                return _fail(2, "--resume continues a run with its saved settings; --analysis, --profile, --config, "
+                                "--set and --out cannot be combined with it")
+            directory = Path(args.resume)
+            cfg = _load_saved(directory)
+            if args.backend and args.backend != cfg["run.backend"]:
+                return _fail(2, f"--backend {args.backend}: the run was started with run.backend={cfg['run.backend']}; "
+                                "resuming on another backend would not reproduce it")
+            if args.threads:
+                cfg["run.threads"] = args.threads     # results do not depend on the thread count
+        else:
+            overrides = list(args.overrides)
+            if args.backend:
+                overrides.append(f"run.backend={args.backend}")
+            if args.threads:
+                overrides.append(f"run.threads={args.threads}")
+            profile = args.profile or "quick"
+            analysis = args.analysis or "traps"
+            cfg = cfgmod.resolve(profile, args.config, overrides, analysis=analysis)
+            name = profile if analysis == "traps" else f"{analysis}-{profile}"
+            directory = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+                return _fail(3, f"--out {directory}: exists and is not an empty directory; a new run never writes "
+                                f"into an old one (use --resume {directory} to continue it)")
+    except cfgmod.ConfigError as exc:
+        return _fail(2, str(exc))
+
+    text = cfgmod.to_toml(cfg)
+    print(text, flush=True)
+    progress = False if args.no_progress else None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not args.resume:
+            store.write_text(directory / "config.toml", text)
+        if args.resume:
+            store.clean_stale_temps(directory)
+        run = rundir.Run(directory, cfg)
+        if args.resume:
+            run.manifest["resumes"] = run.manifest.get("resumes", 0) + 1
+        summary = pipeline.execute(run, progress=progress)
+    except KeyboardInterrupt:
+        return _fail(130, f"interrupted; finished work is saved. Continue with: python -m fasttrap.run --resume {directory}")
+    except store.StoreError as exc:
+        return _fail(4, f"{exc.strerror or exc}")
+    except (rundir.RunError, DataError, DivergenceError) as exc:
+        return _fail(3, str(exc))
+    except PermissionError as exc:
+        return _fail(3, f"{directory}: {exc.strerror or exc}")
+    print(summary, flush=True)
+    return 0

@@ -1,0 +1,394 @@
+"""Settings of a run: one schema, two profiles, TOML files and ``--set key=value`` overrides.
+
+Every setting has a dotted name (``inner.epochs``), a type, a default, and (where it is a choice)
+its valid values; :func:`describe` prints them all for ``--help``. A setting can come from the
+profile, then a TOML file (``[inner]`` / ``epochs = 10``), then ``--set``, later ones winning. An
+unknown key or a bad value is rejected with a message that lists what is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has an invalid value (the message lists the valid choices)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    type: str                      # int | float | bool | str | ints | floats
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+S = Setting
+SCHEMA: dict[str, Setting] = {
+    # data
+    "data.name": S("str", "mnist", "data set: 'mnist' (embedded), 'fashion-mnist' (Debian's package) or a directory of IDX files"),
+    "data.normalize": S("str", "default", "input normalisation", ("default", "mnist", "fashion-mnist", "standardize", "none")),
+    # model
+    "model.widths": S("ints", [784, 100, 100, 10], "layer widths n0, ..., nL (n0 must match the data, nL its classes)"),
+    "model.activation": S("str", "relu", "hidden activation", ("relu", "tanh", "sigmoid", "linear")),
+    "model.loss": S("str", "nll", "loss", ("nll", "mse")),
+    "model.output": S("str", "identity", "output map before mse", ("identity", "sigmoid")),
+    # outer SGD
+    "outer.seeds": S("int", 1, "number of seeds (independent outer runs)", min=1),
+    "outer.seed_offset": S("int", 0, "first seed; seeds are seed_offset, seed_offset+1, ...", min=0),
+    "outer.lr": S("float", 0.1, "outer SGD learning rate", min=0),
+    "outer.batch_size": S("int", 128, "outer SGD minibatch size", min=1),
+    "outer.steps": S("int", 150, "outer SGD steps (the training curve runs this far)", min=1),
+    "outer.curve_points": S("int", 30, "log-spaced steps at which full train/test loss and accuracy are computed", min=2),
+    # the window of outer points analysed
+    "window.start": S("int", 1, "first outer step analysed", min=0),
+    "window.stop": S("int", 100, "last outer step analysed (inclusive)", min=1),
+    "window.every": S("int", 1, "analyse every this-many outer steps", min=1),
+    # inner descent
+    "inner.epochs": S("float", 100.0, "inner epochs per outer point", min=0),
+    "inner.lr": S("floats", [0.1, 0.01], "inner learning rate: one value, or one per regime (see inner.regime_split)"),
+    "inner.regime_split": S("int", 50, "outer steps <= this use inner.lr[0], later ones inner.lr[1]", min=0),
+    "inner.batch_size": S("int", 128, "inner minibatch size", min=1),
+    "inner.batches": S("str", "shared", "minibatch order: 'shared' (common random numbers) or 'independent'", ("shared", "independent")),
+    "inner.method": S("str", "sgd", "inner descent: 'sgd' (minibatch G) or 'gd' (full-batch G)", ("sgd", "gd")),
+    "inner.block": S("int", 0, "start points per block, the unit of saving and resuming (0: all of them on a GPU, 25 on a CPU)", min=0),
+    "inner.G_tol": S("float", 5e-11, "converged when G < G_tol (5e-11 is |grad L|^2 < 1e-10)", min=0),
+    "inner.growth": S("float", 1e8, "diverged when G > growth x G(start); 0 disables", min=0),
+    "inner.dtype": S("str", "float32", "precision of the inner descent", ("float32", "float64")),
+    "inner.eval_rows": S("int", 0, "training rows used to evaluate loss, G and accuracy at the endpoints (0: all)", min=0),
+    "inner.record_every": S("int", 0, "record minibatch G every this many inner steps (0: about 200 points)", min=0),
+    # segmentation
+    "traps.dist_ratio": S("float", 2.0, "boundary when |θ*_t - θ*_t-1| exceeds this multiple of the outer step", min=0),
+    "traps.peak_window": S("int", 0, "a boundary must be the largest distance ratio within +-this many points", min=0),
+    "traps.confirm": S("bool", True, "require a step in the endpoint loss or G to confirm a boundary"),
+    "traps.loss_step": S("float", 1e-3, "relative step in the endpoint loss that confirms a boundary", min=0),
+    "traps.G_step": S("float", 0.1, "step in ln G at the endpoint that confirms a boundary", min=0),
+    "traps.adaptive": S("bool", True, "raise the distance threshold to Otsu's split when the window's log-ratios are clearly bimodal"),
+    "traps.bimodality": S("float", 0.8, "share of the log-ratio variance Otsu's split must explain to adapt", min=0, max=1),
+    "traps.split": S("int", 80, "outer step splitting early from late trapping times", min=0),
+    # statistics
+    "stats.n_bootstrap": S("int", 200, "bootstrap sets for the power-law goodness-of-fit p (0: skip)", min=0),
+    "stats.min_samples": S("int", 10, "fewest complete trapping times for which a fit is attempted", min=10),
+    # aging and diffusion (python -m fasttrap.run --analysis aging); the outer SGD settings
+    # outer.seeds, outer.seed_offset, outer.lr, outer.batch_size and outer.curve_points apply
+    "aging.hidden": S("str", "100-100,5-5", "hidden widths of the networks compared, comma-separated (input and "
+                      "output widths come from the data), e.g. '100-100,5-5'"),
+    "aging.steps": S("int", 10000, "SGD steps of each aging run", min=2),
+    "aging.n_tw": S("int", 6, "number of waiting times t_w (log-spaced in [aging.tw_min, aging.steps/2])", min=1),
+    "aging.tw_min": S("int", 10, "smallest waiting time", min=1),
+    "aging.n_lags": S("int", 40, "number of lags t (log-spaced in [1, aging.steps - aging.tw_min])", min=1),
+    "aging.noise_rows": S("int", 0, "training rows over which the gradient noise D(t) is computed (0: all)", min=0),
+    "aging.eval_rows": S("int", 0, "rows of each set for the loss/accuracy curves (0: all)", min=0),
+    "aging.checkpoint_every": S("int", 0, "SGD steps between checkpoints of an aging run (0: 20 per run)", min=0),
+    "aging.dtype": S("str", "float32", "precision of the aging runs", ("float32", "float64")),
+    # run
+    "run.backend": S("str", "auto", "compute backend", ("auto", "cpu", "cuda", "torch")),
+    "run.threads": S("int", 0, "CPU threads of the compiled core (0: all available)", min=0),
+    "run.seed": S("int", 0, "seed of the inner batch order and of the bootstrap", min=0),
+}
+
+ANALYSES = ("traps", "aging")
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # The reference net on the embedded MNIST: one seed, the reference window of 100 outer points,
+    # 5 inner epochs at lr 0.01; about 2.5 minutes on a 2-core CPU, and it shows the early trivial
+    # trap, the fast phase and the long trap after it.
+    "quick": {
+        "outer.seeds": 1,
+        "outer.steps": 150,
+        "window.start": 1,
+        "window.stop": 100,
+        "inner.epochs": 5.0,
+        "inner.lr": [0.01],
+        "inner.block": 25,
+        "stats.n_bootstrap": 100,
+        "traps.split": 80,
+    },
+    # The reference protocol (DESIGN §1): 9 seeds, outer steps 1-100, inner lr 0.1 up to step 50
+    # and 0.01 after, 100 inner epochs of batch 128.
+    "thesis": {
+        "outer.seeds": 9,
+        "outer.steps": 150,
+        "window.start": 1,
+        "window.stop": 100,
+        "inner.epochs": 100.0,
+        "inner.lr": [0.1, 0.01],
+        "inner.regime_split": 50,
+        "inner.block": 0,
+        "stats.n_bootstrap": 1000,
+        "traps.split": 80,
+    },
+}
+
+# Profiles of the aging analysis (python -m fasttrap.run --analysis aging --profile ...).
+AGING_PROFILES: dict[str, dict[str, Any]] = {
+    # 100-100 against 5-5 on the embedded MNIST, 2 seeds, 10^4 SGD steps of batch 100 at lr 0.1:
+    # a few minutes on a 2-core CPU.
+    "quick": {
+        "outer.seeds": 2,
+        "outer.lr": 0.1,
+        "outer.batch_size": 100,
+        "outer.curve_points": 30,
+        "aging.hidden": "100-100,5-5",
+        "aging.steps": 10000,
+        "aging.n_tw": 6,
+        "aging.n_lags": 40,
+    },
+    # Ten times longer, more seeds and waiting times: the late regime where the two nets part.
+    "long": {
+        "outer.seeds": 5,
+        "outer.lr": 0.1,
+        "outer.batch_size": 100,
+        "outer.curve_points": 40,
+        "aging.hidden": "100-100,5-5",
+        "aging.steps": 100000,
+        "aging.n_tw": 8,
+        "aging.n_lags": 50,
+    },
+}
+
+
+def profiles(analysis: str) -> dict[str, dict[str, Any]]:
+    """The profiles of an analysis ('traps' or 'aging')."""
+    if analysis not in ANALYSES:
+        raise ConfigError(f"unknown analysis {analysis!r}; valid analyses: {', '.join(ANALYSES)}")
+    return PROFILES if analysis == "traps" else AGING_PROFILES
+
+
+def hidden_widths(cfg: dict[str, Any]) -> list[list[int]]:
+    """aging.hidden parsed: one list of hidden widths per network ('100-100,5-5' -> [[100, 100], [5, 5]])."""
+    nets = []
+    for part in str(cfg["aging.hidden"]).split(","):
+        part = part.strip()
+        try:
+            w = [int(x) for x in part.split("-")] if part else []
+        except ValueError:
+            w = []
+        if not w or min(w) < 1:
+            raise ConfigError(f"aging.hidden: cannot read {part!r} as hidden widths like '100-100' "
+                              f"(got {cfg['aging.hidden']!r}; e.g. '100-100,5-5')")
+        nets.append(w)
+    return nets
+
+
+def _coerce(key: str, s: Setting, v: Any) -> Any:
+    def bad(what: str) -> ConfigError:
+        msg = f"{key}: {what}"
+        if s.choices:
+            msg += f"; valid choices: {', '.join(map(str, s.choices))}"
+        return ConfigError(msg + f" ({s.help})")
+
+    t = s.type
+    try:
+        if t == "int":
+            if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+                raise bad(f"expected an integer, got {v!r}")
+            v = int(v)
+        elif t == "float":
+            if isinstance(v, bool):
+                raise bad(f"expected a number, got {v!r}")
+            v = float(v)
+            if v != v or v in (float("inf"), float("-inf")):
+                raise bad(f"expected a finite number, got {v!r}")
+        elif t == "bool":
+            if isinstance(v, str):
+                if v.lower() in ("true", "1", "yes", "on"):
+                    v = True
+                elif v.lower() in ("false", "0", "no", "off"):
+                    v = False
+                else:
+                    raise bad(f"expected true or false, got {v!r}")
+            elif not isinstance(v, bool):
+                raise bad(f"expected true or false, got {v!r}")
+        elif t == "str":
+            if not isinstance(v, str):
+                raise bad(f"expected a string, got {v!r}")
+        elif t in ("ints", "floats"):
+            if isinstance(v, str):
+                v = [x for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
+            if not isinstance(v, (list, tuple)) or not v:
+                raise bad(f"expected a non-empty list, got {v!r}")
+            conv = int if t == "ints" else float
+            out = []
+            for x in v:
+                if isinstance(x, bool):
+                    raise bad(f"expected numbers, got {x!r}")
+                xv = conv(x) if not isinstance(x, str) else conv(x.strip())
+                if t == "ints" and isinstance(x, float) and not x.is_integer():
+                    raise bad(f"expected integers, got {x!r}")
+                out.append(xv)
+            v = out
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise bad(f"cannot read {v!r} as {t}") from None
+    if s.choices is not None and key != "data.name" and v not in s.choices:
+        raise bad(f"invalid value {v!r}")
+    vals = v if isinstance(v, list) else [v]
+    for x in vals:
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            if s.min is not None and x < s.min:
+                raise bad(f"must be >= {s.min:g}, got {x!r}")
+            if s.max is not None and x > s.max:
+                raise bad(f"must be <= {s.max:g}, got {x!r}")
+    return v
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _check_key(key: str) -> Setting:
+    if key not in SCHEMA:
+        import difflib
+
+        close = difflib.get_close_matches(key, SCHEMA, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown setting {key!r}{hint}; valid settings: {', '.join(SCHEMA)}")
+    return SCHEMA[key]
+
+
+def resolve(profile: str = "quick", toml_path: str | Path | None = None, overrides: list[str] | None = None,
+            analysis: str = "traps") -> dict[str, Any]:
+    """The full flat configuration: schema defaults < profile < TOML file < ``key=value`` overrides."""
+    profs = profiles(analysis)
+    if profile not in profs:
+        raise ConfigError(f"unknown profile {profile!r} for the {analysis} analysis; valid profiles: {', '.join(profs)}")
+    cfg = {k: copy.deepcopy(s.default) for k, s in SCHEMA.items()}
+    for k, v in profs[profile].items():
+        cfg[k] = _coerce(k, _check_key(k), v)
+    if toml_path is not None:
+        p = Path(toml_path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except OSError as exc:
+            raise ConfigError(f"--config {p}: cannot be read ({exc.strerror or exc})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config {p}: not valid TOML ({exc})") from None
+        for k, v in _flatten(data).items():
+            cfg[k] = _coerce(k, _check_key(k), v)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set inner.epochs=5")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        s = _check_key(k)
+        raw: Any = v.strip()
+        if s.type in ("int", "float") and raw.lower() in ("true", "false"):
+            raise ConfigError(f"{k}: expected a number, got {raw!r}")
+        cfg[k] = _coerce(k, s, raw)
+    validate(cfg)
+    cfg["profile"] = profile
+    cfg["analysis"] = analysis
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Checks that involve several settings."""
+    if cfg["window.stop"] < cfg["window.start"]:
+        raise ConfigError(f"window.stop ({cfg['window.stop']}) is before window.start ({cfg['window.start']})")
+    if cfg["window.stop"] > cfg["outer.steps"]:
+        raise ConfigError(f"window.stop ({cfg['window.stop']}) is beyond outer.steps ({cfg['outer.steps']})")
+    if len(cfg["inner.lr"]) not in (1, 2):
+        raise ConfigError("inner.lr: give one learning rate, or two (before and after inner.regime_split)")
+    if any(x <= 0 for x in cfg["inner.lr"]):
+        raise ConfigError("inner.lr: learning rates must be > 0")
+    if cfg["outer.lr"] <= 0:
+        raise ConfigError("outer.lr: must be > 0")
+    if 0 < cfg["inner.growth"] <= 1:
+        raise ConfigError("inner.growth: must be > 1, or 0 to disable")
+    if len(cfg["model.widths"]) < 2 or min(cfg["model.widths"]) < 1:
+        raise ConfigError("model.widths: need at least two widths, each >= 1")
+    if cfg["model.loss"] == "nll" and cfg["model.output"] != "identity":
+        raise ConfigError("model.output: loss 'nll' needs output 'identity'")
+    hidden_widths(cfg)
+    if cfg["aging.tw_min"] >= cfg["aging.steps"]:
+        raise ConfigError(f"aging.tw_min ({cfg['aging.tw_min']}) must be below aging.steps ({cfg['aging.steps']})")
+
+
+def window_steps(cfg: dict[str, Any]) -> list[int]:
+    return list(range(cfg["window.start"], cfg["window.stop"] + 1, cfg["window.every"]))
+
+
+def to_toml(cfg: dict[str, Any]) -> str:
+    """The resolved configuration as TOML (grouped by section)."""
+    sections: dict[str, list[str]] = {}
+    for k, v in cfg.items():
+        if "." not in k:
+            continue
+        sec, name = k.split(".", 1)
+        sections.setdefault(sec, []).append(f"{name} = {_toml_value(v)}")
+    lines = ["# fasttrap run configuration: every setting, resolved", f"analysis = {_toml_value(cfg.get('analysis', 'traps'))}",
+             f"profile = {_toml_value(cfg.get('profile', '?'))}"]
+    for sec, items in sections.items():
+        lines += ["", f"[{sec}]", *items]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def describe() -> str:
+    """Every setting, its default, choices and meaning (for --help)."""
+    out = ["settings (give with --set key=value, or in a TOML file with [section] tables):"]
+    for k, s in SCHEMA.items():
+        ch = f" {{{', '.join(map(str, s.choices))}}}" if s.choices and k != "data.name" else ""
+        out.append(f"  {k:<22} {s.type:<6} default {s.default!r}{ch}")
+        out.append(f"      {s.help}")
+    out.append("")
+    for analysis in ANALYSES:
+        out.append(f"profiles of --analysis {analysis} (the settings they change):")
+        for name, p in profiles(analysis).items():
+            out.append(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in p.items()))
+    return "\n".join(out)
+
+
+def from_saved(path: str | Path) -> dict[str, Any]:
+    """The settings of a run directory's ``config.toml``, checked as a fresh resolve would check them.
+
+    Raises:
+        ConfigError: the file is missing, names an unknown analysis or key, or lacks a setting.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path.parent}: no config.toml there (is it a fasttrap run directory?)")
+    data = tomllib.loads(path.read_text())
+    profile = data.pop("profile", None)
+    analysis = data.pop("analysis", "traps")
+    if analysis not in ANALYSES:
+        raise ConfigError(f"{path.parent}: config.toml names an unknown analysis {analysis!r}")
+    cfg = {k: _coerce(k, _check_key(k), v) for k, v in _flatten(data).items()}
+    missing = set(SCHEMA) - set(cfg)
+    if missing:
+        raise ConfigError(f"{path.parent}: config.toml lacks {sorted(missing)}")
+    validate(cfg)
+    cfg["profile"] = profile or "?"
+    cfg["analysis"] = analysis
+    return cfg

@@ -1,0 +1,31 @@
+"""The main job: pick the analysis's stages and run (or resume) them all.
+
+``python -m fasttrap.run`` → :func:`fasttrap.run.cli.main` → :func:`execute`, which hands the run to
+the ``execute`` of its analysis in :mod:`fasttrap.run.stages` (``traps``: data → outer → inner →
+indicators → traps → stats → report; ``aging``: data → one aging run per network → report). A new
+analysis is a new module there with the same ``execute(run, progress)``, and one line below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..ops import backend
+from .rundir import Run, RunError, open_run  # noqa: F401  (re-exported: fasttrap.pipeline.Run)
+
+
+def _analyses() -> dict[str, Callable[[Run, Any], str]]:
+    from .stages import aging, traps
+
+    return {"traps": traps.execute, "aging": aging.execute}
+
+
+def execute(run: Run, progress: bool | None = None) -> str:
+    """Run (or resume) every stage of the run's analysis; returns the short summary."""
+    cfg = run.cfg
+    if cfg["run.threads"]:
+        backend.set_num_threads(cfg["run.threads"])
+    run.manifest["backend_resolved"] = backend.resolve(cfg["run.backend"])
+    run.manifest["analysis"] = cfg.get("analysis", "traps")
+    run.save_manifest()
+    return _analyses()[cfg.get("analysis", "traps")](run, progress)

@@ -1,0 +1,221 @@
+"""Figures of a run, with matplotlib's object API (no pyplot, no backend or display needed).
+
+Every figure is saved as PNG and PDF, with the arrays it shows in an .npz beside it, atomically
+(see :mod:`fasttrap.store`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..analysis.aging import seed_mean
+from ..analysis.traps import log_histogram
+from ..common.store import save_figure
+
+
+def _vlines(ax: Any, xs: Any, **kw: Any) -> None:
+    for i, x in enumerate(xs):
+        ax.axvline(x, **(kw if i == 0 else {k: v for k, v in kw.items() if k != "label"}))
+
+
+def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "") -> list[Path]:
+    """Endpoint loss, endpoint G and the distances against the outer step, traps marked."""
+    steps = np.asarray(ind.steps)
+    b = np.asarray(boundaries, dtype=np.int64)
+    bx = steps[b] if b.size else np.zeros(0)
+    inv = np.asarray(ind.invalid, bool)
+    loss_v = np.where(inv, np.nan, ind.loss_end)        # invalid endpoints are marked, not drawn
+    G_v = np.where(inv, np.nan, ind.G_end)
+    fig = Figure(figsize=(9, 8.5))
+    axs = fig.subplots(4, 1, sharex=True)
+    axs[0].plot(steps, loss_v, ".-", ms=3, lw=0.8, color="C0")
+    axs[0].set_ylabel("loss at θ*")
+    axs[1].semilogy(steps, np.maximum(G_v, 1e-300), ".-", ms=3, lw=0.8, color="C1")
+    axs[1].set_ylabel("G at θ*")
+    axs[2].semilogy(steps, ind.end_to_end, ".-", ms=3, lw=0.8, color="C2", label="‖θ*_t − θ*_{t−1}‖")
+    axs[2].semilogy(steps, ind.outer_step, "-", lw=0.8, color="0.4", label="‖θ_t − θ_{t−1}‖ (yardstick)")
+    axs[2].semilogy(steps, ind.start_to_end, ":", lw=0.8, color="C4", label="‖θ*_t − θ_t‖")
+    axs[2].set_ylabel("distance")
+    axs[2].legend(fontsize=7, loc="upper right")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = ind.end_to_end / ind.outer_step
+    axs[3].semilogy(steps, ratio, ".-", ms=3, lw=0.8, color="C3")
+    axs[3].set_ylabel("end-to-end / yardstick")
+    axs[3].set_xlabel("outer step")
+    for ax in axs:
+        _vlines(ax, bx, color="k", lw=0.5, alpha=0.35, label="trap boundary")
+    if inv.any():
+        for ax, ser in zip(axs[:2], (loss_v, G_v)):
+            y0 = np.nanmin(ser) if np.isfinite(ser).any() else 1.0
+            ax.plot(steps[inv], np.full(inv.sum(), y0), "rx", ms=5, label="diverged / non-finite (not drawn)")
+        axs[0].legend(fontsize=7)
+    axs[0].set_title(title or f"trap indicators ({len(b)} boundaries)")
+    return save_figure(fig, stem, {"steps": steps, "loss_end": ind.loss_end, "G_end": ind.G_end,
+                                   "end_to_end": ind.end_to_end, "outer_step": ind.outer_step,
+                                   "start_to_end": ind.start_to_end, "invalid": inv, "boundaries": b})
+
+
+def G_start_end(steps: Any, G_start: Any, G_end: Any, status: Any, stem: str | Path, title: str = "") -> list[Path]:
+    """G at the start (minibatch) and end (full training set) of each inner run."""
+    steps = np.asarray(steps)
+    st = np.asarray(status).astype(str)
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    bad = np.isin(st, ["diverged", "nonfinite", "interrupted"])
+    ax.semilogy(steps, np.asarray(G_start), "o", ms=3, mfc="none", label="G at the start (minibatch)")
+    ax.semilogy(steps, np.where(bad, np.nan, np.asarray(G_end, float)), ".", ms=4, label="G at the endpoint (training set)")
+    if bad.any():
+        ax.plot(steps[bad], np.asarray(G_start, float)[bad], "rx", label="run diverged / non-finite (endpoint not drawn)")
+    ax.set_xlabel("outer step")
+    ax.set_ylabel("G = ½‖∇L‖²")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "inner runs: G at start and end")
+    return save_figure(fig, stem, {"steps": steps, "G_start": np.asarray(G_start, float),
+                                   "G_end": np.asarray(G_end, float), "status": st})
+
+
+def trapping_times(groups: dict[str, np.ndarray], fits: dict[str, Any], stem: str | Path, title: str = "") -> list[Path]:
+    """Log-binned trapping-time densities on log-log axes, with the power-law fits (early vs late)."""
+    fig = Figure(figsize=(6.5, 5))
+    ax = fig.subplots()
+    arrays: dict[str, Any] = {}
+    for i, (name, x) in enumerate(groups.items()):
+        x = np.asarray(x)
+        arrays[f"{name}_times"] = x
+        if x.size == 0:
+            continue
+        edges, dens = log_histogram(x)
+        centers = np.sqrt(edges[:-1] * np.maximum(edges[1:] - 1, edges[:-1]))
+        keep = dens > 0
+        ax.loglog(centers[keep], dens[keep], "o-" if name == "all" else "s--", ms=4, color=f"C{i}",
+                  label=f"{name} (n = {x.size})")
+        arrays[f"{name}_edges"], arrays[f"{name}_density"] = edges, dens
+        f = fits.get(name)
+        if f is not None and np.isfinite(f.alpha):
+            xs = np.logspace(np.log10(max(f.xmin, 1)), np.log10(max(x.max(), f.xmin + 1)), 50)
+            frac = f.n_tail / max(f.n, 1)
+            from scipy import special
+
+            norm = special.zeta(f.alpha, f.xmin) if f.discrete else (f.alpha - 1) / f.xmin ** (1 - f.alpha)
+            pdf = xs ** (-f.alpha) / norm if f.discrete else xs ** (-f.alpha) * norm
+            ax.loglog(xs, frac * pdf, "-", lw=1, color=f"C{i}", alpha=0.7,
+                      label=f"fit α = {f.alpha:.2f}±{f.alpha_err:.2f}, p = {f.p_value:.2f}")
+    ax.set_xlabel("trapping time (outer steps)")
+    ax.set_ylabel("probability density")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no complete trapping times", transform=ax.transAxes, ha="center")
+    ax.set_title(title or "trapping-time distribution")
+    return save_figure(fig, stem, arrays)
+
+
+def training_curves(curves: dict[str, np.ndarray], stem: str | Path, window: tuple[int, int] | None = None) -> list[Path]:
+    """Train/test loss and accuracy against the outer step (per seed)."""
+    steps = np.asarray(curves["step"])
+    fig = Figure(figsize=(10, 4))
+    a1, a2 = fig.subplots(1, 2)
+    x = np.maximum(steps, 0.5)
+    for s in range(np.asarray(curves["train_loss"]).shape[0]):
+        a1.semilogx(x, curves["train_loss"][s], "-", color="C0", alpha=0.6, label="train" if s == 0 else None)
+        a1.semilogx(x, curves["test_loss"][s], "--", color="C1", alpha=0.6, label="test" if s == 0 else None)
+        a2.semilogx(x, curves["train_acc"][s], "-", color="C0", alpha=0.6, label="train" if s == 0 else None)
+        a2.semilogx(x, curves["test_acc"][s], "--", color="C1", alpha=0.6, label="test" if s == 0 else None)
+    for ax in (a1, a2):
+        if window:
+            ax.axvspan(max(window[0], 0.5), window[1], color="0.9", label="trap window")
+        ax.set_xlabel("outer step (0 shown at 0.5)")
+        ax.legend(fontsize=8)
+    a1.set_ylabel("loss")
+    a2.set_ylabel("accuracy")
+    return save_figure(fig, stem, {k: np.asarray(v) for k, v in curves.items()})
+
+
+def G_traces(trace_steps: Any, G_trace: Any, labels: Any, stem: str | Path, max_lines: int = 12) -> list[Path]:
+    """G along a few inner runs."""
+    G = np.asarray(G_trace, dtype=float)
+    idx = np.linspace(0, G.shape[0] - 1, min(max_lines, G.shape[0])).astype(int)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for j, k in enumerate(idx):
+        ax.semilogy(np.asarray(trace_steps), G[k], lw=0.8, color=f"C{j % 10}", label=str(np.asarray(labels)[k]))
+    ax.set_xlabel("inner step")
+    ax.set_ylabel("G (minibatch)")
+    ax.legend(fontsize=7, title="outer step", ncol=2)
+    return save_figure(fig, stem, {"trace_steps": np.asarray(trace_steps), "G_trace": G[idx], "labels": np.asarray(labels)[idx]})
+
+
+# ------------------------------------------------------------------------------- aging ------
+def aging_family(results: dict[str, Any], stem: str | Path) -> list[Path]:
+    """Per network: Δ(t_w, t_w+t) against t, one curve per t_w (log-log), and α₂ below it.
+
+    Args:
+        results: network name -> :class:`fasttrap.aging.AgingResult`.
+    """
+    import matplotlib
+
+    n = len(results)
+    fig = Figure(figsize=(5.2 * n, 8))
+    axs = np.asarray(fig.subplots(2, n, squeeze=False))
+    arrays: dict[str, np.ndarray] = {}
+    for c, (name, r) in enumerate(results.items()):
+        tt = r.two_time
+        msd, a2 = seed_mean(tt.msd), seed_mean(tt.non_gaussian)
+        cmap = matplotlib.colormaps["viridis"]
+        for w, tw in enumerate(tt.t_w):
+            col = cmap(w / max(len(tt.t_w) - 1, 1))
+            ok = (tt.lags > 0) & np.isfinite(msd[w]) & (msd[w] > 0)
+            axs[0, c].loglog(tt.lags[ok], msd[w, ok], ".-", ms=3, lw=1, color=col, label=f"t_w = {tw}")
+            ok2 = (tt.lags > 0) & np.isfinite(a2[w])
+            axs[1, c].semilogx(tt.lags[ok2], a2[w, ok2], ".-", ms=3, lw=1, color=col)
+        axs[0, c].set_title(f"{name} ({r.theta_final.shape[1]:,} parameters, {len(r.seeds)} seed(s))")
+        axs[0, c].set_ylabel("Δ(t_w, t_w+t)")
+        axs[0, c].legend(fontsize=7, loc="upper left")
+        axs[1, c].axhline(0, color="0.5", lw=0.6)
+        axs[1, c].set_ylabel("α₂ = Δ₄ / (3Δ²) − 1")
+        axs[1, c].set_xlabel("lag t (SGD steps)")
+        arrays |= {f"{name}_t_w": tt.t_w, f"{name}_lags": tt.lags, f"{name}_msd": tt.msd, f"{name}_m4": tt.m4}
+    return save_figure(fig, stem, arrays)
+
+
+def gradient_noise(results: dict[str, Any], stem: str | Path) -> list[Path]:
+    """D(t) = mean_α ‖∇ℓ_α − ∇L‖² and ‖∇L‖² along training, per network (log-log)."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    arrays: dict[str, np.ndarray] = {}
+    for c, (name, r) in enumerate(results.items()):
+        x = np.maximum(np.asarray(r.curve_steps, float), 0.5)
+        for s in range(r.noise_D.shape[0]):
+            ax.loglog(x, r.noise_D[s], "-", color=f"C{c}", lw=0.5, alpha=0.35)
+        ax.loglog(x, seed_mean(r.noise_D), "o-", ms=3, color=f"C{c}", label=f"{name}: D(t)")
+        ax.loglog(x, seed_mean(r.noise_grad_sq), "--", color=f"C{c}", lw=1, label=f"{name}: ‖∇L‖²")
+        arrays |= {f"{name}_step": r.curve_steps, f"{name}_D": r.noise_D, f"{name}_grad_sq": r.noise_grad_sq,
+                   f"{name}_mean_sq": r.noise_mean_sq}
+    ax.set_xlabel("SGD step (0 shown at 0.5)")
+    ax.set_ylabel("gradient noise over the training set")
+    ax.legend(fontsize=8)
+    return save_figure(fig, stem, arrays)
+
+
+def aging_curves(results: dict[str, Any], stem: str | Path) -> list[Path]:
+    """Train/test loss and accuracy of each network against the SGD step (seed means)."""
+    fig = Figure(figsize=(10, 4))
+    a1, a2 = fig.subplots(1, 2)
+    arrays: dict[str, np.ndarray] = {}
+    for c, (name, r) in enumerate(results.items()):
+        x = np.maximum(np.asarray(r.curve_steps, float), 0.5)
+        for ax, key in ((a1, "loss"), (a2, "acc")):
+            ax.semilogx(x, seed_mean(getattr(r, f"train_{key}")), "-", color=f"C{c}", label=f"{name} train")
+            ax.semilogx(x, seed_mean(getattr(r, f"test_{key}")), "--", color=f"C{c}", label=f"{name} test")
+        arrays |= {f"{name}_{k}": np.asarray(v) for k, v in r.curves().items()}
+    a1.set_yscale("log")
+    a1.set_ylabel("loss")
+    a2.set_ylabel("accuracy")
+    for ax in (a1, a2):
+        ax.set_xlabel("SGD step (0 shown at 0.5)")
+        ax.legend(fontsize=7)
+    return save_figure(fig, stem, arrays)

@@ -1,0 +1,248 @@
+"""A run directory: its manifest, and the public readers of every stage it stores.
+
+Layout of a run directory::
+
+    config.toml  manifest.json  report.md
+    outer/seed_<s>.npz            θ_t of the window, training curves
+    inner/block_<b>.npz           endpoints θ*, statuses, G records, endpoint loss/G/accuracy
+    indicators/seed_<s>.npz       the indicator series and the endpoints' pairwise distances
+    traps.npz  traps.json         boundaries per seed, trapping times, their summary
+    stats.json                    power-law fits (all, early, late)
+    figures/*.png|pdf|npz
+
+and for the aging analysis::
+
+    config.toml  manifest.json  report.md
+    aging/net_<hidden>.npz        Δ, Δ₄ on the (t_w, lag) grid, curves, D(t), final θ
+    aging/net_<hidden>.ckpt.npz   the checkpoint of an unfinished run (removed when it finishes)
+    figures/*.png|pdf|npz
+
+The stages (:mod:`fasttrap.run.stages`) write these files; the report and a researcher in a
+notebook read them back through :func:`open_run` and the readers here, never through the stages.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis import traps
+from ..common import store
+from ..ops import backend
+from ..version import __version__
+from . import config as cfgmod
+
+
+class RunError(RuntimeError):
+    """The run cannot go on (bad data, an unusable directory, a full disk …); the message says why."""
+
+
+def log(msg: str) -> None:
+    print(f"[fasttrap] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------- manifest -----
+def versions() -> dict[str, str]:
+    out = {"fasttrap": __version__, "python": platform.python_version()}
+    for mod in ("numpy", "torch", "numba", "powerlaw", "scipy", "matplotlib"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            out[mod] = "n/a"
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    hw: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count(), "threads": backend.get_num_threads()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                hw["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if backend.cuda_available():
+        try:
+            import torch
+
+            hw["gpu"] = torch.cuda.get_device_name()
+        except Exception:  # noqa: BLE001
+            hw["gpu"] = "cuda device"
+    return hw
+
+
+class Run:
+    """A run directory and its manifest."""
+
+    def __init__(self, directory: Path, cfg: dict[str, Any]):
+        self.dir = directory
+        self.cfg = cfg
+        self.manifest_path = directory / "manifest.json"
+        if self.manifest_path.exists():
+            self.manifest = store.read_json(self.manifest_path)
+        else:
+            self.manifest = {"versions": versions(), "hardware": hardware(), "backend": backend.info(),
+                             "profile": cfg.get("profile"), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                             "seeds": self.seeds, "stages": {}, "resumes": 0}
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.cfg["outer.seed_offset"] + i for i in range(self.cfg["outer.seeds"])]
+
+    def save_manifest(self) -> None:
+        store.write_json(self.manifest_path, self.manifest)
+
+    def stage_done(self, name: str, seconds: float, **extra: Any) -> None:
+        st = self.manifest["stages"].setdefault(name, {})
+        st.update(done=True, seconds=round(st.get("seconds", 0.0) + seconds, 3), **extra)
+        self.save_manifest()
+
+    def is_done(self, name: str) -> bool:
+        return bool(self.manifest["stages"].get(name, {}).get("done"))
+
+    def finished(self, wall_seconds: float) -> None:
+        """Mark the run finished, with this session's wall time."""
+        self.manifest["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.manifest["wall_seconds_last_session"] = round(wall_seconds, 2)
+        self.save_manifest()
+
+
+def start_points(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All start points in global order (seed-major): θ0 [N, P], their outer steps, their seeds."""
+    th, st, sd = [], [], []
+    for s in run.seeds:
+        z = store.read_npz(run.dir / "outer" / f"seed_{s}.npz")
+        th.append(z["thetas"])
+        st.append(z["steps"])
+        sd.append(np.full(len(z["steps"]), s))
+    return np.concatenate(th), np.concatenate(st), np.concatenate(sd)
+
+
+def blocks(n: int, size: int) -> list[tuple[int, int]]:
+    """[lo, hi) index ranges that cut n start points into blocks of ``size``."""
+    return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+def block_size(cfg: dict[str, Any], n: int) -> int:
+    """inner.block, or for 0: every start point at once on a GPU (one batch), 25 on a CPU."""
+    if cfg["inner.block"]:
+        return cfg["inner.block"]
+    return n if backend.resolve(cfg["run.backend"]) == "cuda" else 25
+
+
+def inner_results(run: Run) -> dict[str, np.ndarray]:
+    """Every inner block concatenated in global start-point order: theta [N, P], status [N], G_trace [N, T'] …"""
+    theta0, _, _ = start_points(run)
+    nb = len(blocks(len(theta0), block_size(run.cfg, len(theta0))))
+    parts = [store.read_npz(run.dir / "inner" / f"block_{b:04d}.npz") for b in range(nb)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "trace_steps"} | {"trace_steps": parts[0]["trace_steps"]}
+
+
+def load_indicators(run: Run, s: int) -> traps.Indicators:
+    """The indicator series of seed ``s`` (:class:`fasttrap.traps.Indicators`)."""
+    z = store.read_npz(run.dir / "indicators" / f"seed_{s}.npz")
+    return traps.Indicators(z["steps"], z["loss_end"], z["acc_end"], z["G_end"], z["end_to_end"], z["start_to_end"],
+                            z["outer_step"], z["status"], z["invalid"], z.get("G_start"))
+
+
+def thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The segmentation settings of a run, as keyword arguments of :func:`fasttrap.traps.segment`."""
+    return {k: cfg[f"traps.{k}"] for k in ("dist_ratio", "peak_window", "confirm", "loss_step", "G_step", "adaptive",
+                                           "bimodality")}
+
+
+
+
+def pairwise_distances(run: Run, s: int) -> np.ndarray:
+    """The endpoints' pairwise distance matrix [T, T] of seed ``s``, as the indicator stage stored it."""
+    return store.read_npz(run.dir / "indicators" / f"seed_{s}.npz")["pairwise"]
+
+
+@dataclass
+class RunData:
+    """What a finished (or partly finished) run directory holds, read back as arrays.
+
+    Attributes:
+        path: the run directory.
+        config: the resolved settings (dotted keys, as in ``config.toml``).
+        manifest: versions, seeds, hardware, per-stage timings.
+        seeds: the outer seeds.
+        outer: per seed, the outer path: ``thetas`` [T, P], ``steps`` [T], training curves.
+        start_points: θ_t of all seeds [N, P] in global order, with ``start_steps`` [N] and ``start_seeds`` [N].
+        inner: the inner endpoints in the same order (``theta`` [N, P], ``status`` [N], ``train_loss``,
+            ``train_G``, ``train_acc`` [N], ``G_trace`` [N, T'] …), or None before the inner stage ends.
+        indicators: per seed, :class:`fasttrap.traps.Indicators`, or None.
+        traps: ``traps.npz`` (lengths, censoring and flags, boundaries per seed) merged with
+            ``traps.json`` (summary, thresholds), or None.
+        stats: ``stats.json`` (the power-law fits), or None.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+    seeds: list[int]
+    outer: dict[int, dict[str, np.ndarray]]
+    start_points: np.ndarray | None
+    start_steps: np.ndarray | None
+    start_seeds: np.ndarray | None
+    inner: dict[str, np.ndarray] | None
+    indicators: dict[int, traps.Indicators] | None
+    traps: dict[str, Any] | None
+    stats: dict[str, Any] | None
+
+    def run(self) -> Run:
+        """The :class:`Run` (directory and manifest) behind this data, for the readers above."""
+        return Run(self.path, self.config)
+
+
+def open_run(path: str | os.PathLike[str]) -> RunData:
+    """Read a run directory of ``python -m fasttrap.run`` back as arrays and dataclasses.
+
+    Stages that have not finished yet come back as None, so a running or killed run can be
+    inspected too. Nothing is written.
+
+    Args:
+        path: the run directory (it holds ``config.toml`` and ``manifest.json``).
+
+    Returns:
+        :class:`RunData`.
+
+    Raises:
+        RunError: ``path`` is not a fasttrap run directory.
+
+    Example::
+
+        r = fasttrap.open_run("runs/quick-20261126-140000")
+        r.traps["lengths"], r.traps["summary"]["all"]["mean"]
+        r.indicators[0].loss_end              # [T] endpoint loss along the outer path of seed 0
+    """
+    d = Path(path)
+    if not (d / "config.toml").is_file() or not (d / "manifest.json").is_file():
+        raise RunError(f"{d}: not a fasttrap run directory (config.toml and manifest.json are missing)")
+    cfg = cfgmod.from_saved(d / "config.toml")
+    run = Run(d, cfg)
+    seeds = run.seeds
+    outer = {s: store.read_npz(d / "outer" / f"seed_{s}.npz") for s in seeds if (d / "outer" / f"seed_{s}.npz").exists()}
+    have_outer = len(outer) == len(seeds) and len(seeds) > 0
+    th0 = st = sd = None
+    if have_outer:
+        th0, st, sd = start_points(run)
+    inner = None
+    if have_outer and run.is_done("inner"):
+        inner = inner_results(run)
+    ind = None
+    if all((d / "indicators" / f"seed_{s}.npz").exists() for s in seeds) and seeds:
+        ind = {s: load_indicators(run, s) for s in seeds}
+    tr = None
+    if (d / "traps.npz").exists() and (d / "traps.json").exists():
+        tr = dict(store.read_npz(d / "traps.npz")) | store.read_json(d / "traps.json")
+    stats = store.read_json(d / "stats.json") if (d / "stats.json").exists() else None
+    return RunData(path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
+                   start_steps=st, start_seeds=sd, inner=inner, indicators=ind, traps=tr, stats=stats)

@@ -1,0 +1,188 @@
+"""The stages of the trapping-time analysis: data → outer → inner → indicators → traps → stats → report.
+
+Each stage reads the previous stage's stored output from the run directory (through the readers of
+:mod:`fasttrap.run.rundir`) and writes its own atomically, so any stage can be re-run alone and a
+killed run resumes where it stopped. The inner stage, the expensive one, saves in blocks of start
+points; a resumed run skips the blocks that are on disk. Every random stream derives from (seed,
+stage, index) — the outer batches from each seed, the inner batches from ``run.seed`` and the start
+point's global index, the bootstrap from ``run.seed`` — so a resumed run computes exactly what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ...analysis import powerlaw, traps
+from ...common import store
+from ...common.progress import Progress
+from ...dynamics.inner import inner_descent
+from ...dynamics.outer import outer_sgd
+from ...model import data as datamod
+from ...model.mlp import MLP
+from ...ops import backend
+from .. import config as cfgmod, rundir
+from ..report.traps import write_report
+from ..rundir import Run, log
+from .data import mlp_of, stage_data
+
+
+def stage_outer(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
+    cfg = run.cfg
+    missing = [s for s in run.seeds if not (run.dir / "outer" / f"seed_{s}.npz").exists()]
+    if not missing:
+        return
+    t0 = time.perf_counter()
+    steps = cfgmod.window_steps(cfg)
+    dtype = np.float32 if cfg["inner.dtype"] == "float32" else np.float64
+    res = outer_sgd(mlp_of(cfg), ds, seeds=missing, lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"],
+                    steps=cfg["outer.steps"], record=steps, curve_points=cfg["outer.curve_points"], dtype=dtype,
+                    backend=cfg["run.backend"], progress=progress)
+    for i, s in enumerate(missing):
+        store.write_npz(run.dir / "outer" / f"seed_{s}.npz", thetas=res.thetas[i], steps=res.steps,
+                        curve_steps=res.curve_steps, train_loss=res.train_loss[i], train_acc=res.train_acc[i],
+                        test_loss=res.test_loss[i], test_acc=res.test_acc[i])
+    run.stage_done("outer", time.perf_counter() - t0)
+
+
+def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
+    cfg = run.cfg
+    theta0, steps, _ = rundir.start_points(run)
+    blocks = rundir.blocks(len(theta0), rundir.block_size(cfg, len(theta0)))
+    todo = [(b, lo, hi) for b, (lo, hi) in enumerate(blocks) if not (run.dir / "inner" / f"block_{b:04d}.npz").exists()]
+    if not todo:
+        return
+    lrs = cfg["inner.lr"]
+    lr = np.where(steps <= cfg["inner.regime_split"], lrs[0], lrs[-1])
+    spe = 1 if cfg["inner.method"] == "gd" else -(-len(ds.y_train) // cfg["inner.batch_size"])
+    n_steps = int(round(cfg["inner.epochs"] * spe))
+    rec = cfg["inner.record_every"] or max(1, n_steps // 200)
+    total = sum(hi - lo for _, lo, hi in todo) * n_steps
+    done_before = len(blocks) - len(todo)
+    if done_before:
+        log(f"inner: resuming, {done_before} of {len(blocks)} blocks already on disk")
+    bar = Progress(total, "inner descent", "model-step", enabled=progress)
+    t0 = time.perf_counter()
+    offset = 0
+    try:
+        for b, lo, hi in todo:
+            tb = time.perf_counter()
+            res = inner_descent(mlp_of(cfg), theta0[lo:hi], ds, steps=n_steps, lr=lr[lo:hi],
+                                batch_size=cfg["inner.batch_size"], seed=cfg["run.seed"],
+                                batches=cfg["inner.batches"], method=cfg["inner.method"], record_every=rec,
+                                G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
+                                eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo,
+                                backend=cfg["run.backend"], progress=bar, progress_offset=offset)
+            offset += (hi - lo) * n_steps
+            store.write_npz(run.dir / "inner" / f"block_{b:04d}.npz", theta=res.theta, status=res.status.astype("U12"),
+                            steps_done=res.steps_done, G_start=res.G_start, G_last=res.G_last,
+                            train_loss=res.train_loss, train_G=res.train_G, train_acc=res.train_acc,
+                            G_trace=res.G_trace, trace_steps=res.trace_steps, index=np.arange(lo, hi))
+            blk = run.manifest["stages"].setdefault("inner", {}).setdefault("blocks", {})
+            blk[str(b)] = {"models": hi - lo, "seconds": round(time.perf_counter() - tb, 3),
+                           "model_steps": int(res.model_steps), "status": res.counts()}
+            run.save_manifest()
+    finally:
+        bar.close()
+    secs = time.perf_counter() - t0
+    blk = run.manifest["stages"]["inner"]["blocks"]
+    ms = sum(v["model_steps"] for v in blk.values())
+    # Throughput counts the model-steps that ran: a model that stopped early (converged, diverged)
+    # executes no more steps, so the scheduled count (models × n_steps) would overstate the rate.
+    executed_now = sum(blk[str(b)]["model_steps"] for b, _, _ in todo)
+    run.stage_done("inner", secs, n_steps=n_steps, models=len(theta0), blocks=len(blocks),
+                   model_steps=ms, model_steps_scheduled=len(theta0) * n_steps,
+                   model_steps_per_s=round(executed_now / max(secs, 1e-9), 1))
+
+
+def stage_indicators(run: Run) -> None:
+    if all((run.dir / "indicators" / f"seed_{s}.npz").exists() for s in run.seeds):
+        return
+    t0 = time.perf_counter()
+    theta0, steps, seeds = rundir.start_points(run)
+    inn = rundir.inner_results(run)
+    for s in run.seeds:
+        m = seeds == s
+        ind = traps.indicators(theta0[m], inn["theta"][m], inn["train_loss"][m], inn["train_G"][m],
+                               acc_end=inn["train_acc"][m], status=inn["status"][m], steps=steps[m],
+                               G_start=inn["G_start"][m])
+        D = traps.pairwise_distances(inn["theta"][m])
+        store.write_npz(run.dir / "indicators" / f"seed_{s}.npz", pairwise=D, **ind.to_dict())
+    run.stage_done("indicators", time.perf_counter() - t0)
+
+
+def stage_traps(run: Run) -> dict[str, Any]:
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    segs, out = [], {}
+    for s in run.seeds:
+        ind = rundir.load_indicators(run, s)
+        b = traps.segment(ind.end_to_end, ind.outer_step, ind.loss_end, ind.G_end, ind.invalid, **rundir.thresholds(cfg))
+        seg = traps.trapping_times(b, len(ind), invalid=ind.invalid)
+        segs.append(seg)
+        out[f"boundaries_{s}"] = b
+        out[f"boundary_steps_{s}"] = ind.steps[b]
+    pooled = traps.pool(segs)
+    # the split is an outer step; segments carry window indices
+    steps0 = rundir.load_indicators(run, run.seeds[0]).steps
+    split_idx = int(np.searchsorted(steps0, cfg["traps.split"]))
+    summ = traps.summary(pooled, split=split_idx)
+    summ["split_step"] = cfg["traps.split"]
+    store.write_npz(run.dir / "traps.npz", lengths=pooled.lengths, censored=pooled.censored, flagged=pooled.flagged,
+                    starts=pooled.starts, seed=pooled.seed, **out)
+    store.write_json(run.dir / "traps.json", {"thresholds": rundir.thresholds(cfg), "summary": summ,
+                                             "traps_per_seed": {str(s): int(len(g)) for s, g in zip(run.seeds, segs)}})
+    run.stage_done("traps", time.perf_counter() - t0)
+    return summ
+
+
+def stage_stats(run: Run, progress: bool | None) -> dict[str, Any]:
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    z = store.read_npz(run.dir / "traps.npz")
+    steps0 = rundir.load_indicators(run, run.seeds[0]).steps
+    split_idx = int(np.searchsorted(steps0, cfg["traps.split"]))
+    ok = ~z["censored"] & ~z["flagged"]
+    groups = {"all": z["lengths"][ok], "early": z["lengths"][ok & (z["starts"] < split_idx)],
+              "late": z["lengths"][ok & (z["starts"] >= split_idx)]}
+    fits: dict[str, Any] = {}
+    for name, x in groups.items():
+        if x.size < cfg["stats.min_samples"] or np.unique(x).size < 3:
+            fits[name] = {"skipped": f"{x.size} complete trapping times ({np.unique(x).size} distinct); "
+                                     f"a fit needs at least {cfg['stats.min_samples']} with 3 distinct values"}
+            continue
+        try:
+            f = powerlaw.fit_power_law(x, n_bootstrap=cfg["stats.n_bootstrap"], seed=cfg["run.seed"], progress=progress)
+        except ValueError as exc:
+            fits[name] = {"skipped": str(exc)}
+            continue
+        fits[name] = f.to_dict() | {"verdict": f.verdict()}
+    store.write_json(run.dir / "stats.json", fits)
+    run.stage_done("stats", time.perf_counter() - t0)
+    return fits
+
+
+def stage_report(run: Run) -> str:
+    """Figures and report.md; returns the short summary printed at the end."""
+    t0 = time.perf_counter()
+    text = write_report(run)
+    run.stage_done("report", time.perf_counter() - t0)
+    return text
+
+
+def execute(run: Run, progress: bool | None = None) -> str:
+    """Run (or resume) every stage of the trapping-time analysis; returns the short summary."""
+    t_all = time.perf_counter()
+    ds = stage_data(run)
+    log(f"data: {ds!r}")
+    stage_outer(run, ds, progress)
+    stage_inner(run, ds, progress)
+    stage_indicators(run)
+    stage_traps(run)
+    stage_stats(run, progress)
+    summary = stage_report(run)
+    run.finished(time.perf_counter() - t_all)
+    return summary

@@ -1,0 +1,327 @@
+"""``python -m fasttrap.run`` end to end: a tiny real run, a kill and resume, and bad input."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fasttrap import cli, config, store
+
+# A tiny but real configuration: the embedded MNIST, a small MLP, 20 outer points.
+TINY = ["--set", "model.widths=[784,24,10]", "--set", "outer.steps=30", "--set", "window.start=1",
+        "--set", "window.stop=20", "--set", "inner.epochs=0.25", "--set", "inner.block=5",
+        "--set", "stats.n_bootstrap=10", "--set", "outer.curve_points=6", "--set", "inner.eval_rows=5000"]
+# For the kill test: enough inner work that a kill lands mid-stage.
+KILLABLE = ["--set", "model.widths=[784,48,10]", "--set", "outer.steps=40", "--set", "window.start=1",
+            "--set", "window.stop=32", "--set", "inner.epochs=1.5", "--set", "inner.block=4",
+            "--set", "stats.n_bootstrap=10", "--set", "outer.curve_points=6", "--set", "inner.eval_rows=3000",
+            "--threads", "2"]
+
+
+def run_cmd(args, timeout=600, **kw):
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "fasttrap.run", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kw)
+
+
+def kill_when_written(args, path: Path, delay: float = 0.0) -> None:
+    """Start ``python -m fasttrap.run args``; SIGKILL it ``delay`` s after ``path`` appears."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.Popen([sys.executable, "-m", "fasttrap.run", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        t0 = time.time()
+        while not path.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() - t0 < 300
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def all_arrays(d: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for p in sorted(d.rglob("*.npz")):
+        for k, v in store.read_npz(p).items():
+            out[f"{p.relative_to(d)}:{k}"] = v
+    return out
+
+
+def test_end_to_end_tiny(tmp_path):
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *TINY])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[inner]" in r.stdout and "epochs = 0.25" in r.stdout        # the resolved config is printed …
+    saved = (out / "config.toml").read_text()
+    assert "epochs = 0.25" in saved                                     # … and saved
+    assert "report:" in r.stdout and "traps:" in r.stdout               # the summary
+    for f in ("manifest.json", "report.md", "traps.json", "stats.json", "outer/seed_0.npz", "inner/block_0003.npz",
+              "indicators/seed_0.npz", "figures/indicators_seed0.png", "figures/indicators_seed0.pdf",
+              "figures/indicators_seed0.npz", "figures/trapping_times.png", "figures/training_curves.png",
+              "figures/G_start_end_seed0.png"):
+        assert (out / f).is_file(), f
+    man = store.read_json(out / "manifest.json")
+    assert set(man["stages"]) >= {"outer", "inner", "indicators", "traps", "stats", "report"}
+    assert man["versions"]["fasttrap"] and "cpus" in man["hardware"] and man["seeds"] == [0]
+    rep = (out / "report.md").read_text()
+    for section in ("## Training", "## Inner runs", "## Traps", "## Power law", "## Settings", "Regimes"):
+        assert section in rep
+    inner = store.read_npz(out / "inner" / "block_0000.npz")
+    assert inner["theta"].shape == (5, 784 * 24 + 24 + 24 * 10 + 10)
+    assert set(inner["status"]) <= {"max_steps", "converged", "diverged", "nonfinite"}
+
+    # The contents add up: every outer point of the window lies in exactly one segment (complete,
+    # censored or flagged), and the statistics are those of the stored lengths.
+    tz, tj, fits = store.read_npz(out / "traps.npz"), store.read_json(out / "traps.json"), store.read_json(out / "stats.json")
+    assert int(tz["lengths"].sum()) == 20 and np.all(tz["lengths"] >= 1)
+    assert tz["censored"][0] and tz["censored"][-1]                  # the window's ends are incomplete
+    complete = tz["lengths"][~tz["censored"] & ~tz["flagged"]]
+    summ = tj["summary"]["all"]
+    assert summ["n"] == complete.size
+    if complete.size:
+        assert summ["mean"] == pytest.approx(complete.mean()) and summ["max"] == complete.max()
+    assert summ["n_censored"] == int((tz["censored"] & ~tz["flagged"]).sum())
+    assert summ["n"] + summ["n_censored"] + summ["n_flagged"] == tz["lengths"].size
+    if "skipped" in fits["all"]:
+        why = fits["all"]["skipped"]
+        assert why.startswith(f"{complete.size} complete trapping times") or "fit failed" in why, why
+    else:
+        assert fits["all"]["n"] == complete.size
+    assert tj["traps_per_seed"]["0"] == tz["lengths"].size
+
+    # The public readers give back the same numbers.
+    import fasttrap
+
+    rd = fasttrap.open_run(out)
+    assert rd.seeds == [0] and rd.config["inner.epochs"] == 0.25
+    np.testing.assert_array_equal(rd.traps["lengths"], tz["lengths"])
+    assert rd.inner["theta"].shape[0] == 20 and rd.start_points.shape == rd.inner["theta"].shape
+    np.testing.assert_array_equal(rd.indicators[0].steps, np.arange(1, 21))
+    assert rd.stats == fits and rd.traps["summary"] == tj["summary"]
+    with pytest.raises(fasttrap.run.rundir.RunError, match="not a fasttrap run directory"):
+        fasttrap.open_run(tmp_path)
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    r = run_cmd(["--out", str(ref), "--no-progress", *KILLABLE])
+    assert r.returncode == 0, r.stderr[-3000:]
+    n_blocks = len(list((ref / "inner").glob("block_*.npz")))
+    assert n_blocks == 8
+    kill_when_written(["--out", str(killed), "--no-progress", *KILLABLE], killed / "inner" / "block_0001.npz")
+    done = len(list((killed / "inner").glob("block_*.npz")))
+    assert 2 <= done < n_blocks, f"the kill did not land mid-stage ({done} of {n_blocks} blocks done)"
+    assert not (killed / "report.md").exists()
+    r = run_cmd(["--resume", str(killed), "--no-progress"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming" in r.stderr
+    a, b = all_arrays(ref), all_arrays(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs after resume"
+    assert store.read_json(killed / "manifest.json")["resumes"] == 1
+    assert not list(killed.rglob("*.tmp"))
+
+
+def test_full_disk_keeps_finished_blocks_intact(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_replace = os.replace
+
+    def full_disk(src, dst, *a, **k):
+        if str(dst).endswith("block_0002.npz"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    code = cli.main(["--out", str(out), "--no-progress", *TINY])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "no space left" in err.lower() and "block_0002" in err and "resume" in err.lower()
+    blocks = sorted((out / "inner").glob("block_*.npz"))
+    assert [p.name for p in blocks] == ["block_0000.npz", "block_0001.npz"]
+    for p in blocks:                                  # the finished blocks are whole
+        z = store.read_npz(p)
+        assert z["theta"].shape[0] == 5 and np.isfinite(z["theta"]).all()
+    assert not list(out.rglob("*.tmp"))               # no torn temp files left behind
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert cli.main(["--resume", str(out), "--no-progress"]) == 0
+    assert len(list((out / "inner").glob("block_*.npz"))) == 4
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--set", "inner.epoch=3"], 2, ["unknown setting", "inner.epochs"]),
+    (["--set", "model.activation=gelu"], 2, ["model.activation", "relu, tanh, sigmoid, linear"]),
+    (["--set", "inner.batches=mixed"], 2, ["shared, independent"]),
+    (["--set", "inner.epochs=lots"], 2, ["inner.epochs", "float"]),
+    (["--set", "window.stop=500"], 2, ["window.stop", "outer.steps"]),
+    (["--set", "noequals"], 2, ["key=value"]),
+    (["--profile", "huge"], 2, ["invalid choice"]),
+    (["--threads", "0"], 2, ["--threads"]),
+])
+def test_bad_settings_are_rejected_with_the_valid_choices(tmp_path, args, code, words):
+    r = run_cmd(["--out", str(tmp_path / "x"), *args], timeout=120)
+    assert r.returncode == code, (r.returncode, r.stderr[-500:])
+    for w in words:
+        assert w in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_config_file(tmp_path):
+    bad = tmp_path / "run.toml"
+    bad.write_text("[inner]\nepochs = 'many'\n")
+    r = run_cmd(["--config", str(bad), "--out", str(tmp_path / "x")], timeout=120)
+    assert r.returncode == 2 and "inner.epochs" in r.stderr
+    bad.write_text("[inner\nepochs = 1\n")
+    r = run_cmd(["--config", str(bad), "--out", str(tmp_path / "x")], timeout=120)
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
+    r = run_cmd(["--config", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "x")], timeout=120)
+    assert r.returncode == 2 and "cannot be read" in r.stderr
+
+
+def test_unreadable_data_directory(tmp_path):
+    r = run_cmd(["--out", str(tmp_path / "a"), "--no-progress", *TINY, "--set", f"data.name={tmp_path / 'missing'}"], timeout=120)
+    assert r.returncode == 3 and "not a directory" in r.stderr
+    d = tmp_path / "junk"
+    d.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (d / name).write_text("<html>not found</html>")
+    r = run_cmd(["--out", str(tmp_path / "b"), "--no-progress", *TINY, "--set", f"data.name={d}"], timeout=120)
+    assert r.returncode == 3 and "HTML" in r.stderr and "train-images" in r.stderr
+
+
+def test_existing_output_directory_is_refused(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    r = run_cmd(["--out", str(out), *TINY], timeout=120)
+    assert r.returncode == 3 and "not an empty directory" in r.stderr and "--resume" in r.stderr
+    assert (out / "keep.txt").read_text() == "precious" and len(list(out.iterdir())) == 1
+
+
+def test_resume_rules(tmp_path):
+    r = run_cmd(["--resume", str(tmp_path)], timeout=120)
+    assert r.returncode == 2 and "config.toml" in r.stderr
+    r = run_cmd(["--resume", str(tmp_path), "--set", "inner.epochs=3"], timeout=120)
+    assert r.returncode == 2 and "saved settings" in r.stderr
+
+
+# ------------------------------------------------------------------------------ config ------
+def test_profiles_and_precedence(tmp_path):
+    q = config.resolve("quick")
+    t = config.resolve("thesis")
+    assert t["outer.seeds"] == 9 and t["inner.epochs"] == 100 and t["inner.lr"] == [0.1, 0.01]
+    assert t["inner.regime_split"] == 50 and t["window.stop"] - t["window.start"] + 1 == 100
+    assert q["model.widths"] == [784, 100, 100, 10]
+    f = tmp_path / "c.toml"
+    f.write_text("[inner]\nepochs = 3\nlr = [0.05]\n[traps]\nconfirm = false\n")
+    c = config.resolve("quick", f, ["inner.epochs=4"])
+    assert c["inner.epochs"] == 4.0 and c["inner.lr"] == [0.05] and c["traps.confirm"] is False
+
+
+def test_config_round_trips_through_toml(tmp_path):
+    c = config.resolve("thesis", None, ["data.name=/some/where", "inner.G_tol=1e-12"])
+    (tmp_path / "config.toml").write_text(config.to_toml(c))
+    back = config.from_saved(tmp_path / "config.toml")
+    assert back == c
+
+
+def test_help_documents_every_setting():
+    text = config.describe()
+    for k in config.SCHEMA:
+        assert k in text
+    r = run_cmd(["--help"], timeout=120)
+    assert r.returncode == 0 and "inner.epochs" in r.stdout and "thesis" in r.stdout
+    assert "--analysis" in r.stdout and "aging.hidden" in r.stdout and "--analysis aging" in r.stdout
+
+
+# ------------------------------------------------------------------------------ aging -------
+AGING_TINY = ["--analysis", "aging", "--set", "aging.hidden=12,3", "--set", "aging.steps=200", "--set", "outer.seeds=2",
+              "--set", "outer.curve_points=8", "--set", "aging.noise_rows=2000", "--set", "aging.eval_rows=2000",
+              "--set", "aging.n_tw=3", "--set", "aging.n_lags=10"]
+AGING_KILLABLE = ["--analysis", "aging", "--set", "aging.hidden=32", "--set", "aging.steps=4000",
+                  "--set", "aging.checkpoint_every=200", "--set", "outer.curve_points=10",
+                  "--set", "aging.noise_rows=3000", "--set", "aging.eval_rows=3000", "--threads", "2"]
+
+
+def test_aging_end_to_end_tiny(tmp_path):
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *AGING_TINY])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'analysis = "aging"' in (out / "config.toml").read_text()
+    assert "fasttrap aging: 12:" in r.stdout and "fasttrap aging: 3:" in r.stdout
+    for f in ("manifest.json", "report.md", "aging/net_12.npz", "aging/net_3.npz", "figures/aging.png",
+              "figures/aging.pdf", "figures/aging.npz", "figures/gradient_noise.png", "figures/training_curves.png"):
+        assert (out / f).is_file(), f
+    assert not list((out / "aging").glob("*.ckpt.npz"))        # checkpoints go once a net is done
+    z = store.read_npz(out / "aging" / "net_12.npz")
+    assert z["msd"].shape == (2, 3, len(z["lags"])) and z["theta_final"].shape == (2, 784 * 12 + 12 + 12 * 10 + 10)
+    assert np.isfinite(z["noise_D"]).all() and (z["noise_D"] > 0).all()
+    rep = (out / "report.md").read_text()
+    for s in ("# fasttrap aging report", "### 12", "### 3", "![aging](figures/aging.png)", "Gradient noise"):
+        assert s in rep
+    man = store.read_json(out / "manifest.json")
+    assert man["analysis"] == "aging" and {"aging_12", "aging_3", "report"} <= set(man["stages"])
+
+
+def test_aging_kill_and_resume_is_bit_identical(tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    r = run_cmd(["--out", str(ref), "--no-progress", *AGING_KILLABLE])
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = killed / "aging" / "net_32.ckpt.npz"
+    kill_when_written(["--out", str(killed), "--no-progress", *AGING_KILLABLE], ck, delay=0.3)
+    assert not (killed / "aging" / "net_32.npz").exists(), "the kill did not land mid-run"
+    t_ck = int(store.read_npz(ck)["t"])
+    assert 0 < t_ck < 4000
+    r = run_cmd(["--resume", str(killed), "--no-progress"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from its checkpoint" in r.stderr
+    a, b = all_arrays(ref), all_arrays(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs after resume"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--analysis", "aging", "--set", "aging.hidden=100-x"], ["aging.hidden", "100-100,5-5"]),
+    (["--analysis", "aging", "--profile", "thesis"], ["thesis", "aging", "quick, long"]),
+    (["--analysis", "aging", "--set", "aging.tw_min=50", "--set", "aging.steps=50"], ["aging.tw_min"]),
+    (["--analysis", "ages"], ["invalid choice"]),
+])
+def test_bad_aging_settings(tmp_path, args, words):
+    r = run_cmd(["--out", str(tmp_path / "x"), *args], timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr[-500:])
+    for w in words:
+        assert w in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_aging_config_round_trips_and_profiles(tmp_path):
+    c = config.resolve("long", None, ["aging.hidden=50,20-20"], analysis="aging")
+    assert c["aging.steps"] == 100000 and config.hidden_widths(c) == [[50], [20, 20]]
+    (tmp_path / "config.toml").write_text(config.to_toml(c))
+    assert config.from_saved(tmp_path / "config.toml") == c
+    q = config.resolve("quick", analysis="aging")
+    assert config.hidden_widths(q) == [[100, 100], [5, 5]]
+    r = run_cmd(["--resume", str(tmp_path), "--analysis", "aging"], timeout=120)
+    assert r.returncode == 2 and "saved settings" in r.stderr
+
+
+def test_diverging_sgd_exits_3_with_the_reason(tmp_path):
+    r = run_cmd(["--out", str(tmp_path / "x"), "--no-progress", *AGING_TINY, "--set", "outer.lr=1e5",
+                 "--set", "model.loss=mse"], timeout=300)
+    assert r.returncode == 3, (r.returncode, r.stderr[-800:])
+    assert "diverged" in r.stderr and "outer.lr" in r.stderr

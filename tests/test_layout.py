@@ -1,0 +1,169 @@
+"""The package's layout rules, read from its source: no import cycles, no reaching into another
+room's underscore names, every op beside its twin.
+
+Imports are read with ``ast`` from every ``fasttrap/**/*.py`` (module level and inside functions
+alike: a cycle broken only by a lazy import is still a cycle of the design).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import fasttrap
+
+PKG = Path(fasttrap.__file__).resolve().parent
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        rel = p.relative_to(PKG.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(mod: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(mod: str) -> list[tuple[str, str | None]]:
+    """(imported module, imported name or None) for every import statement of ``mod``."""
+    path = MODULES[mod]
+    tree = ast.parse(path.read_text())
+    out: list[tuple[str, str | None]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names if a.name.startswith("fasttrap")]
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(mod, path.name == "__init__.py", node)
+            if not target.startswith("fasttrap"):
+                continue
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                out.append((sub, None) if sub in MODULES else (target, a.name))
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    g: dict[str, set[str]] = {m: set() for m in MODULES}
+    for m in MODULES:
+        for target, _ in imports_of(m):
+            if target in MODULES and target != m:
+                g[m].add(target)
+    return g
+
+
+def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of g (as a list of modules, first = last), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(u: str) -> list[str] | None:
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(g[u]):
+            if state.get(v) == 1:
+                return stack[stack.index(v):] + [v]
+            if v not in state:
+                c = visit(v)
+                if c:
+                    return c
+        stack.pop()
+        state[u] = 2
+        return None
+
+    for u in sorted(g):
+        if u not in state:
+            c = visit(u)
+            if c:
+                return c
+    return None
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycles_inside_the_package():
+    # The package's own __init__ imports every room to re-export the public API; a room that
+    # imported it back would be a cycle, and so is caught here like any other.
+    cycle = find_cycle(graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _room(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PKG / parts[1]).is_dir()) else ""
+
+
+def test_no_module_imports_another_rooms_underscore_names():
+    """An underscore module or name is private to its folder: only its siblings may import it."""
+    bad = []
+    for m in MODULES:
+        if m == "fasttrap._compat" or m == "fasttrap":
+            continue     # the alias table names the old private modules to keep their paths working
+        for target, name in imports_of(m):
+            private = any(p.startswith("_") and not p.startswith("__") for p in target.split(".")[1:])
+            private = private or (name is not None and name.startswith("_") and not name.startswith("__"))
+            if private and target != "fasttrap._core" and _room(target) != _room(m):
+                bad.append(f"{m} imports {target}{'.' + name if name else ''}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_room_imports_the_package_root():
+    """Rooms import each other, never ``fasttrap`` itself (its __init__ imports them all)."""
+    bad = [f"{m} imports {t}" for m in MODULES if m != "fasttrap" for t, _ in imports_of(m) if t == "fasttrap"]
+    assert not bad, "\n".join(bad)
+
+
+OPS = {"fasttrap.ops.grad": "fasttrap.reference.grad", "fasttrap.ops.dataset": "fasttrap.reference.dataset"}
+
+
+@pytest.mark.parametrize("ops_mod, twin_mod", OPS.items())
+def test_every_op_sits_beside_a_twin_of_the_same_name_and_signature(ops_mod, twin_mod):
+    import importlib
+
+    ops, twins = importlib.import_module(ops_mod), importlib.import_module(twin_mod)
+    public = [n for n, f in vars(ops).items() if inspect.isfunction(f) and f.__module__ == ops_mod and not n.startswith("_")]
+    assert public
+    core = fasttrap.ops._loader.core
+    for n in public:
+        twin = getattr(twins, n)
+        p_op = [p for p in inspect.signature(getattr(ops, n)).parameters if p != "backend"]
+        assert p_op == list(inspect.signature(twin).parameters), n
+        if core is not None:
+            assert hasattr(core, n), f"the compiled core has no kernel named {n}"
+
+
+def test_every_op_module_mirrors_a_twin_module():
+    ops = {p.stem for p in (PKG / "ops").glob("*.py")} & {"grad", "dataset"}
+    twins = {p.stem for p in (PKG / "reference").glob("*.py")}
+    assert ops <= twins
+
+
+def test_old_flat_import_paths_still_work():
+    import fasttrap.kernels
+    import fasttrap.stats
+    import fasttrap.traps
+    from fasttrap import aging, data, diffusion, pipeline, reference, store  # noqa: F401
+    from fasttrap.report import aging_verdict, write_report  # noqa: F401
+
+    assert fasttrap.traps is fasttrap.analysis.traps
+    assert fasttrap.stats is fasttrap.analysis.powerlaw
+    assert fasttrap.kernels.grad_G is fasttrap.grad_G
+    assert pipeline.Run is fasttrap.run.rundir.Run
