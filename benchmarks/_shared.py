@@ -13,9 +13,11 @@ from fasttrap import reference
 _compiled: dict[tuple, Any] = {}
 
 
-def func_grad_G(mlp: Any, kind: str, compiled: bool) -> Callable:
+def func_grad_G(mlp: Any, kind: str, compiled: bool | str) -> Callable:
     """vmap over models of jvp(grad) ("fwdrev", forward-over-reverse) or of grad(½‖grad‖²)
-    ("revrev", reverse-over-reverse); torch.compile'd (once per mlp and kind) when asked."""
+    ("revrev", reverse-over-reverse); torch.compile'd (once per mlp, kind and mode) when asked:
+    ``compiled`` True for torch.compile's default mode, or a mode name ("reduce-overhead", which
+    replays CUDA graphs as fasttrap does; "max-autotune")."""
     from torch.func import grad, jvp, vmap
 
     def loss1(t, X, y):
@@ -31,9 +33,10 @@ def func_grad_G(mlp: Any, kind: str, compiled: bool) -> Callable:
 
     f = vmap(fwdrev if kind == "fwdrev" else revrev, in_dims=(0, None, None))
     if compiled:
-        key = (mlp, kind)
+        mode = compiled if isinstance(compiled, str) else None
+        key = (mlp, kind, mode)
         if key not in _compiled:
-            _compiled[key] = torch.compile(f, dynamic=False)
+            _compiled[key] = torch.compile(f, dynamic=False, mode=mode)
         f = _compiled[key]
     return f
 

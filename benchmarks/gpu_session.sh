@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine: build fasttrap with CUDA, run the GPU tests, the GPU benchmarks
-# and the reference-analysis timing. Stages are time-boxed; logs go to $OUT.
+# and the reference-analysis timing. Stages are time-boxed; every stage's full log goes to $OUT (keep
+# them beside the results: benchmarks/results/<device>/). The script exits non-zero if any stage
+# failed (a failed test, a timeout, a crash), so a green call means every stage passed.
 #   bash benchmarks/gpu_session.sh [tests|bench|analysis|all]...   (default: all)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -19,33 +21,38 @@ export FASTTRAP_CUDA=ON CUDAARCHS=${CUDAARCHS:-90}
 python3 -m pip install --no-build-isolation --no-deps --no-index . > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 cd /tmp
-python3 -c "import fasttrap; print(fasttrap.backend_info()); from fasttrap import cuda; cuda._ensure_cublas(); from fasttrap import _loader; print('cublas', _loader.core.cuda_cublas_path())"
-run() { echo "=== $1"; shift; timeout "$@"; echo "(exit $?)"; }
+python3 -c "import fasttrap; print(fasttrap.backend_info()); from fasttrap.ops import cuda, _loader; cuda._ensure_cublas(); print('cublas', _loader.core.cuda_cublas_path())" || fail=1
+fail=0
+# run NAME SECONDS CMD...: time-boxed; prints and returns CMD's exit status (pipefail carries it
+# through the tee/tail pipelines below, and `|| fail=1` remembers it).
+run() { echo "=== $1"; shift; timeout "$@"; local rc=$?; echo "(exit $rc)"; return $rc; }
 case " $stages " in *" tests "*|*" all "*)
-  run "GPU tests" 300 python3 -m pytest "$REPO/tests" -q -x -k "cuda or gpu" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25 ;;
+  run "GPU tests" 300 python3 -m pytest "$REPO/tests" -q -x -k "cuda or gpu" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25 || fail=1 ;;
 esac
 case " $stages " in *" bench "*|*" all "*)
   rm -f "$REPO"/benchmarks/results/cuda_grad_G.jsonl
   run "GPU benchmarks" ${BENCH_TIMEOUT:-420} python3 -m pytest "$REPO/benchmarks/bench_cuda.py" -q -p no:cacheprovider \
-      --benchmark-json="$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench.log" | tail -30
+      --benchmark-json="$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench.log" | tail -30 || fail=1
   cp "$REPO"/benchmarks/results/cuda_grad_G.* "$OUT/" 2>/dev/null; cat "$OUT/cuda_grad_G.md" 2>/dev/null ;;
 esac
 case " $stages " in *" analysis "*|*" all "*)
-  run "reference analysis" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tail -30 ;;
+  run "reference analysis" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tee "$OUT/analysis.log" | tail -30 || fail=1 ;;
 esac
 case " $stages " in *" profile "*)
-  run "profile" 200 python3 "$REPO/benchmarks/gpu_profile.py" 2>&1 | tee "$OUT/profile.log" | tail -32 ;;
+  run "profile" 200 python3 "$REPO/benchmarks/gpu_profile.py" 2>&1 | tee "$OUT/profile.log" | tail -32 || fail=1 ;;
 esac
 case " $stages " in *" cudatests "*)
-  run "CUDA tests" 200 python3 -m pytest "$REPO/tests/ops/test_cuda.py" -q -p no:cacheprovider 2>&1 | tail -4 ;;
+  run "CUDA tests" 200 python3 -m pytest "$REPO/tests/ops/test_cuda.py" -q -p no:cacheprovider 2>&1 | tee "$OUT/cudatests.log" | tail -4 || fail=1 ;;
 esac
 case " $stages " in *" thesis "*)
   # The main job itself, thesis profile, on the GPU; 8 of its files come back.
   run "thesis profile" ${THESIS_TIMEOUT:-480} python3 -m fasttrap.run --profile thesis --backend cuda --out /tmp/thesis \
-      --set stats.n_bootstrap=${NBOOT:-200} 2>&1 | grep -v "ETA" | tail -12
+      --set stats.n_bootstrap=${NBOOT:-200} 2>&1 | grep -v "ETA" | tee "$OUT/thesis.log" | tail -12 || fail=1
   for f in report.md manifest.json stats.json traps.json figures/indicators_seed0.png figures/trapping_times.png \
            figures/G_start_end_seed0.png figures/training_curves.png; do cp "/tmp/thesis/$f" "$OUT/" 2>/dev/null; done ;;
 esac
 case " $stages " in *" analysis32 "*)
-  run "reference analysis tf32" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --tf32 --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tail -30 ;;
+  run "reference analysis tf32" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --tf32 --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tee "$OUT/analysis32.log" | tail -30 || fail=1 ;;
 esac
+echo "gpu_session: $([ $fail = 0 ] && echo 'every stage passed' || echo 'A STAGE FAILED (see the logs in $OUT)')"
+exit $fail

@@ -11,7 +11,8 @@ One folder per stage of the data flow::
     ops/        the compiled ops and their one dispatch point (validate, route, convert)
     reference/  the torch twins of ops/, file for file
     dynamics/   outer SGD and the batched inner descents
-    analysis/   traps, power laws, aging, gradient noise, training-curve regimes
+    linalg/     Lanczos, SLQ and MINRES batched over K models, on the full-batch Hessian
+    analysis/   traps, power laws, aging, gradient noise, training-curve regimes, certificates
     common/     atomic storage and progress bars, shared by every stage
     run/        python -m fasttrap.run: settings, run directories, stages, reports, figures
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from .version import __version__  # noqa: F401  (first: the core loader checks the core against it)
 
 from . import _compat
+from .analysis.certify import Certificate, certify
 from .dynamics.inner import InnerResult, inner_descent
 from .dynamics.outer import OuterResult, outer_sgd
 from .model.mlp import MLP
@@ -37,6 +39,8 @@ _compat.install()
 
 __all__ = [
     "MLP",
+    "Certificate",
+    "certify",
     "InnerResult",
     "OuterResult",
     "RunData",

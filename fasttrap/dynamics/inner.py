@@ -24,11 +24,15 @@ from .. import ops
 from ..model import rng
 from ..ops import backend as _backend
 from ..ops.validate import check_dataset, check_float, check_int, check_mlp, check_theta
+from .newton import newton_mr
+
+METHODS = ("sgd", "gd", "newton_mr", "sgd+newton_mr")
 from ..model.data import Dataset
 from ..model.mlp import MLP
 from ..common.progress import Progress
 
-STATUS_NAMES = np.array(["running", "converged", "max_steps", "diverged", "nonfinite", "interrupted"])
+STATUS_NAMES = np.array(["running", "converged", "max_steps", "diverged", "nonfinite", "interrupted",
+                         "line_search_failed"])
 
 
 @dataclass
@@ -102,7 +106,8 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                   batches: str = "shared", method: str = "sgd", record_every: int | None = None,
                   G_tol: float = 5e-11, growth: float = 1e8, drop_last: bool = False, evaluate: bool = True,
                   eval_rows: int | None = None, index_offset: int = 0, backend: str = "auto",
-                  progress: bool | None | Progress = True, progress_offset: int = 0) -> InnerResult:
+                  progress: bool | None | Progress = True, progress_offset: int = 0, polish_steps: int = 20,
+                  minres_tol: float = 1e-8, minres_iters: int = 60, alpha0: float = 1.0) -> InnerResult:
     """Run K inner descents on G = ½‖∇L‖² from the rows of θ0.
 
     Args:
@@ -115,7 +120,12 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         batch_size: minibatch size; the last batch of an epoch is shorter unless ``drop_last``.
         seed: seed of the batch order (stream ``(seed, "inner", index)``).
         batches: ``"shared"`` (common random numbers, the default) or ``"independent"``.
-        method: ``"sgd"`` (minibatch G) or ``"gd"`` (full-batch G: one pass for ∇L, one for H∇L).
+        method: ``"sgd"`` (minibatch G), ``"gd"`` (full-batch G: one pass for ∇L, one for H∇L),
+            ``"newton_mr"`` (Newton-MR on the full-batch loss, :mod:`fasttrap.dynamics.newton`: each
+            step is one Newton iteration, float64; attracted to any critical point, which is what a
+            trap search wants) or ``"sgd+newton_mr"`` (the SGD descent, then ``polish_steps``
+            Newton-MR iterations from each finite endpoint: the basin is SGD's, the endpoint a
+            certifiable point).
         record_every: G is recorded every this many steps (default: about 1000 points).
         G_tol: a model has converged when G < G_tol. The default 5e-11 is ‖∇L‖² < 1e-10, the
             tolerance of the critical-point literature.
@@ -131,6 +141,9 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         progress: a progress bar with model-steps/s (None: log lines off a terminal; False: silent),
             or an existing :class:`fasttrap.progress.Progress` to advance (from ``progress_offset``).
         progress_offset: where this call's model-steps start on a shared bar.
+        polish_steps: Newton-MR iterations of ``"sgd+newton_mr"``.
+        minres_tol, minres_iters: MINRES tolerance and step cap of each Newton-MR iteration.
+        alpha0: first trial step of Newton-MR's Armijo line search (1: the Newton step).
 
     Returns:
         :class:`InnerResult`.
@@ -144,7 +157,22 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
     if not isinstance(evaluate, bool):
         raise TypeError(f"evaluate: expected a bool, got {type(evaluate).__name__}")
     be = _backend.resolve(backend)
-    out, seconds = _descend(mlp, th0, X, y, cfg, be, progress, progress_offset)
+    newton_kw = dict(minres_tol=check_float(minres_tol, "minres_tol", lo=0),
+                     minres_iters=check_int(minres_iters, "minres_iters", lo=1),
+                     alpha0=check_float(alpha0, "alpha0", positive=True), backend=be)
+    polish_steps = check_int(polish_steps, "polish_steps", lo=0)
+    if method == "newton_mr":
+        t0 = time.perf_counter()
+        out = newton_mr(mlp, th0, X, y, steps=cfg["loop"]["steps"], G_tol=cfg["loop"]["G_tol"],
+                        growth=cfg["loop"]["growth"], progress=False if isinstance(progress, Progress) else progress,
+                        **newton_kw)
+        seconds = time.perf_counter() - t0
+        cfg["loop"]["record_every"] = 1
+    else:
+        out, seconds = _descend(mlp, th0, X, y, cfg, be, progress, progress_offset)
+        if method == "sgd+newton_mr":
+            out, extra = _polish(mlp, out, X, y, cfg, polish_steps, newton_kw)
+            seconds += extra
     theta = np.asarray(out["theta"])
     train = _evaluate_endpoints(mlp, theta, X[:eval_rows], y[:eval_rows], be) if evaluate else \
         {k: np.full(len(theta), np.nan) for k in ("loss", "G", "acc")}
@@ -157,7 +185,45 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                        train_loss=train["loss"], train_G=train["G"], train_acc=train["acc"], seconds=seconds,
                        model_steps=int(np.asarray(out["steps_done"]).sum()),
                        settings=dict(args, lr=cfg["lr"], method=method, batches=batches, seed=cfg["seed"], backend=be,
-                                     streams=None, index_offset=cfg["index_offset"]))
+                                     streams=None, index_offset=cfg["index_offset"], polish_steps=polish_steps,
+                                     **{k: v for k, v in newton_kw.items() if k != "backend"},
+                                     **{k: out[k] for k in ("hvps", "grad_passes", "polish_steps_done",
+                                                            "polish_G_start") if k in out}))
+
+
+def _polish(mlp: MLP, out: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, cfg: dict[str, Any], steps: int,
+            newton_kw: dict[str, Any]) -> tuple[dict[str, np.ndarray], float]:
+    """Newton-MR from every finite endpoint of a descent; (the merged result, seconds).
+
+    Endpoints that diverged or left the finite numbers keep their status. The others take the
+    status Newton-MR ends with; their SGD record (G_trace, G_first) is kept, the polish's own
+    iterations and its start G are added as ``polish_steps_done`` and ``polish_G_start``.
+    """
+    theta = np.asarray(out["theta"])
+    st = np.asarray(out["status"]).copy()
+    ok = np.flatnonzero(np.isfinite(theta).all(1) & np.isin(st, [1, 2]))     # converged, max_steps
+    res = dict(out)
+    res["polish_steps_done"] = np.zeros(len(theta), np.int64)
+    res["polish_G_start"] = np.full(len(theta), np.nan)
+    if ok.size == 0:
+        return res, 0.0
+    t0 = time.perf_counter()
+    nw = newton_mr(mlp, theta[ok], X, y, steps=steps, G_tol=cfg["loop"]["G_tol"], growth=cfg["loop"]["growth"],
+                   **newton_kw)
+    th = theta.astype(np.float64).copy()
+    th[ok] = nw["theta"]
+    res["theta"] = th.astype(theta.dtype) if theta.dtype == np.float64 else th
+    st[ok] = nw["status"]
+    res["status"] = st
+    res["polish_steps_done"][ok] = nw["steps_done"]
+    res["polish_G_start"][ok] = nw["G_first"]
+    g_last = np.asarray(out["G_last"], dtype=np.float64).copy()
+    g_last[ok] = nw["G_last"]
+    res["G_last"] = g_last
+    for k in ("hvps", "grad_passes"):
+        res[k] = np.zeros(len(theta), np.int64)
+        res[k][ok] = nw[k]
+    return res, time.perf_counter() - t0
 
 
 def _training_set(mlp: MLP, data: Any, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -177,14 +243,14 @@ def _settings(K: int, N: int, *, epochs: Any, steps: Any, lr: Any, batch_size: A
     """Every setting of :func:`inner_descent` checked, and the arguments of the descent loop."""
     if batches not in ("shared", "independent"):
         raise ValueError(f"batches: expected 'shared' or 'independent', got {batches!r}")
-    if method not in ("sgd", "gd"):
-        raise ValueError(f"method: expected 'sgd' or 'gd', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
     batch_size = check_int(batch_size, "batch_size", lo=1)
-    if method == "sgd" and batch_size > N:
+    if method in ("sgd", "sgd+newton_mr") and batch_size > N:
         raise ValueError(f"batch_size: {batch_size} is larger than the data set ({N} rows)")
-    if method == "sgd" and drop_last and N // batch_size < 1:
+    if method in ("sgd", "sgd+newton_mr") and drop_last and N // batch_size < 1:
         raise ValueError("batch_size: drop_last leaves no batch")
-    spe = 1 if method == "gd" else rng.steps_per_epoch(N, batch_size, drop_last)
+    spe = 1 if method in ("gd", "newton_mr") else rng.steps_per_epoch(N, batch_size, drop_last)
     if (epochs is None) == (steps is None):
         raise ValueError("give exactly one of epochs and steps")
     if steps is None:

@@ -120,6 +120,59 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
     Raises:
         DivergenceError: θ of some seed stopped being finite (names the step and the seeds).
     """
+    seed_list, lr, batch_size, steps, start, curve_points, dt = _settings(
+        mlp, data, seeds, lr, batch_size, steps, start, theta0, observe, curve_points, dtype)
+    rec = _record_steps(record, steps, start)
+    cs_all = log_spaced_steps(steps, curve_points)
+    cs = cs_all[cs_all >= start]
+    S, P, N = len(seed_list), mlp.n_params, len(data.y_train)
+    theta = _initial_theta(mlp, seed_list, theta0, dt)                          # [S, P]
+    Xtr = data.X_train if data.X_train.dtype == dt else data.X_train.astype(dt)
+    streams = [rng.stream_id(int(s), "outer") for s in seed_list]
+    caches: list[dict] = [{} for _ in seed_list]
+    thetas = np.empty((S, len(rec), P), dtype=dt)
+    curves = _Curves(mlp, data, S, len(cs), eval_rows, backend)
+    ri = 0
+
+    own_bar = not isinstance(progress, Progress)
+    bar = Progress(steps, "outer SGD", "step", enabled=progress) if own_bar else progress
+    view = theta.view()
+    view.flags.writeable = False
+    try:
+        for t in range(start, steps + 1):
+            if ri < len(rec) and rec[ri] == t:
+                thetas[:, ri] = theta
+                ri += 1
+            if curves.done < len(cs) and cs[curves.done] == t:
+                curves.evaluate(theta)
+            if observe is not None:
+                observe(t, view)
+            if t == steps:
+                break
+            # all seeds share N and B, so their batches have one length: one gather for all of them
+            idx = np.stack([rng.batch_indices(streams[i], t, N, batch_size, _cache=caches[i]) for i in range(S)])
+            Xb = Xtr[idx]                 # [S, B, n0]
+            yb = data.y_train[idx]        # [S, B]
+            _, g = ops.value_and_grad(mlp, theta, Xb, yb, backend=backend)
+            with np.errstate(over="ignore", invalid="ignore"):
+                theta -= dt.type(lr) * np.asarray(g, dtype=dt)
+                finite = np.isfinite(theta.sum())     # NaN and ±inf propagate into the sum
+            if not finite:
+                bad = ~np.isfinite(theta).all(axis=1)
+                if bad.any():
+                    raise DivergenceError(t + 1, [int(seed_list[i]) for i in np.flatnonzero(bad)], lr)
+            bar.update_to(t + 1)
+    finally:
+        if own_bar:
+            bar.close()
+    c = curves.arrays
+    return OuterResult(thetas, rec, np.array(seed_list), cs, c["train_loss"], c["train_acc"], c["test_loss"],
+                       c["test_acc"], lr, batch_size)
+
+
+def _settings(mlp: MLP, data: Any, seeds: Any, lr: Any, batch_size: Any, steps: Any, start: Any, theta0: Any,
+              observe: Any, curve_points: Any, dtype: Any) -> tuple[list[int], float, int, int, int, int, np.dtype]:
+    """Every argument of :func:`outer_sgd` checked: (seeds, lr, batch_size, steps, start, curve_points, dtype)."""
     check_mlp(mlp)
     if not isinstance(data, Dataset):
         raise TypeError(f"data: expected a fasttrap.data.Dataset, got {type(data).__name__}")
@@ -144,67 +197,33 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32 or float64, got {dt}")
-    rec = _record_steps(record, steps, start)
-    cs_all = log_spaced_steps(steps, curve_points)
-    cs = cs_all[cs_all >= start]
-    S, P, N = len(seed_list), mlp.n_params, len(data.y_train)
+    return seed_list, lr, batch_size, steps, start, curve_points, dt
 
+
+def _initial_theta(mlp: MLP, seed_list: list[int], theta0: Any, dt: np.dtype) -> np.ndarray:
+    """θ at the first step [S, P]: torch.nn.Linear's initialisation per seed, or a copy of theta0."""
     if theta0 is None:
-        theta = np.stack([mlp.init(1, int(s), dt)[0] for s in seed_list])  # [S, P]
-    else:
-        theta = np.array(theta0, dtype=dt, copy=True)
-        if theta.shape != (S, P):
-            raise ValueError(f"theta0: expected shape [{S}, {P}], got {list(theta.shape)}")
-    Xtr = data.X_train if data.X_train.dtype == dt else data.X_train.astype(dt)
-    streams = [rng.stream_id(int(s), "outer") for s in seed_list]
-    caches: list[dict] = [{} for _ in seed_list]
-    thetas = np.empty((S, len(rec), P), dtype=dt)
-    curves = {k: np.full((S, len(cs)), np.nan) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
-    ri = ci = 0
-    Xtr_e, ytr_e = data.X_train[:eval_rows], data.y_train[:eval_rows]
-    Xte_e, yte_e = data.X_test[:eval_rows], data.y_test[:eval_rows]
+        return np.stack([mlp.init(1, int(s), dt)[0] for s in seed_list])
+    theta = np.array(theta0, dtype=dt, copy=True)
+    if theta.shape != (len(seed_list), mlp.n_params):
+        raise ValueError(f"theta0: expected shape [{len(seed_list)}, {mlp.n_params}], got {list(theta.shape)}")
+    return theta
 
-    def evaluate_at(t: int) -> None:
-        nonlocal ci
-        if not np.all(np.isfinite(theta)):
-            ci += 1
-            return
-        for split, (Xe, ye) in (("train", (Xtr_e, ytr_e)), ("test", (Xte_e, yte_e))):
-            loss, acc, _ = ops.evaluate(mlp, theta, Xe, ye, backend=backend)
-            curves[f"{split}_loss"][:, ci] = np.asarray(loss, dtype=np.float64)
-            curves[f"{split}_acc"][:, ci] = np.asarray(acc, dtype=np.float64)
-        ci += 1
 
-    own_bar = not isinstance(progress, Progress)
-    bar = Progress(steps, "outer SGD", "step", enabled=progress) if own_bar else progress
-    view = theta.view()
-    view.flags.writeable = False
-    try:
-        for t in range(start, steps + 1):
-            if ri < len(rec) and rec[ri] == t:
-                thetas[:, ri] = theta
-                ri += 1
-            if ci < len(cs) and cs[ci] == t:
-                evaluate_at(t)
-            if observe is not None:
-                observe(t, view)
-            if t == steps:
-                break
-            # all seeds share N and B, so their batches have one length: one gather for all of them
-            idx = np.stack([rng.batch_indices(streams[i], t, N, batch_size, _cache=caches[i]) for i in range(S)])
-            Xb = Xtr[idx]                 # [S, B, n0]
-            yb = data.y_train[idx]        # [S, B]
-            _, g = ops.value_and_grad(mlp, theta, Xb, yb, backend=backend)
-            with np.errstate(over="ignore", invalid="ignore"):
-                theta -= dt.type(lr) * np.asarray(g, dtype=dt)
-                finite = np.isfinite(theta.sum())     # NaN and ±inf propagate into the sum
-            if not finite:
-                bad = ~np.isfinite(theta).all(axis=1)
-                if bad.any():
-                    raise DivergenceError(t + 1, [int(seed_list[i]) for i in np.flatnonzero(bad)], lr)
-            bar.update_to(t + 1)
-    finally:
-        if own_bar:
-            bar.close()
-    return OuterResult(thetas, rec, np.array(seed_list), cs, curves["train_loss"], curves["train_acc"],
-                       curves["test_loss"], curves["test_acc"], lr, batch_size)
+class _Curves:
+    """Train/test loss and accuracy [S, C] at the curve points, filled as training reaches them."""
+
+    def __init__(self, mlp: MLP, data: Dataset, S: int, C: int, eval_rows: int | None, backend: str):
+        self.mlp, self.backend, self.done = mlp, backend, 0
+        self.sets = {"train": (data.X_train[:eval_rows], data.y_train[:eval_rows]),
+                     "test": (data.X_test[:eval_rows], data.y_test[:eval_rows])}
+        self.arrays = {k: np.full((S, C), np.nan) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+
+    def evaluate(self, theta: np.ndarray) -> None:
+        """The next curve point at θ [S, P] (left NaN where θ is not finite)."""
+        if np.all(np.isfinite(theta)):
+            for split, (Xe, ye) in self.sets.items():
+                loss, acc, _ = ops.evaluate(self.mlp, theta, Xe, ye, backend=self.backend)
+                self.arrays[f"{split}_loss"][:, self.done] = np.asarray(loss, dtype=np.float64)
+                self.arrays[f"{split}_acc"][:, self.done] = np.asarray(acc, dtype=np.float64)
+        self.done += 1

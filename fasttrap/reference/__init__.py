@@ -1,13 +1,14 @@
 """The pure-torch twins of the compiled ops: the specification, and the fallback.
 
 The package mirrors :mod:`fasttrap.ops` file for file: :mod:`.grad` (value_and_grad, hvp,
-grad_G), :mod:`.dataset` (evaluate, per_sample_grad_sq) and :mod:`.descent` (descent_loop, the
-inner-descent loop), each function under its op's name and with its signature (without
+grad_G), :mod:`.dataset` (evaluate, per_sample_grad_sq), :mod:`.descent` (descent_loop, the
+inner-descent loop) and :mod:`.certify` (dense certificates of endpoints, for tiny nets), each function under its op's name and with its signature (without
 ``backend``). :mod:`.common` holds the forward pass and the losses they share.
 """
 
 from __future__ import annotations
 
+from .certify import certify, dense_hessian
 from .common import ACT, as_tensor, losses, outputs, unflatten
 from .dataset import evaluate, per_sample_grad_sq
 from .descent import (STATUS_CONVERGED, STATUS_DIVERGED, STATUS_INTERRUPTED, STATUS_MAX_STEPS, STATUS_NONFINITE,
@@ -16,6 +17,6 @@ from .grad import grad_G, hvp, value_and_grad
 
 inner_descent = descent_loop   # the name this twin had before the ops were given rooms
 
-__all__ = ["ACT", "STATUS_CONVERGED", "STATUS_DIVERGED", "STATUS_INTERRUPTED", "STATUS_MAX_STEPS", "STATUS_NONFINITE", "STATUS_RUNNING",
+__all__ = ["ACT", "certify", "dense_hessian", "STATUS_CONVERGED", "STATUS_DIVERGED", "STATUS_INTERRUPTED", "STATUS_MAX_STEPS", "STATUS_NONFINITE", "STATUS_RUNNING",
            "as_tensor", "descent_loop", "evaluate", "grad_G", "hvp", "inner_descent", "losses", "outputs",
            "per_sample_grad_sq", "unflatten", "value_and_grad"]

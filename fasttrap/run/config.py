@@ -77,6 +77,18 @@ SCHEMA: dict[str, Setting] = {
     "traps.adaptive": S("bool", True, "raise the distance threshold to Otsu's split when the window's log-ratios are clearly bimodal"),
     "traps.bimodality": S("float", 0.8, "share of the log-ratio variance Otsu's split must explain to adapt", min=0, max=1),
     "traps.split": S("int", 80, "outer step splitting early from late trapping times", min=0),
+    # certification of the endpoints (fasttrap.certify): what each inner endpoint is
+    "certify.enabled": S("bool", True, "certify the inner endpoints: minimum, saddle, gradient-flat or not converged"),
+    "certify.every": S("int", 1, "certify every this-many endpoints of each seed's window", min=1),
+    "certify.rows": S("int", 10000, "training rows of the full-batch loss the certificates use (0: all)", min=0),
+    "certify.grad_tol": S("float", 1e-10, "critical point when |grad L|^2 on those rows is below this", min=0),
+    "certify.eps": S("float", 1e-4, "eigenvalues below -eps x lambda_max count as negative", min=0),
+    "certify.gf_cut": S("float", 0.9, "gradient-flat when the MINRES residual |Hp+g|/|g| reaches this", min=0, max=1),
+    "certify.lanczos_steps": S("int", 40, "Lanczos steps for lambda_min, lambda_max and the index", min=2),
+    "certify.k": S("int", 8, "smallest Ritz values first inspected for the index", min=1),
+    "certify.k_max": S("int", 16, "the index search doubles k up to this (a larger index is reported as capped)", min=1),
+    "certify.slq_probes": S("int", 1, "SLQ probe vectors for the negative fraction (0: none)", min=0),
+    "certify.minres_iters": S("int", 40, "MINRES steps for the gradient-flat residual", min=1),
     # statistics
     "stats.n_bootstrap": S("int", 200, "bootstrap sets for the power-law goodness-of-fit p (0: skip)", min=0),
     "stats.min_samples": S("int", 10, "fewest complete trapping times for which a fit is attempted", min=10),
@@ -114,6 +126,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "inner.block": 25,
         "stats.n_bootstrap": 100,
         "traps.split": 80,
+        # every 10th endpoint on 5,000 rows: about a minute here (each certificate is ~110 float64
+        # full-batch HVPs, 0.07 s each on 5,000 rows); the thesis profile certifies every endpoint
+        # on all 60,000 rows
+        "certify.every": 10,
+        "certify.rows": 5000,
     },
     # The reference protocol (DESIGN §1): 9 seeds, outer steps 1-100, inner lr 0.1 up to step 50
     # and 0.01 after, 100 inner epochs of batch 128.
@@ -128,6 +145,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "inner.block": 0,
         "stats.n_bootstrap": 1000,
         "traps.split": 80,
+        "certify.rows": 0,
     },
 }
 
@@ -320,6 +338,8 @@ def validate(cfg: dict[str, Any]) -> None:
     if cfg["model.loss"] == "nll" and cfg["model.output"] != "identity":
         raise ConfigError("model.output: loss 'nll' needs output 'identity'")
     hidden_widths(cfg)
+    if cfg["certify.k_max"] < cfg["certify.k"]:
+        raise ConfigError(f"certify.k_max ({cfg['certify.k_max']}) must be >= certify.k ({cfg['certify.k']})")
     if cfg["aging.tw_min"] >= cfg["aging.steps"]:
         raise ConfigError(f"aging.tw_min ({cfg['aging.tw_min']}) must be below aging.steps ({cfg['aging.steps']})")
 
@@ -370,8 +390,11 @@ def describe() -> str:
     return "\n".join(out)
 
 
-def from_saved(path: str | Path) -> dict[str, Any]:
+def from_saved(path: str | Path, fill_missing: bool = False) -> dict[str, Any]:
     """The settings of a run directory's ``config.toml``, checked as a fresh resolve would check them.
+
+    ``fill_missing`` gives settings added since the run was made their defaults (for reading an
+    older run; resuming one refuses instead, since its later stages would change).
 
     Raises:
         ConfigError: the file is missing, names an unknown analysis or key, or lacks a setting.
@@ -386,8 +409,10 @@ def from_saved(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path.parent}: config.toml names an unknown analysis {analysis!r}")
     cfg = {k: _coerce(k, _check_key(k), v) for k, v in _flatten(data).items()}
     missing = set(SCHEMA) - set(cfg)
-    if missing:
-        raise ConfigError(f"{path.parent}: config.toml lacks {sorted(missing)}")
+    if missing and fill_missing:
+        cfg |= {k: copy.deepcopy(SCHEMA[k].default) for k in missing}
+    elif missing:
+        raise ConfigError(f"{path.parent}: config.toml lacks {sorted(missing)} (made by an older fasttrap?)")
     validate(cfg)
     cfg["profile"] = profile or "?"
     cfg["analysis"] = analysis

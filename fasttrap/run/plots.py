@@ -219,3 +219,40 @@ def aging_curves(results: dict[str, Any], stem: str | Path) -> list[Path]:
         ax.set_xlabel("SGD step (0 shown at 0.5)")
         ax.legend(fontsize=7)
     return save_figure(fig, stem, arrays)
+
+
+KIND_COLOURS = {"minimum": "C2", "saddle": "C1", "gradient_flat": "C4", "not_converged": "0.5"}
+
+
+def certificates(steps: Any, cert: dict[str, Any], boundary_steps: Any, stem: str | Path, grad_tol: float = 1e-10,
+                 title: str = "") -> list[Path]:
+    """‖∇L‖², the extreme Hessian eigenvalues and the index of the certified endpoints along the
+    outer path, coloured by kind, with the trap boundaries."""
+    steps = np.asarray(steps)
+    kind = np.asarray(cert["kind"]).astype(str)
+    fig = Figure(figsize=(9, 7.5))
+    axs = fig.subplots(3, 1, sharex=True)
+    for k, c in KIND_COLOURS.items():
+        m = kind == k
+        if not m.any():
+            continue
+        axs[0].semilogy(steps[m], np.maximum(cert["grad_sq"][m], 1e-300), "o", ms=4, color=c, label=f"{k} ({m.sum()})")
+        axs[1].plot(steps[m], cert["lambda_min"][m], "v", ms=4, color=c)
+        axs[1].plot(steps[m], cert["lambda_max"][m], "^", ms=4, color=c)
+        axs[2].plot(steps[m], cert["index"][m], "s", ms=4, color=c)
+    axs[0].axhline(grad_tol, color="k", ls="--", lw=0.7, label=f"critical: ‖∇L‖² < {grad_tol:g}")
+    axs[0].set_ylabel("‖∇L‖² at θ*")
+    axs[0].legend(fontsize=7, loc="upper right")
+    axs[1].set_yscale("symlog", linthresh=1e-3)
+    axs[1].axhline(0, color="k", lw=0.5)
+    axs[1].set_ylabel("λ_min (▼), λ_max (▲)")
+    axs[2].set_ylabel("index (negative eigenvalues)")
+    axs[2].set_xlabel("outer step")
+    bx = np.asarray(boundary_steps)
+    for ax in axs:
+        _vlines(ax, bx, color="k", lw=0.5, alpha=0.3)
+    axs[0].set_title(title or "what the endpoints are")
+    return save_figure(fig, stem, {"steps": steps, "kind": kind, "grad_sq": cert["grad_sq"],
+                                   "lambda_min": cert["lambda_min"], "lambda_max": cert["lambda_max"],
+                                   "index": cert["index"], "gf_residual": cert["gf_residual"],
+                                   "boundary_steps": bx})

@@ -5,6 +5,7 @@ Layout of a run directory::
     config.toml  manifest.json  report.md
     outer/seed_<s>.npz            θ_t of the window, training curves
     inner/block_<b>.npz           endpoints θ*, statuses, G records, endpoint loss/G/accuracy
+    certify/seed_<s>.npz          certificates of the endpoints: ‖∇L‖², λ_min, λ_max, index, kind
     indicators/seed_<s>.npz       the indicator series and the endpoints' pairwise distances
     traps.npz  traps.json         boundaries per seed, trapping times, their summary
     stats.json                    power-law fits (all, early, late)
@@ -160,6 +161,13 @@ def thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 
+def certificates(run: Run, s: int) -> dict[str, np.ndarray] | None:
+    """The certificates of seed ``s`` (``point`` [C] global start-point indices, ``steps``, ``kind``,
+    ``grad_sq``, ``lambda_min``, ``index`` … [C]), or None when the run has none."""
+    p = run.dir / "certify" / f"seed_{s}.npz"
+    return store.read_npz(p) if p.exists() else None
+
+
 def pairwise_distances(run: Run, s: int) -> np.ndarray:
     """The endpoints' pairwise distance matrix [T, T] of seed ``s``, as the indicator stage stored it."""
     return store.read_npz(run.dir / "indicators" / f"seed_{s}.npz")["pairwise"]
@@ -182,6 +190,7 @@ class RunData:
         traps: ``traps.npz`` (lengths, censoring and flags, boundaries per seed) merged with
             ``traps.json`` (summary, thresholds), or None.
         stats: ``stats.json`` (the power-law fits), or None.
+        certificates: per seed, the certificates of its endpoints (:func:`certificates`), or None.
     """
 
     path: Path
@@ -196,6 +205,7 @@ class RunData:
     indicators: dict[int, traps.Indicators] | None
     traps: dict[str, Any] | None
     stats: dict[str, Any] | None
+    certificates: dict[int, dict[str, np.ndarray]] | None = None
 
     def run(self) -> Run:
         """The :class:`Run` (directory and manifest) behind this data, for the readers above."""
@@ -226,7 +236,7 @@ def open_run(path: str | os.PathLike[str]) -> RunData:
     d = Path(path)
     if not (d / "config.toml").is_file() or not (d / "manifest.json").is_file():
         raise RunError(f"{d}: not a fasttrap run directory (config.toml and manifest.json are missing)")
-    cfg = cfgmod.from_saved(d / "config.toml")
+    cfg = cfgmod.from_saved(d / "config.toml", fill_missing=True)
     run = Run(d, cfg)
     seeds = run.seeds
     outer = {s: store.read_npz(d / "outer" / f"seed_{s}.npz") for s in seeds if (d / "outer" / f"seed_{s}.npz").exists()}
@@ -244,5 +254,6 @@ def open_run(path: str | os.PathLike[str]) -> RunData:
     if (d / "traps.npz").exists() and (d / "traps.json").exists():
         tr = dict(store.read_npz(d / "traps.npz")) | store.read_json(d / "traps.json")
     stats = store.read_json(d / "stats.json") if (d / "stats.json").exists() else None
-    return RunData(path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
+    certs = {s: c for s in seeds if (c := certificates(run, s)) is not None} or None
+    return RunData(certificates=certs, path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
                    start_steps=st, start_seeds=sd, inner=inner, indicators=ind, traps=tr, stats=stats)

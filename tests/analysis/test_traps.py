@@ -63,21 +63,40 @@ def precision_recall(found, truth):
     return tp / max(len(f), 1), tp / max(len(t), 1)
 
 
-def test_degrades_gracefully_with_noise():
-    """Exact while the within-trap jitter stays well below the jumps (up to 4× the outer step
-    here, with jumps of ~20×); beyond that the two overlap and cannot be told apart from these
-    indicators. Degrading gracefully then means: no true boundary is ever missed (recall 1 at
-    every noise level), precision falls towards the share of true boundaries as the rule
-    over-segments, and nothing fails."""
-    for noise, want_precision in [(0.05, 1.0), (1.0, 1.0), (2.0, 1.0), (4.0, 1.0), (8.0, 0.0), (16.0, 0.0), (32.0, 0.0)]:
+def test_exact_at_low_noise_and_floods_beyond():
+    """Exact while the within-trap jitter stays well below the jumps (up to 4× the outer step here,
+    with jumps of ~20×). Beyond that the two overlap and the default consecutive-jump rule marks
+    (almost) every index a boundary: its precision falls to the base rate, the share of true
+    boundaries. That is a known failure of the default rule, asserted here so that it cannot hide
+    behind a floor of zero (the peak rule below does better; trap identity by clustering is the
+    real answer)."""
+    for noise in (0.05, 1.0, 2.0, 4.0):
+        for k in range(3):
+            th, en, L, G, st, truth = planted(np.random.default_rng(k), noise=noise)
+            i = traps.indicators(th, en, L, G)
+            b = traps.segment(i.end_to_end, i.outer_step, i.loss_end, i.G_end)
+            assert precision_recall(b, truth) == (1.0, 1.0), (noise, k)
+    for noise in (8.0, 16.0, 32.0):
         for k in range(3):
             th, en, L, G, st, truth = planted(np.random.default_rng(k), noise=noise)
             i = traps.indicators(th, en, L, G)
             b = traps.segment(i.end_to_end, i.outer_step, i.loss_end, i.G_end)
             p, r = precision_recall(b, truth)
-            assert r == 1.0, (noise, k)
-            assert p >= want_precision, (noise, k, p)
-            assert p >= 0.9 * len(truth) / (len(th) - 1), (noise, k, p)     # never below the base rate
+            assert r == 1.0 and len(b) >= 0.98 * (len(th) - 1), (noise, k, len(b))   # floods
+
+
+def test_peak_rule_keeps_precision_above_the_base_rate_in_noise():
+    """With a peak condition (a boundary must be the largest distance ratio within ±3 points), the
+    rule no longer floods where the default does: precision stays at ≥ 3× the base rate (marking
+    every index would give exactly the base rate) while recall stays ≥ 0.45."""
+    for noise in (8.0, 16.0):
+        for k in range(3):
+            th, en, L, G, st, truth = planted(np.random.default_rng(k), noise=noise)
+            i = traps.indicators(th, en, L, G)
+            b = traps.segment(i.end_to_end, i.outer_step, i.loss_end, i.G_end, peak_window=3)
+            p, r = precision_recall(b, truth)
+            base = len(truth) / (len(th) - 1)
+            assert p >= 3 * base and r >= 0.45, (noise, k, p, r, base)
 
 
 def test_fixed_thresholds_fall_off_a_cliff():

@@ -155,7 +155,20 @@ def test_result_records(small):
     assert res.G_trace.shape == (3, 10)
     np.testing.assert_array_equal(res.trace_steps, np.arange(0, 100, 10))
     assert res.counts() == {"max_steps": 3}
-    assert res.model_steps_per_s > 0
+    assert res.model_steps == 300 and res.steps_done.tolist() == [100, 100, 100]   # steps that ran
+    assert res.model_steps_per_s == pytest.approx(300 / res.seconds)
+
+
+def test_model_steps_count_executed_steps_only(small):
+    """A model that stops early contributes only the steps it ran, to the count and to the rate."""
+    mlp = fasttrap.MLP((784, 8, 10))
+    th0 = mlp.init(3, 1)
+    res = fasttrap.inner_descent(mlp, th0, small, steps=50, lr=np.array([0.01, 1e5, 0.01]), growth=10.0,
+                                 progress=False, evaluate=False)
+    assert res.status[1] in ("diverged", "nonfinite") and res.steps_done[1] < 50
+    assert res.steps_done[0] == res.steps_done[2] == 50
+    assert res.model_steps == 100 + int(res.steps_done[1])
+    assert res.model_steps_per_s == pytest.approx(res.model_steps / res.seconds)
 
 
 @pytest.mark.parametrize("kw, exc, match", [

@@ -18,12 +18,15 @@ from fasttrap import cli, config, store
 # A tiny but real configuration: the embedded MNIST, a small MLP, 20 outer points.
 TINY = ["--set", "model.widths=[784,24,10]", "--set", "outer.steps=30", "--set", "window.start=1",
         "--set", "window.stop=20", "--set", "inner.epochs=0.25", "--set", "inner.block=5",
-        "--set", "stats.n_bootstrap=10", "--set", "outer.curve_points=6", "--set", "inner.eval_rows=5000"]
+        "--set", "stats.n_bootstrap=10", "--set", "outer.curve_points=6", "--set", "inner.eval_rows=5000",
+        "--set", "certify.every=5", "--set", "certify.rows=2000", "--set", "certify.lanczos_steps=20",
+        "--set", "certify.minres_iters=20"]
 # For the kill test: enough inner work that a kill lands mid-stage.
 KILLABLE = ["--set", "model.widths=[784,48,10]", "--set", "outer.steps=40", "--set", "window.start=1",
             "--set", "window.stop=32", "--set", "inner.epochs=1.5", "--set", "inner.block=4",
             "--set", "stats.n_bootstrap=10", "--set", "outer.curve_points=6", "--set", "inner.eval_rows=3000",
-            "--threads", "2"]
+            "--set", "certify.every=8", "--set", "certify.rows=1000", "--set", "certify.lanczos_steps=10",
+            "--set", "certify.minres_iters=10", "--threads", "2"]
 
 
 def run_cmd(args, timeout=600, **kw):
@@ -76,7 +79,8 @@ def test_end_to_end_tiny(tmp_path):
     assert set(man["stages"]) >= {"outer", "inner", "indicators", "traps", "stats", "report"}
     assert man["versions"]["fasttrap"] and "cpus" in man["hardware"] and man["seeds"] == [0]
     rep = (out / "report.md").read_text()
-    for section in ("## Training", "## Inner runs", "## Traps", "## Power law", "## Settings", "Regimes"):
+    for section in ("## Training", "## Inner runs", "## What the endpoints are", "## Traps", "## Power law",
+                    "## Settings", "Regimes"):
         assert section in rep
     inner = store.read_npz(out / "inner" / "block_0000.npz")
     assert inner["theta"].shape == (5, 784 * 24 + 24 + 24 * 10 + 10)
@@ -100,6 +104,15 @@ def test_end_to_end_tiny(tmp_path):
     else:
         assert fits["all"]["n"] == complete.size
     assert tj["traps_per_seed"]["0"] == tz["lengths"].size
+
+    # Certificates: every 5th endpoint, each with a kind; every trap says what it is made of.
+    cert = store.read_npz(out / "certify" / "seed_0.npz")
+    np.testing.assert_array_equal(cert["point"], np.arange(0, 20, 5))
+    assert set(cert["kind"]) <= {"minimum", "saddle", "gradient_flat", "not_converged"}
+    assert np.all((cert["kind"] == "minimum") | (cert["kind"] == "saddle") | (cert["grad_sq"] >= 1e-10))
+    assert tz["segment_kind"].size == tz["lengths"].size
+    assert sum(tj["segments_by_certificate"].values()) == tz["lengths"].size
+    assert (out / "figures" / "certificates_seed0.png").is_file()
 
     # The public readers give back the same numbers.
     import fasttrap

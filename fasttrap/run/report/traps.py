@@ -36,6 +36,7 @@ class _Inputs:
     traps_npz: dict[str, np.ndarray]
     fits: dict[str, Any]                   # stats.json
     groups: dict[str, np.ndarray]          # complete trapping times: all, early, late
+    certs: dict[int, dict[str, np.ndarray]]  # per seed, as rundir.certificates (empty: none)
 
 
 def _load(run: rundir.Run) -> _Inputs:
@@ -53,7 +54,8 @@ def _load(run: rundir.Run) -> _Inputs:
               "late": tz["lengths"][ok & (tz["starts"] >= split_idx)]}
     return _Inputs(cfg=cfg, manifest=run.manifest, seeds=run.seeds, curves=curves, steps=steps, start_seeds=seeds,
                    inner=inn, status=inn["status"].astype(str), traps_json=store.read_json(d / "traps.json"),
-                   traps_npz=tz, fits=store.read_json(d / "stats.json"), groups=groups)
+                   traps_npz=tz, fits=store.read_json(d / "stats.json"), groups=groups,
+                   certs={s: c for s in run.seeds if (c := rundir.certificates(run, s)) is not None})
 
 
 def figures(run: rundir.Run, x: _Inputs) -> None:
@@ -70,6 +72,10 @@ def figures(run: rundir.Run, x: _Inputs) -> None:
         b = x.traps_npz[f"boundaries_{s}"]
         plots.indicators(ind, b, fig / f"indicators_seed{s}",
                          title=f"seed {s}: {len(b)} trap boundaries in steps {ind.steps[0]}–{ind.steps[-1]}")
+    for s in list(x.certs)[:3]:
+        c = x.certs[s]
+        plots.certificates(c["steps"], c, x.traps_npz[f"boundary_steps_{s}"], fig / f"certificates_seed{s}",
+                           grad_tol=cfg["certify.grad_tol"], title=f"seed {s}: what the endpoints are")
     fits = {k: PowerLawFit(**{f: v[f] for f in PowerLawFit.__dataclass_fields__}) for k, v in x.fits.items()
             if "skipped" not in v}
     plots.trapping_times(x.groups, fits, fig / "trapping_times",
@@ -131,6 +137,51 @@ def section_inner(x: _Inputs) -> list[str]:
     first = x.seeds[0]
     return lines + ["", f"![G at start and end](figures/G_start_end_seed{first}.png)", "",
                     f"![G along inner runs](figures/G_traces_seed{first}.png)"]
+
+
+def section_certificates(x: _Inputs) -> list[str]:
+    """What the endpoints are: kinds per regime, the distributions behind them, the figure."""
+    cfg = x.cfg
+    lines = ["", "## What the endpoints are", ""]
+    if not x.certs:
+        return lines + ["The endpoints were not certified (`certify.enabled = false`): nothing here says whether "
+                        "they are critical points. Read them as **budget-defined endpoints**: where a fixed budget of "
+                        "descent stopped."]
+    c = {k: np.concatenate([v[k] for v in x.certs.values()]) for k in next(iter(x.certs.values()))}
+    n_all = int(sum(np.isfinite(x.inner["theta"][x.start_seeds == s]).all(1).sum() for s in x.certs))
+    lines += [f"{c['kind'].size} of {n_all} finite endpoints certified (every {cfg['certify.every']} of each window), on "
+              f"the full-batch loss of the first {cfg['certify.rows'] or 'all'} training rows, float64: ‖∇L‖², the "
+              f"extreme Hessian eigenvalues and the index by Lanczos ({cfg['certify.lanczos_steps']} steps), the "
+              f"gradient-flat residual ‖Hp + g‖/‖g‖ of MINRES. Rule (`fasttrap.certify`): a critical point needs "
+              f"‖∇L‖² < {cfg['certify.grad_tol']:g}; it is a minimum when no eigenvalue lies below "
+              f"−{cfg['certify.eps']:g}·λ_max, else a saddle; a non-critical endpoint is gradient-flat when the "
+              f"residual is ≥ {cfg['certify.gf_cut']:g}, else not converged.", "",
+              "| regime | certified | minimum | saddle | gradient-flat | not converged | median ‖∇L‖² | median λ_min | median index |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    split = cfg["inner.regime_split"]
+    crit_share = {}
+    for name, m in ((f"steps ≤ {split}", c["steps"] <= split), (f"steps > {split}", c["steps"] > split),
+                    ("all", np.ones(c["steps"].size, bool))):
+        n = int(m.sum())
+        if n == 0:
+            continue
+        cnt = {k: int((c["kind"][m] == k).sum()) for k in ("minimum", "saddle", "gradient_flat", "not_converged")}
+        crit_share[name] = (cnt["minimum"] + cnt["saddle"]) / n
+        cells = " | ".join(f"{v} ({100 * v / n:.0f}%)" for v in cnt.values())
+        lines.append(f"| {name} | {n} | {cells} | {fmt(np.median(c['grad_sq'][m]))} | {fmt(np.median(c['lambda_min'][m]))} | "
+                     f"{fmt(np.median(c['index'][m]))} |")
+    segk = x.traps_json.get("segments_by_certificate", {})
+    if segk:
+        lines += ["", "Traps (segments) by what their certified endpoints are: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(segk.items())) + "."]
+    if crit_share.get("all", 0) < 0.5:
+        lines += ["", f"**Only {100 * crit_share.get('all', 0):.0f}% of the certified endpoints are critical points.** "
+                      "The endpoints below are therefore **budget-defined endpoints** — where a fixed budget of descent on G "
+                      "stopped — not traps in the sense of critical points of the loss; the trapping times are those of "
+                      "these endpoints."]
+    for s in list(x.certs)[:3]:
+        lines += ["", f"![certificates, seed {s}](figures/certificates_seed{s}.png)"]
+    return lines
 
 
 def section_traps(x: _Inputs) -> list[str]:
@@ -203,7 +254,7 @@ def write_report(run: rundir.Run) -> str:
     """Figures and report.md of a trapping-time run; returns the summary printed at the end."""
     x = _load(run)
     figures(run, x)
-    lines = (section_header(x) + section_training(x) + section_inner(x) + section_traps(x) + section_power_law(x)
-             + section_settings(x))
+    lines = (section_header(x) + section_training(x) + section_inner(x) + section_certificates(x) + section_traps(x)
+             + section_power_law(x) + section_settings(x))
     store.write_text(run.dir / "report.md", "\n".join(lines))
     return summary(run.dir, x)

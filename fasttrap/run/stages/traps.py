@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...analysis import powerlaw, traps
+from ...analysis.certify import certify, segment_kinds
 from ...common import store
 from ...common.progress import Progress
 from ...dynamics.inner import inner_descent
@@ -114,6 +115,41 @@ def stage_indicators(run: Run) -> None:
     run.stage_done("indicators", time.perf_counter() - t0)
 
 
+def stage_certify(run: Run, ds: datamod.Dataset) -> None:
+    """Certify the inner endpoints (every ``certify.every``-th of each seed's window) on the first
+    ``certify.rows`` training rows: ``certify/seed_<s>.npz``, one file per seed, resumable."""
+    cfg = run.cfg
+    if not cfg["certify.enabled"]:
+        return
+    todo = [s for s in run.seeds if not (run.dir / "certify" / f"seed_{s}.npz").exists()]
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    _, steps, seeds = rundir.start_points(run)
+    inn = rundir.inner_results(run)
+    rows = cfg["certify.rows"] or len(ds.y_train)
+    X, y = ds.X_train[:rows], ds.y_train[:rows]
+    mlp = mlp_of(cfg)
+    hvps = 0
+    for s in todo:
+        idx = np.flatnonzero(seeds == s)[:: cfg["certify.every"]]
+        idx = idx[np.isfinite(inn["theta"][idx]).all(1)]
+        parts = []
+        for lo in range(0, idx.size, 16):            # 16 endpoints per batch bounds the Lanczos bases' memory
+            c = certify(mlp, inn["theta"][idx[lo:lo + 16]], X, y, grad_tol=cfg["certify.grad_tol"],
+                        eps=cfg["certify.eps"], gf_cut=cfg["certify.gf_cut"], lanczos_steps=cfg["certify.lanczos_steps"],
+                        slq_probes=cfg["certify.slq_probes"], minres_iters=cfg["certify.minres_iters"],
+                        k=min(cfg["certify.k"], mlp.n_params), k_max=min(cfg["certify.k_max"], mlp.n_params),
+                        seed=cfg["run.seed"], backend=cfg["run.backend"])
+            parts.append(c.to_arrays())
+            hvps += c.hvps * (min(lo + 16, idx.size) - lo)
+            log(f"certify seed {s}: {min(lo + 16, idx.size)}/{idx.size} endpoints "
+                f"({time.perf_counter() - t0:.0f} s)")
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        store.write_npz(run.dir / "certify" / f"seed_{s}.npz", point=idx, steps=steps[idx], **arrays)
+    run.stage_done("certify", time.perf_counter() - t0, rows=int(rows), every=cfg["certify.every"], hvps=int(hvps))
+
+
 def stage_traps(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     t0 = time.perf_counter()
@@ -126,17 +162,33 @@ def stage_traps(run: Run) -> dict[str, Any]:
         out[f"boundaries_{s}"] = b
         out[f"boundary_steps_{s}"] = ind.steps[b]
     pooled = traps.pool(segs)
+    seg_kind = np.concatenate([certify_kinds(run, s, seg) for s, seg in zip(run.seeds, segs)]) if segs else np.zeros(0, "U13")
     # the split is an outer step; segments carry window indices
     steps0 = rundir.load_indicators(run, run.seeds[0]).steps
     split_idx = int(np.searchsorted(steps0, cfg["traps.split"]))
     summ = traps.summary(pooled, split=split_idx)
     summ["split_step"] = cfg["traps.split"]
     store.write_npz(run.dir / "traps.npz", lengths=pooled.lengths, censored=pooled.censored, flagged=pooled.flagged,
-                    starts=pooled.starts, seed=pooled.seed, **out)
+                    starts=pooled.starts, seed=pooled.seed, segment_kind=seg_kind, **out)
+    kinds, counts = np.unique(seg_kind, return_counts=True)
     store.write_json(run.dir / "traps.json", {"thresholds": rundir.thresholds(cfg), "summary": summ,
-                                             "traps_per_seed": {str(s): int(len(g)) for s, g in zip(run.seeds, segs)}})
+                                             "traps_per_seed": {str(s): int(len(g)) for s, g in zip(run.seeds, segs)},
+                                             # what each trap is made of (fasttrap.analysis.certify.segment_kinds)
+                                             "segments_by_certificate": {str(k): int(c) for k, c in zip(kinds, counts)}})
     run.stage_done("traps", time.perf_counter() - t0)
     return summ
+
+
+def certify_kinds(run: Run, s: int, seg: traps.Segments) -> np.ndarray:
+    """The certificate kind of each segment of seed ``s`` ("uncertified" without certificates)."""
+    n = len(rundir.load_indicators(run, s))
+    kind_at = np.full(n, "", dtype="U13")
+    c = rundir.certificates(run, s)
+    if c is not None:
+        _, _, seeds = rundir.start_points(run)
+        first = int(np.flatnonzero(seeds == s)[0])
+        kind_at[c["point"] - first] = c["kind"]
+    return segment_kinds(kind_at, seg.starts, seg.lengths)
 
 
 def stage_stats(run: Run, progress: bool | None) -> dict[str, Any]:
@@ -180,6 +232,7 @@ def execute(run: Run, progress: bool | None = None) -> str:
     log(f"data: {ds!r}")
     stage_outer(run, ds, progress)
     stage_inner(run, ds, progress)
+    stage_certify(run, ds)
     stage_indicators(run)
     stage_traps(run)
     stage_stats(run, progress)

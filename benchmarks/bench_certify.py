@@ -1,0 +1,157 @@
+"""Certification of endpoints and the Newton-MR inner solver, on the reference net and real MNIST.
+
+    python -m pytest benchmarks/bench_certify.py -s
+    python -m pytest benchmarks/bench_certify.py --benchmark-disable     # the agreement checks only (CI)
+
+* HVP throughput: full-batch float64 Hessian-vector products (the cost unit of everything here)
+  on all 60,000 training rows, K ∈ {1, 16} models per batched call: model-HVPs/s.
+* Seconds per certified endpoint: ``fasttrap.certify`` on all 60,000 rows at K = 1, with the
+  main job's default budgets; its HVP count divided by the K = 16 rate gives the batched cost.
+* Solvers from the same start points (SGD inner-descent endpoints at outer steps 66, 69, 72, 75
+  of seed 0, as in the issue's first try), on the first 10,000 training rows, float64, within one
+  wall-clock budget each: Newton-MR (α₀ = 1 and autocrit's 0.1), full-batch GD on G and SGD on
+  G. Reported: for each, how many reach ‖∇L‖² < 1e-6 and < 1e-10, and the time to get there.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import fasttrap
+from fasttrap import data
+from fasttrap.linalg.hessian import full_batch_gradient, full_batch_hvp
+
+MLP = fasttrap.MLP((784, 100, 100, 10))
+_cache: dict = {}
+
+
+def _ds():
+    if "ds" not in _cache:
+        _cache["ds"] = data.load("mnist")
+    return _cache["ds"]
+
+
+def _endpoints():
+    """SGD inner-descent endpoints (5 epochs, lr 0.01) at outer steps 66, 69, 72, 75 of seed 0."""
+    if "ep" not in _cache:
+        ds = _ds()
+        out = fasttrap.outer_sgd(MLP, ds, seeds=[0], steps=75, record=[66, 69, 72, 75], curve_points=2, progress=False)
+        inn = fasttrap.inner_descent(MLP, out.thetas[0], ds, epochs=5, lr=0.01, progress=False, evaluate=False)
+        _cache["ep"] = inn.theta.astype(np.float64)
+    return _cache["ep"]
+
+
+@pytest.mark.parametrize("K", [1, 16])
+def test_hvp_throughput(benchmark, recorder, K):
+    ds = _ds()
+    X = np.ascontiguousarray(ds.X_train, dtype=np.float64)
+    theta = MLP.init(K, 3).astype(np.float64)
+    V = np.random.default_rng(0).standard_normal(theta.shape)
+    H = full_batch_hvp(MLP, theta, X, ds.y_train, backend="cpu")
+    # agreement first: the blocked full-batch product equals the twin's on a 2,000-row slice
+    Hs = full_batch_hvp(MLP, theta[:1], X[:2000], ds.y_train[:2000], backend="cpu")(V[:1])
+    ref = fasttrap.hvp(MLP, theta[:1], X[:2000], ds.y_train[:2000], V[:1], backend="torch")
+    assert np.linalg.norm(Hs - ref) / np.linalg.norm(ref) < 1e-10
+    benchmark.pedantic(lambda: H(V), rounds=3, iterations=1, warmup_rounds=1)
+    if benchmark.stats is None:
+        return
+    t = benchmark.stats.stats.median
+    recorder.add("cpu_certify", _module=__name__, what="hvp", K=K, seconds=t, model_hvps_s=K / t,
+                 rows=len(ds.y_train), threads=fasttrap.get_num_threads())
+
+
+def test_seconds_per_certified_endpoint(benchmark, recorder):
+    ds = _ds()
+    th = _endpoints()[:1]
+    kw = dict(lanczos_steps=40, slq_probes=1, slq_steps=30, minres_iters=40, backend="cpu")
+    if benchmark.disabled:
+        # agreement only: the certificate on a small slice equals the dense twin's
+        small = fasttrap.MLP((784, 6, 10))
+        th_s = small.init(1, 0).astype(np.float64)
+        c = fasttrap.certify(small, th_s, ds.X_train[:300], ds.y_train[:300], lanczos_steps=small.n_params,
+                             k_max=64)
+        r = fasttrap.reference.certify(small, th_s, ds.X_train[:300], ds.y_train[:300])
+        assert abs(c.lambda_max[0] / r["lambda_max"][0] - 1) < 1e-6 and c.index[0] == r["index"][0]
+        return
+    res = {}
+    benchmark.pedantic(lambda: res.setdefault("c", fasttrap.certify(MLP, th, ds.X_train, ds.y_train, **kw)),
+                       rounds=1, iterations=1)
+    c = res["c"]
+    t = benchmark.stats.stats.median
+    recorder.add("cpu_certify", _module=__name__, what="certify", K=1, seconds=t, hvps=c.hvps,
+                 kind=str(c.kind[0]), grad_sq=float(c.grad_sq[0]), lambda_min=float(c.lambda_min[0]),
+                 lambda_max=float(c.lambda_max[0]), index=int(c.index[0]), rows=len(ds.y_train))
+
+
+SOLVERS = ["newton_mr", "newton_mr_a0.1", "gd", "sgd"]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_solvers_to_critical_points(benchmark, recorder, solver):
+    """Newton-MR against full-batch GD and SGD on G, same start points, same wall budget."""
+    ds = _ds()
+    rows = 10_000
+    X, y = np.ascontiguousarray(ds.X_train[:rows], dtype=np.float64), ds.y_train[:rows]
+    th0 = _endpoints()
+    budget = 240.0 if not benchmark.disabled else 4.0
+    t0 = time.perf_counter()
+    hist = []          # (seconds, ‖∇L‖² [K]) after each chunk
+    th = th0.copy()
+    _, g = full_batch_gradient(MLP, th, X, y)
+    hist.append((0.0, (g * g).sum(1)))
+    while time.perf_counter() - t0 < budget:
+        if solver.startswith("newton_mr"):
+            r = fasttrap.inner_descent(MLP, th, (X, y), method="newton_mr", steps=1, progress=False, evaluate=False,
+                                       alpha0=0.1 if solver.endswith("0.1") else 1.0, minres_iters=60)
+        elif solver == "gd":
+            r = fasttrap.inner_descent(MLP, th, (X, y), method="gd", steps=20, lr=0.01, progress=False, evaluate=False)
+        else:
+            r = fasttrap.inner_descent(MLP, th, (X, y), method="sgd", epochs=1, lr=0.01, batch_size=128,
+                                       progress=False, evaluate=False)
+        th = np.asarray(r.theta, dtype=np.float64)
+        _, g = full_batch_gradient(MLP, th, X, y)
+        hist.append((time.perf_counter() - t0, (g * g).sum(1)))
+        if np.all((g * g).sum(1) < 1e-10) or not np.isfinite(th).all():
+            break
+    assert hist[-1][1].shape == (4,)
+    if benchmark.disabled:
+        return
+    benchmark.extra_info["chunks"] = len(hist)
+    first = {}
+    for tol in (1e-6, 1e-10):
+        times = [next((t for t, gs in hist if gs[k] < tol), None) for k in range(4)]
+        first[tol] = times
+    recorder.add("cpu_certify", _module=__name__, what="solver", solver=solver, budget_s=budget,
+                 grad_sq_start=hist[0][1].tolist(), grad_sq_end=hist[-1][1].tolist(),
+                 reached_1e6=sum(t is not None for t in first[1e-6]), reached_1e10=sum(t is not None for t in first[1e-10]),
+                 t_1e6=[t for t in first[1e-6]], t_1e10=[t for t in first[1e-10]], seconds=hist[-1][0])
+
+
+def format_table(rows: list[dict]) -> str:
+    out = []
+    hv = [r for r in rows if r["what"] == "hvp"]
+    if hv:
+        out += ["| K | full-batch float64 HVP call (60,000 rows) | model-HVPs/s |", "|---:|---:|---:|"]
+        out += [f"| {r['K']} | {r['seconds']:.2f} s | {r['model_hvps_s']:.2f} |" for r in hv]
+    ce = [r for r in rows if r["what"] == "certify"]
+    if ce:
+        rate16 = next((r["model_hvps_s"] for r in hv if r["K"] == 16), None)
+        out += ["", "| certify, K = 1, 60,000 rows | seconds | HVPs | batched at K = 16 (HVPs / measured K=16 rate) | kind | ‖∇L‖² | λ_min | λ_max | index |",
+                "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+        for r in ce:
+            b = f"{r['hvps'] / rate16:.1f} s per endpoint" if rate16 else "–"
+            out.append(f"| reference net, SGD endpoint at outer step 66 | {r['seconds']:.1f} | {r['hvps']} | {b} | {r['kind']} | "
+                       f"{r['grad_sq']:.2e} | {r['lambda_min']:.3g} | {r['lambda_max']:.3g} | {r['index']} |")
+    so = [r for r in rows if r["what"] == "solver"]
+    if so:
+        out += ["", "| solver (10,000 rows, float64, 4 start points) | budget | reached ‖∇L‖² < 1e-6 | first at (s) | "
+                "reached < 1e-10 | first at (s) | median ‖∇L‖² start → end |", "|---|---:|---:|---|---:|---|---|"]
+        for r in so:
+            t6 = ", ".join("–" if t is None else f"{t:.0f}" for t in r["t_1e6"])
+            t10 = ", ".join("–" if t is None else f"{t:.0f}" for t in r["t_1e10"])
+            out.append(f"| {r['solver']} | {r['budget_s']:.0f} s | {r['reached_1e6']}/4 | {t6} | {r['reached_1e10']}/4 | {t10} | "
+                       f"{np.median(r['grad_sq_start']):.2e} → {np.median(r['grad_sq_end']):.2e} |")
+    return "\n".join(out)

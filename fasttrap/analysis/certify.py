@@ -1,0 +1,236 @@
+"""What is each inner endpoint? A minimum, a saddle, a gradient-flat point, or a run that did not converge.
+
+Gradient-norm minimisation, which is exactly the inner descent on G = ½‖∇L‖², stops wherever
+∇G = H∇L vanishes: at critical points (∇L = 0), but also where ∇L lies in the kernel of H
+(*gradient-flat* points, Frye et al. 2019, 2021), and anywhere a fixed budget of steps runs out.
+:func:`certify` tells them apart, endpoint by endpoint, from the full-batch loss in float64:
+
+* ``grad_sq`` = ‖∇L‖² on all the rows given;
+* ``lambda_min``, ``lambda_max``: the extreme eigenvalues of the full-batch Hessian, by Lanczos
+  with full reorthogonalisation on the compiled HVP (:mod:`fasttrap.linalg.lanczos`), from a fixed
+  start vector; ``lambda_min_residual`` is the residual ‖Hu − λu‖ of the λ_min Ritz pair, so an
+  unconverged estimate shows;
+* ``index``: the number of eigenvalues below −ε·λ_max among the k smallest Ritz values whose
+  residual is below ``ritz_tol``·|λ_max| (k doubles while the k-th is still negative, up to
+  ``k_max``; ``index_capped`` says the cap was hit, so the index is a lower bound), and
+  ``negative_fraction``, the share of the spectrum below −ε·λ_max from stochastic Lanczos
+  quadrature;
+* ``gf_residual`` r = ‖Hp + g‖/‖g‖ for the MINRES solution p of H p = −g: 0 when g lies in the
+  range of H, 1 when g lies in its kernel. Following Frye et al. (2021), r ≥ 0.9 marks a
+  gradient-flat point;
+* ``kind``, by the rule:
+
+  1. ‖∇L‖² < ``grad_tol`` (default 1e-10, the tolerance of the critical-point literature): a
+     critical point — ``"minimum"`` if its index is 0 and no SLQ mass lies below −ε·λ_max, else
+     ``"saddle"``;
+  2. otherwise ``"gradient_flat"`` if r ≥ ``gf_cut`` (default 0.9, Frye et al.);
+  3. otherwise ``"not_converged"``: the descent stopped where its budget ran out.
+
+ε (default 1e-4) separates negative curvature from the numerically-zero bulk that every trained
+network's Hessian has: in float64 full-batch products the near-zero eigenvalues of the reference
+net scatter at a few 1e-7·λ_max either side of 0, so a curvature must reach 10⁻⁴ of the largest to
+count. Every threshold is an argument; the raw λ_min is always returned beside the verdict.
+
+Cost: all of it is HVPs (Lanczos steps + SLQ probes × steps + MINRES steps + 1, each a pass over
+the rows), batched over the K endpoints: one compiled call per step for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..model.mlp import MLP
+from ..ops.validate import check_dataset, check_float, check_int, check_mlp, check_theta
+from ..linalg.hessian import full_batch_gradient, full_batch_hvp
+from ..linalg.lanczos import lanczos, minres, ritz, slq
+from .kinds import KINDS, classify
+
+
+
+@dataclass
+class Certificate:
+    """What :func:`certify` found at K endpoints; every array is [K].
+
+    Attributes:
+        grad_sq: ‖∇L‖² (float64, full batch).
+        loss: the full-batch loss.
+        lambda_min, lambda_max: extreme Hessian eigenvalues (Lanczos).
+        lambda_min_residual: ‖H u − λ_min u‖ of the Ritz pair (small: converged).
+        index: eigenvalues below −eps·λ_max (converged Ritz values among the k smallest).
+        index_capped: True where the count reached ``k_max`` (the index is then a lower bound).
+        negative_fraction: SLQ estimate of the share of eigenvalues below −eps·λ_max.
+        gf_residual: ‖H p + g‖ / ‖g‖ for the MINRES solution of H p = −g (0 where g = 0).
+        kind: one of :data:`KINDS`.
+        settings: the thresholds and sizes used.
+        hvps: Hessian-vector products per endpoint, in total.
+    """
+
+    grad_sq: np.ndarray
+    loss: np.ndarray
+    lambda_min: np.ndarray
+    lambda_max: np.ndarray
+    lambda_min_residual: np.ndarray
+    index: np.ndarray
+    index_capped: np.ndarray
+    negative_fraction: np.ndarray
+    gf_residual: np.ndarray
+    kind: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)
+    hvps: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """Endpoints of each kind (every kind listed, zeros included)."""
+        return {k: int((self.kind == k).sum()) for k in KINDS}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The [K] arrays, for storage."""
+        return {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
+
+
+def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_cut: Any, k: Any, k_max: Any,
+             lanczos_steps: Any, slq_probes: Any, slq_steps: Any, minres_tol: Any, minres_iters: Any, block: Any,
+             ritz_tol: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    check_mlp(mlp)
+    th = check_theta(mlp, theta).astype(np.float64)
+    Xa, ya = check_dataset(mlp, X, y, np.float64)
+    P = mlp.n_params
+    s = dict(grad_tol=check_float(grad_tol, "grad_tol", lo=0), eps=check_float(eps, "eps", lo=0),
+             gf_cut=check_float(gf_cut, "gf_cut", lo=0), k=check_int(k, "k", lo=1, hi=P),
+             lanczos_steps=check_int(lanczos_steps, "lanczos_steps", lo=1), slq_probes=check_int(slq_probes, "slq_probes", lo=0),
+             slq_steps=check_int(slq_steps, "slq_steps", lo=1), minres_tol=check_float(minres_tol, "minres_tol", lo=0),
+             minres_iters=check_int(minres_iters, "minres_iters", lo=1), block=check_int(block, "block", lo=1),
+             ritz_tol=check_float(ritz_tol, "ritz_tol", lo=0))
+    s["k_max"] = check_int(k_max if k_max is not None else max(s["k"], min(P, 64)), "k_max", lo=s["k"], hi=P)
+    if s["gf_cut"] > 1:
+        raise ValueError(f"gf_cut: must lie in [0, 1] (a residual ratio), got {s['gf_cut']}")
+    return th, Xa, ya, s
+
+
+def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, eps: float = 1e-4,
+            gf_cut: float = 0.9, k: int = 8, k_max: int | None = None, lanczos_steps: int = 80,
+            slq_probes: int = 2, slq_steps: int = 30, minres_tol: float = 1e-10, minres_iters: int = 100,
+            ritz_tol: float = 1e-6, block: int = 8192, seed: int = 0, backend: str = "auto") -> Certificate:
+    """Certify K endpoints: critical point (minimum or saddle), gradient-flat point, or not converged.
+
+    Args:
+        mlp: the network.
+        theta: [K, P] endpoints (any float dtype; the work is float64).
+        X: [N, n0] the rows of the full-batch loss (all of them, or a documented subset).
+        y: [N] labels.
+        grad_tol: ‖∇L‖² below which an endpoint is a critical point (default 1e-10).
+        eps: eigenvalues below −eps·λ_max count as negative (default 1e-4; see the module notes).
+        gf_cut: gf_residual at or above which a non-critical endpoint is gradient-flat (0.9).
+        k: smallest Ritz values first inspected for the index; doubled while all are negative.
+        k_max: cap on k (default min(P, 64)); must not exceed P.
+        lanczos_steps: Lanczos steps for the extremes (raised to 3k as k grows; at most P).
+        slq_probes, slq_steps: probes and steps of the SLQ density (0 probes: skip it).
+        minres_tol, minres_iters: MINRES relative tolerance and step cap for H p = −g.
+        ritz_tol: a Ritz value counts towards the index when its residual is below ritz_tol·|λ_max|.
+        block: rows per compiled HVP call.
+        seed: seed of the Lanczos start vector and the SLQ probes.
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
+
+    Returns:
+        :class:`Certificate`.
+
+    Raises:
+        ValueError: bad shapes or values (K = 0, NaN in θ, a negative tolerance, k > P …).
+    """
+    th, Xa, ya, s = _checked(mlp, theta, X, y, grad_tol, eps, gf_cut, k, k_max, lanczos_steps, slq_probes,
+                             slq_steps, minres_tol, minres_iters, block, ritz_tol)
+    K, P = th.shape
+    count = [0]
+    H = full_batch_hvp(mlp, th, Xa, ya, s["block"], backend, counter=count)
+    loss, g = full_batch_gradient(mlp, th, Xa, ya, s["block"], backend)
+    grad_sq = (g * g).sum(1)
+
+    lam_min, lam_max, res_min, index, capped = _extremes_and_index(H, K, P, s, seed)
+    neg_frac = np.zeros(K)
+    if s["slq_probes"] > 0:
+        reps = s["slq_probes"]
+        th_rep = np.repeat(th, reps, axis=0)
+        Hrep = full_batch_hvp(mlp, th_rep, Xa, ya, s["block"], backend)
+        nodes, weights = slq(Hrep, K, P, s["slq_steps"], reps, seed=seed + 1)
+        count[0] += s["slq_steps"] * K * reps
+        thr = (-s["eps"] * lam_max)[:, None, None]
+        neg_frac = (weights * (nodes < thr)).sum(axis=(1, 2)) / reps
+    gf = _gf_residual(H, g, s)
+    kind = classify(grad_sq, index, neg_frac, gf, s["grad_tol"], s["gf_cut"])
+    return Certificate(grad_sq=grad_sq, loss=loss, lambda_min=lam_min, lambda_max=lam_max,
+                       lambda_min_residual=res_min, index=index, index_capped=capped, negative_fraction=neg_frac,
+                       gf_residual=gf, kind=kind, settings=s | {"rows": int(Xa.shape[0]), "seed": seed},
+                       hvps=int(count[0] // K))
+
+
+def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """λ_min, λ_max, the λ_min residual, the index and its cap flag, by Lanczos from a fixed start."""
+    v0 = np.random.default_rng([seed, 7]).standard_normal(P)
+    lam_min, lam_max, res_min = np.zeros(K), np.zeros(K), np.zeros(K)
+    index, capped = np.zeros(K, dtype=np.int64), np.zeros(K, dtype=bool)
+    kk = np.full(K, s["k"])
+    todo = np.arange(K)
+    m = min(P, max(s["lanczos_steps"], 3 * s["k"]))
+    while todo.size:
+        sub = todo
+
+        def Hsub(V: np.ndarray, sub: np.ndarray = sub) -> np.ndarray:
+            full = np.zeros((K, P))
+            full[sub] = V
+            return H(full)[sub]
+
+        lz = lanczos(Hsub, np.tile(v0, (sub.size, 1)), m)
+        again = []
+        for j, i in enumerate(sub):
+            th, _, res = ritz(lz, j)
+            lam_min[i], lam_max[i], res_min[i] = th[0], th[-1], res[0]
+            scale = max(abs(th[0]), abs(th[-1]), 1e-300)
+            conv = res <= s["ritz_tol"] * scale
+            low = th[: kk[i]]
+            neg = (low < -s["eps"] * th[-1]) & conv[: kk[i]]
+            index[i] = int(neg.sum())
+            if low.size == kk[i] and np.all(low < -s["eps"] * th[-1]) and kk[i] < s["k_max"]:
+                kk[i] = min(2 * kk[i], s["k_max"])
+                again.append(i)
+            elif low.size == kk[i] and np.all(low < -s["eps"] * th[-1]):
+                capped[i] = True
+        todo = np.array(again, dtype=np.int64)
+        m = min(P, max(m, 3 * int(kk[todo].max()) if todo.size else m))
+    return lam_min, lam_max, res_min, index, capped
+
+
+def _gf_residual(H: Any, g: np.ndarray, s: dict[str, Any]) -> np.ndarray:
+    """‖H p + g‖ / ‖g‖ for the MINRES solution of H p = −g, measured with one more product."""
+    gn = np.linalg.norm(g, axis=1)
+    sol = minres(H, -g, rtol=s["minres_tol"], maxiter=s["minres_iters"])
+    r = np.linalg.norm(H(sol.x) + g, axis=1)
+    return np.where(gn > 0, r / np.where(gn > 0, gn, 1.0), 0.0)
+
+
+def segment_kinds(kind_at: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """What each trap (segment) is made of, from the kinds of its certified endpoints.
+
+    Args:
+        kind_at: [T] the kind of each endpoint of one window ("" where not certified).
+        starts, lengths: [S] the segments of that window.
+
+    Returns:
+        [S]: ``"critical"`` (every certified endpoint a minimum or saddle), ``"gradient_flat"`` or
+        ``"not_converged"`` (every certified endpoint of that kind), ``"mixed"``, or
+        ``"uncertified"`` (none of its endpoints was certified).
+    """
+    out = []
+    for a, n in zip(np.asarray(starts), np.asarray(lengths)):
+        k = [x for x in kind_at[a:a + n] if x]
+        if not k:
+            out.append("uncertified")
+        elif all(x in ("minimum", "saddle") for x in k):
+            out.append("critical")
+        elif all(x == k[0] for x in k):
+            out.append(k[0])
+        else:
+            out.append("mixed")
+    return np.array(out, dtype="U13")

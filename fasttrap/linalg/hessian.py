@@ -1,0 +1,53 @@
+"""The full-batch Hessian of the mean loss over a data set, as a batched operator on the compiled HVP.
+
+With L = (1/N) Σ_α ℓ_α, H = Σ_b (N_b/N) H_b over blocks b of rows, so a product H v over all N rows
+is a sum of compiled HVP calls on blocks (bounding memory), in float64. One call serves all K
+models: ``matvec(V)`` with V [K, P] returns H_k V_k for every k.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import ops
+from ..model.mlp import MLP
+
+
+def full_batch_hvp(mlp: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray, block: int = 8192,
+                   backend: str = "auto", counter: list[int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The operator V [K, P] → H V [K, P] of the full-batch Hessian at θ [K, P] on X [N, n0], y [N].
+
+    Args:
+        mlp: the network.
+        theta: [K, P] float64, validated by the caller.
+        X: [N, n0] float64; y: [N] labels.
+        block: rows per compiled call.
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
+        counter: if given, counter[0] is increased by K for every product (HVPs per model).
+    """
+    N = X.shape[0]
+    blocks = [(a, min(N, a + block)) for a in range(0, N, block)]
+
+    def matvec(V: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(theta)
+        for a, b in blocks:
+            out += np.asarray(ops.hvp(mlp, theta, X[a:b], y[a:b], V, backend=backend), dtype=np.float64) * ((b - a) / N)
+        if counter is not None:
+            counter[0] += theta.shape[0]
+        return out
+
+    return matvec
+
+
+def full_batch_gradient(mlp: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray, block: int = 8192,
+                        backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(loss [K], ∇L [K, P]) of the mean loss over all N rows, float64."""
+    loss, _, g = ops.evaluate(mlp, theta, X, y, True, block, backend=backend)
+    return np.asarray(loss, dtype=np.float64), np.asarray(g, dtype=np.float64)
+
+
+def as_float64(x: Any) -> np.ndarray:
+    """A C-contiguous float64 copy (or view) of an array."""
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float64))

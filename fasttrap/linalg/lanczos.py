@@ -1,0 +1,230 @@
+"""Krylov methods on Hessian-vector products, batched over K independent operators.
+
+Every method here takes ``matvec``: V [K, P] → H_k V_k [K, P] for K symmetric operators at once
+(K models' Hessians), so that one iteration costs one batched HVP call, whatever K is. All work is
+float64.
+
+* :func:`lanczos` — the Lanczos tridiagonalisation with full reorthogonalisation (twice, classical
+  Gram–Schmidt: "twice is enough"), so Ritz values do not repeat and a run of P steps is exact.
+* :func:`ritz` — Ritz values, vectors in the Krylov basis, and their residual norms
+  ‖H u − θ u‖ = |β_m s_m|, from the tridiagonal matrix (:func:`scipy.linalg.eigh_tridiagonal`).
+* :func:`slq` — stochastic Lanczos quadrature: the spectral density as nodes (Ritz values) and
+  weights (squared first components), averaged over Rademacher probes; its moments estimate
+  tr(Hᵖ)/P.
+* :func:`minres` — MINRES for H x = b (any symmetric H, definite or not): the x in the Krylov space
+  K_m(H, b) that minimises ‖b − H x‖, through the Lanczos basis of b (the same three-term
+  recurrence Paige & Saunders use; here with full reorthogonalisation and a small least-squares
+  solve per check, which costs nothing next to an HVP).
+
+The same code serves the certification of endpoints (:mod:`fasttrap.analysis.certify`), the
+Newton-MR inner solver (:mod:`fasttrap.dynamics.newton`) and spectral densities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.linalg import eigh_tridiagonal
+
+MatVec = Callable[[np.ndarray], np.ndarray]   # [K, P] -> [K, P]
+
+
+@dataclass
+class Lanczos:
+    """The result of :func:`lanczos` for K operators.
+
+    Attributes:
+        alpha: [K, m] diagonal of T (entries past ``steps[k]`` are 0).
+        beta: [K, m] off-diagonal: beta[k, j] couples step j to j + 1 (beta[k, steps[k] − 1] is the
+            residual coupling of the last step; 0 when an invariant subspace was found).
+        steps: [K] steps taken per operator (fewer than m when the Krylov space closed early).
+        basis: [K, m, P] the orthonormal Lanczos vectors, or None when not kept.
+    """
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    steps: np.ndarray
+    basis: np.ndarray | None
+
+
+def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, breakdown: float = 1e-12) -> Lanczos:
+    """m steps of Lanczos with full reorthogonalisation, for K operators at once.
+
+    Args:
+        matvec: V [K, P] → H V [K, P].
+        v0: [K, P] start vectors (normalised here; a zero row is an error).
+        m: steps (at most P).
+        keep_basis: keep the Lanczos vectors (needed for Ritz vectors and MINRES solutions).
+        breakdown: relative size of β below which the Krylov space counts as closed (an invariant
+            subspace: the Ritz values of that operator are then exact).
+
+    Returns:
+        :class:`Lanczos`.
+    """
+    v0 = np.asarray(v0, dtype=np.float64)
+    K, P = v0.shape
+    m = int(min(m, P))
+    nrm = np.linalg.norm(v0, axis=1)
+    if np.any(nrm == 0) or not np.all(np.isfinite(nrm)):
+        raise ValueError("v0: every start vector must be finite and non-zero")
+    V = np.zeros((K, m + 1, P))
+    V[:, 0] = v0 / nrm[:, None]
+    alpha = np.zeros((K, m))
+    beta = np.zeros((K, m))
+    steps = np.zeros(K, dtype=np.int64)
+    active = np.ones(K, dtype=bool)
+    scale = np.zeros(K)
+    for j in range(m):
+        if not active.any():
+            break
+        w = np.asarray(matvec(V[:, j]), dtype=np.float64)
+        w[~active] = 0.0
+        a = np.einsum("kp,kp->k", w, V[:, j])
+        alpha[active, j] = a[active]
+        scale = np.maximum(scale, np.abs(a))
+        # full reorthogonalisation against every vector so far, twice
+        for _ in range(2):
+            c = np.einsum("kjp,kp->kj", V[:, : j + 1], w)
+            w -= np.einsum("kj,kjp->kp", c, V[:, : j + 1])
+        b = np.linalg.norm(w, axis=1)
+        scale = np.maximum(scale, b)
+        steps[active] = j + 1
+        closed = active & (b <= breakdown * np.maximum(scale, 1e-300))
+        go = active & ~closed
+        beta[go, j] = b[go]
+        V[go, j + 1] = w[go] / b[go, None]
+        active = go
+    return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=V[:, :m] if keep_basis else None)
+
+
+def ritz(lz: Lanczos, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ritz values of operator k, ascending, with their Krylov-basis vectors and residual norms.
+
+    Returns:
+        ``(theta [s], S [s, s], residual [s])`` with s = lz.steps[k]; the Ritz vector i is
+        basisᵀ S[:, i], and residual[i] = ‖H u_i − θ_i u_i‖ = |β_{s−1} S[s−1, i]|.
+    """
+    s = int(lz.steps[k])
+    if s == 1:
+        th, S = lz.alpha[k, :1].copy(), np.ones((1, 1))
+    else:
+        th, S = eigh_tridiagonal(lz.alpha[k, :s], lz.beta[k, : s - 1])
+    return th, S, np.abs(lz.beta[k, s - 1] * S[s - 1])
+
+
+def slq(matvec: MatVec, K: int, P: int, m: int, probes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stochastic Lanczos quadrature of the spectral densities of K operators.
+
+    Args:
+        matvec: V [K·probes, P] → H V, the probes of operator k at rows k·probes … (k+1)·probes − 1
+            (one batched call per step for all of them).
+        K, P: operators and their dimension.
+        m: Lanczos steps per probe.
+        probes: Rademacher probe vectors per operator.
+        seed: seed of the probes.
+
+    Returns:
+        ``(nodes [K, probes, m], weights [K, probes, m])``: the density of operator k is
+        Σ weights · δ(λ − nodes) / probes (each probe's weights sum to 1; unused slots are 0), and
+        Σ weights · nodesᵖ / probes estimates tr(Hᵖ)/P.
+    """
+    rng = np.random.default_rng(seed)
+    v0 = rng.choice([-1.0, 1.0], size=(K * probes, P))
+    lz = lanczos(matvec, v0, m)
+    nodes = np.zeros((K * probes, min(m, P)))
+    weights = np.zeros_like(nodes)
+    for r in range(K * probes):
+        th, S, _ = ritz(lz, r)
+        nodes[r, : th.size] = th
+        weights[r, : th.size] = S[0] ** 2
+    return nodes.reshape(K, probes, -1), weights.reshape(K, probes, -1)
+
+
+@dataclass
+class Minres:
+    """The result of :func:`minres`.
+
+    Attributes:
+        x: [K, P] the solutions.
+        residual: [K] ‖b − H x‖ / ‖b‖ as the Krylov least-squares problem gives it (0 for b = 0).
+        iterations: [K] Lanczos steps used.
+    """
+
+    x: np.ndarray
+    residual: np.ndarray
+    iterations: np.ndarray
+
+
+def _ls(alpha: np.ndarray, beta: np.ndarray, s: int, bnorm: float) -> tuple[np.ndarray, float]:
+    # min_y ‖ bnorm e1 − T̄ y ‖ with T̄ the (s+1)×s tridiagonal of s Lanczos steps.
+    T = np.zeros((s + 1, s))
+    T[np.arange(s), np.arange(s)] = alpha[:s]
+    T[np.arange(1, s + 1), np.arange(s)] = beta[:s]
+    T[np.arange(s - 1), np.arange(1, s)] = beta[: s - 1]
+    rhs = np.zeros(s + 1)
+    rhs[0] = bnorm
+    y = np.linalg.lstsq(T, rhs, rcond=None)[0]
+    return y, float(np.linalg.norm(rhs - T @ y))
+
+
+def minres(matvec: MatVec, b: np.ndarray, rtol: float = 1e-10, maxiter: int = 100) -> Minres:
+    """MINRES for K symmetric systems H_k x_k = b_k at once: x_k minimises ‖b_k − H_k x‖ over the
+    Krylov space of b_k, grown until ‖b − Hx‖ ≤ rtol‖b‖ or maxiter steps.
+
+    Args:
+        matvec: V [K, P] → H V.
+        b: [K, P] right-hand sides.
+        rtol: relative residual at which an operator stops.
+        maxiter: most Lanczos steps (≤ P).
+
+    Returns:
+        :class:`Minres`.
+    """
+    b = np.asarray(b, dtype=np.float64)
+    K, P = b.shape
+    m = int(min(maxiter, P))
+    bnorm = np.linalg.norm(b, axis=1)
+    x = np.zeros((K, P))
+    res = np.zeros(K)
+    its = np.zeros(K, dtype=np.int64)
+    live = np.flatnonzero(bnorm > 0)
+    if live.size == 0:
+        return Minres(x=x, residual=res, iterations=its)
+    Kl = live.size
+    V = np.zeros((Kl, m + 1, P))
+    V[:, 0] = b[live] / bnorm[live, None]
+    alpha = np.zeros((Kl, m))
+    beta = np.zeros((Kl, m))
+    done = np.zeros(Kl, dtype=bool)
+    steps = np.zeros(Kl, dtype=np.int64)
+    scale = np.zeros(Kl)
+    full = np.zeros((K, P))
+    for j in range(m):
+        act = ~done
+        full[live] = V[:, j]
+        w = np.asarray(matvec(full), dtype=np.float64)[live]
+        w[done] = 0.0
+        a = np.einsum("kp,kp->k", w, V[:, j])
+        alpha[act, j] = a[act]
+        for _ in range(2):
+            c = np.einsum("kjp,kp->kj", V[:, : j + 1], w)
+            w -= np.einsum("kj,kjp->kp", c, V[:, : j + 1])
+        bj = np.linalg.norm(w, axis=1)
+        scale = np.maximum(scale, np.maximum(np.abs(a), bj))
+        steps[act] = j + 1
+        closed = bj <= 1e-12 * np.maximum(scale, 1e-300)
+        beta[act & ~closed, j] = bj[act & ~closed]
+        ok = act & ~closed
+        V[ok, j + 1] = w[ok] / bj[ok, None]
+        for i in np.flatnonzero(act):
+            y, r = _ls(alpha[i], beta[i], j + 1, bnorm[live[i]])
+            res[live[i]] = r / bnorm[live[i]]
+            if res[live[i]] <= rtol or closed[i] or j + 1 == m:
+                done[i] = True
+                x[live[i]] = y @ V[i, : j + 1]
+        if done.all():
+            break
+    its[live] = steps
+    return Minres(x=x, residual=res, iterations=its)

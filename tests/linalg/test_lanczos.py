@@ -1,0 +1,95 @@
+"""Lanczos, SLQ and MINRES, batched over K operators, against dense linear algebra."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fasttrap.linalg.lanczos import lanczos, minres, ritz, slq
+
+
+def _ops(rng, K, P, neg=3, zero=0):
+    """K symmetric matrices with `neg` negative and `zero` zero eigenvalues, and their matvec."""
+    Hs = []
+    for _ in range(K):
+        lam = np.concatenate([-rng.uniform(0.5, 2, neg), np.zeros(zero), rng.uniform(0.1, 5, P - neg - zero)])
+        Q = np.linalg.qr(rng.standard_normal((P, P)))[0]
+        Hs.append((Q * lam) @ Q.T)
+    Hs = np.stack(Hs)
+    return Hs, (lambda V: np.einsum("kpq,kq->kp", Hs, V))
+
+
+def test_full_lanczos_is_exact(rng):
+    Hs, mv = _ops(rng, 3, 40)
+    lz = lanczos(mv, rng.standard_normal((3, 40)), 40)
+    for k in range(3):
+        th, S, res = ritz(lz, k)
+        np.testing.assert_allclose(th, np.linalg.eigvalsh(Hs[k]), rtol=1e-10, atol=1e-10)
+        assert res.max() < 1e-8
+
+
+def test_extremes_converge_first_with_reorthogonalisation(rng):
+    Hs, mv = _ops(rng, 2, 300)
+    lz = lanczos(mv, rng.standard_normal((2, 300)), 120)
+    for k in range(2):
+        th, _, res = ritz(lz, k)
+        lam = np.linalg.eigvalsh(Hs[k])
+        assert th[0] == pytest.approx(lam[0], rel=1e-8) and th[-1] == pytest.approx(lam[-1], rel=1e-8)
+        assert np.unique(np.round(th, 10)).size == th.size      # no ghost copies
+
+
+def test_breakdown_on_an_invariant_subspace(rng):
+    Hs, mv = _ops(rng, 1, 30)
+    w, U = np.linalg.eigh(Hs[0])
+    v0 = (U[:, 0] + U[:, 5])[None]                      # lies in a 2-dimensional invariant subspace
+    lz = lanczos(mv, v0, 30)
+    assert lz.steps[0] == 2
+    np.testing.assert_allclose(ritz(lz, 0)[0], [w[0], w[5]], rtol=1e-10)
+
+
+def test_minres_solves_indefinite_systems(rng):
+    Hs, mv = _ops(rng, 4, 50, neg=5)
+    b = rng.standard_normal((4, 50))
+    sol = minres(mv, b, rtol=1e-12, maxiter=50)
+    for k in range(4):
+        np.testing.assert_allclose(sol.x[k], np.linalg.solve(Hs[k], b[k]), rtol=1e-7, atol=1e-9)
+    assert np.all(sol.residual < 1e-10)
+
+
+def test_minres_gives_the_least_squares_residual_on_singular_systems(rng):
+    """With a kernel, min ‖b − Hx‖ is the size of b's kernel component: MINRES reaches it."""
+    Hs, mv = _ops(rng, 2, 40, neg=2, zero=6)
+    b = rng.standard_normal((2, 40))
+    sol = minres(mv, b, rtol=1e-12, maxiter=40)
+    for k in range(2):
+        w, U = np.linalg.eigh(Hs[k])
+        ker = U[:, np.abs(w) < 1e-9]
+        want = np.linalg.norm(ker @ (ker.T @ b[k])) / np.linalg.norm(b[k])
+        got = np.linalg.norm(Hs[k] @ sol.x[k] - b[k]) / np.linalg.norm(b[k])
+        assert got == pytest.approx(want, rel=1e-6)
+        assert sol.residual[k] == pytest.approx(want, rel=1e-6)
+
+
+def test_minres_of_a_kernel_vector_is_hopeless(rng):
+    Hs, mv = _ops(rng, 1, 20, neg=0, zero=3)
+    w, U = np.linalg.eigh(Hs[0])
+    b = U[:, np.abs(w) < 1e-9].sum(1)[None]
+    sol = minres(mv, b, maxiter=20)
+    assert sol.residual[0] == pytest.approx(1.0, abs=1e-10) and np.allclose(sol.x, 0)
+
+
+def test_slq_density_integrates_to_one_and_matches_traces(rng):
+    Hs, mv = _ops(rng, 2, 60, neg=6)
+    probes = 400
+
+    def mv_rep(V):
+        return np.einsum("kpq,kq->kp", np.repeat(Hs, probes, axis=0), V)
+
+    nodes, weights = slq(mv_rep, 2, 60, 25, probes, seed=1)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-10)
+    for k in range(2):
+        for p in (1, 2, 3):
+            est = (weights[k] * nodes[k] ** p).sum() / probes
+            exact = np.trace(np.linalg.matrix_power(Hs[k], p)) / 60
+            sd = np.sqrt(2 * np.trace(np.linalg.matrix_power(Hs[k], 2 * p)) / probes) / 60   # Hutchinson's error
+            assert abs(est - exact) < 5 * sd + 1e-9, (k, p, est, exact)
