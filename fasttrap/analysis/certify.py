@@ -10,9 +10,9 @@ Gradient-norm minimisation, which is exactly the inner descent on G = ½‖∇L�
   with full reorthogonalisation on the compiled HVP (:mod:`fasttrap.linalg.lanczos`), from a fixed
   start vector; ``lambda_min_residual`` is the residual ‖Hu − λu‖ of the λ_min Ritz pair, so an
   unconverged estimate shows;
-* ``index``: the number of eigenvalues below −ε·λ_max among the k smallest Ritz values whose
-  residual is below ``ritz_tol``·|λ_max| (k doubles while the k-th is still negative, up to
-  ``k_max``; ``index_capped`` says the cap was hit, so the index is a lower bound), and
+* ``index``: the number of eigenvalues below −ε·λ_max, counted as Ritz values below it (a lower
+  bound by Cauchy interlacing, exact when Lanczos spans the whole space; while the count reaches k,
+  k doubles and Lanczos runs 3k steps, up to ``k_max``; ``index_lower_bound`` says which), and
   ``negative_fraction``, the share of the spectrum below −ε·λ_max from stochastic Lanczos
   quadrature;
 * ``gf_residual`` r = ‖Hp + g‖/‖g‖ for the MINRES solution p of H p = −g: 0 when g lies in the
@@ -59,8 +59,9 @@ class Certificate:
         loss: the full-batch loss.
         lambda_min, lambda_max: extreme Hessian eigenvalues (Lanczos).
         lambda_min_residual: ‖H u − λ_min u‖ of the Ritz pair (small: converged).
-        index: eigenvalues below −eps·λ_max (converged Ritz values among the k smallest).
-        index_capped: True where the count reached ``k_max`` (the index is then a lower bound).
+        index: eigenvalues below −eps·λ_max: Ritz values below it, a lower bound by interlacing.
+        index_lower_bound: True where the index is only a lower bound (Lanczos did not span the
+            whole space); False where it is exact.
         negative_fraction: SLQ estimate of the share of eigenvalues below −eps·λ_max.
         gf_residual: ‖H p + g‖ / ‖g‖ for the MINRES solution of H p = −g (0 where g = 0).
         kind: one of :data:`KINDS`.
@@ -74,7 +75,7 @@ class Certificate:
     lambda_max: np.ndarray
     lambda_min_residual: np.ndarray
     index: np.ndarray
-    index_capped: np.ndarray
+    index_lower_bound: np.ndarray
     negative_fraction: np.ndarray
     gf_residual: np.ndarray
     kind: np.ndarray
@@ -92,7 +93,7 @@ class Certificate:
 
 def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_cut: Any, k: Any, k_max: Any,
              lanczos_steps: Any, slq_probes: Any, slq_steps: Any, minres_tol: Any, minres_iters: Any, block: Any,
-             ritz_tol: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     check_mlp(mlp)
     th = check_theta(mlp, theta).astype(np.float64)
     Xa, ya = check_dataset(mlp, X, y, np.float64)
@@ -101,8 +102,7 @@ def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_c
              gf_cut=check_float(gf_cut, "gf_cut", lo=0), k=check_int(k, "k", lo=1, hi=P),
              lanczos_steps=check_int(lanczos_steps, "lanczos_steps", lo=1), slq_probes=check_int(slq_probes, "slq_probes", lo=0),
              slq_steps=check_int(slq_steps, "slq_steps", lo=1), minres_tol=check_float(minres_tol, "minres_tol", lo=0),
-             minres_iters=check_int(minres_iters, "minres_iters", lo=1), block=check_int(block, "block", lo=1),
-             ritz_tol=check_float(ritz_tol, "ritz_tol", lo=0))
+             minres_iters=check_int(minres_iters, "minres_iters", lo=1), block=check_int(block, "block", lo=1))
     s["k_max"] = check_int(k_max if k_max is not None else max(s["k"], min(P, 64)), "k_max", lo=s["k"], hi=P)
     if s["gf_cut"] > 1:
         raise ValueError(f"gf_cut: must lie in [0, 1] (a residual ratio), got {s['gf_cut']}")
@@ -112,7 +112,7 @@ def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_c
 def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, eps: float = 1e-4,
             gf_cut: float = 0.9, k: int = 8, k_max: int | None = None, lanczos_steps: int = 80,
             slq_probes: int = 2, slq_steps: int = 30, minres_tol: float = 1e-10, minres_iters: int = 100,
-            ritz_tol: float = 1e-6, block: int = 8192, seed: int = 0, backend: str = "auto") -> Certificate:
+            block: int = 8192, seed: int = 0, backend: str = "auto") -> Certificate:
     """Certify K endpoints: critical point (minimum or saddle), gradient-flat point, or not converged.
 
     Args:
@@ -128,7 +128,6 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
         lanczos_steps: Lanczos steps for the extremes (raised to 3k as k grows; at most P).
         slq_probes, slq_steps: probes and steps of the SLQ density (0 probes: skip it).
         minres_tol, minres_iters: MINRES relative tolerance and step cap for H p = −g.
-        ritz_tol: a Ritz value counts towards the index when its residual is below ritz_tol·|λ_max|.
         block: rows per compiled HVP call.
         seed: seed of the Lanczos start vector and the SLQ probes.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
@@ -140,7 +139,7 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
         ValueError: bad shapes or values (K = 0, NaN in θ, a negative tolerance, k > P …).
     """
     th, Xa, ya, s = _checked(mlp, theta, X, y, grad_tol, eps, gf_cut, k, k_max, lanczos_steps, slq_probes,
-                             slq_steps, minres_tol, minres_iters, block, ritz_tol)
+                             slq_steps, minres_tol, minres_iters, block)
     K, P = th.shape
     count = [0]
     H = full_batch_hvp(mlp, th, Xa, ya, s["block"], backend, counter=count)
@@ -160,17 +159,24 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
     gf = _gf_residual(H, g, s)
     kind = classify(grad_sq, index, neg_frac, gf, s["grad_tol"], s["gf_cut"])
     return Certificate(grad_sq=grad_sq, loss=loss, lambda_min=lam_min, lambda_max=lam_max,
-                       lambda_min_residual=res_min, index=index, index_capped=capped, negative_fraction=neg_frac,
+                       lambda_min_residual=res_min, index=index, index_lower_bound=capped, negative_fraction=neg_frac,
                        gf_residual=gf, kind=kind, settings=s | {"rows": int(Xa.shape[0]), "seed": seed},
                        hvps=int(count[0] // K))
 
 
 def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """λ_min, λ_max, the λ_min residual, the index and its cap flag, by Lanczos from a fixed start."""
+    """λ_min, λ_max, the λ_min residual, the index and whether it is only a lower bound.
+
+    By Cauchy interlacing the j-th smallest Ritz value of any Lanczos run is ≥ the j-th smallest
+    eigenvalue, so the number of Ritz values below −eps·λ_max is a lower bound on the index,
+    converged or not; it is exact when the Krylov space is the whole space (P steps, or an
+    invariant subspace). While that count reaches k (the k-th smallest Ritz value is still
+    negative), k doubles and Lanczos runs 3k steps, up to k_max.
+    """
     v0 = np.random.default_rng([seed, 7]).standard_normal(P)
     lam_min, lam_max, res_min = np.zeros(K), np.zeros(K), np.zeros(K)
-    index, capped = np.zeros(K, dtype=np.int64), np.zeros(K, dtype=bool)
+    index, lower = np.zeros(K, dtype=np.int64), np.zeros(K, dtype=bool)
     kk = np.full(K, s["k"])
     todo = np.arange(K)
     m = min(P, max(s["lanczos_steps"], 3 * s["k"]))
@@ -187,19 +193,16 @@ def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
         for j, i in enumerate(sub):
             th, _, res = ritz(lz, j)
             lam_min[i], lam_max[i], res_min[i] = th[0], th[-1], res[0]
-            scale = max(abs(th[0]), abs(th[-1]), 1e-300)
-            conv = res <= s["ritz_tol"] * scale
-            low = th[: kk[i]]
-            neg = (low < -s["eps"] * th[-1]) & conv[: kk[i]]
-            index[i] = int(neg.sum())
-            if low.size == kk[i] and np.all(low < -s["eps"] * th[-1]) and kk[i] < s["k_max"]:
+            index[i] = int((th < -s["eps"] * th[-1]).sum())
+            exact = lz.steps[j] < m or m == P           # the Krylov space closed, or is everything
+            lower[i] = not exact
+            if not exact and index[i] >= kk[i] and kk[i] < s["k_max"]:
                 kk[i] = min(2 * kk[i], s["k_max"])
                 again.append(i)
-            elif low.size == kk[i] and np.all(low < -s["eps"] * th[-1]):
-                capped[i] = True
         todo = np.array(again, dtype=np.int64)
-        m = min(P, max(m, 3 * int(kk[todo].max()) if todo.size else m))
-    return lam_min, lam_max, res_min, index, capped
+        if todo.size:
+            m = min(P, max(m, 3 * int(kk[todo].max())))
+    return lam_min, lam_max, res_min, index, lower
 
 
 def _gf_residual(H: Any, g: np.ndarray, s: dict[str, Any]) -> np.ndarray:

@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover
         return lambda f: f
 
 VALID_STATUS = ("converged", "max_steps")
-INVALID_STATUS = ("diverged", "nonfinite", "interrupted")
+INVALID_STATUS = ("diverged", "nonfinite", "interrupted", "blowup", "collapsed", "line_search_failed")
 
 DEFAULTS: dict[str, float | int | bool] = {
     "dist_ratio": 2.0,

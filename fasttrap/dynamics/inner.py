@@ -24,6 +24,8 @@ from .. import ops
 from ..model import rng
 from ..ops import backend as _backend
 from ..ops.validate import check_dataset, check_float, check_int, check_mlp, check_theta
+from ..analysis.stability import auto_lr
+from ..linalg.hessian import lambda_max
 from .newton import newton_mr
 
 METHODS = ("sgd", "gd", "newton_mr", "sgd+newton_mr")
@@ -107,7 +109,8 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                   G_tol: float = 5e-11, growth: float = 1e8, drop_last: bool = False, evaluate: bool = True,
                   eval_rows: int | None = None, index_offset: int = 0, backend: str = "auto",
                   progress: bool | None | Progress = True, progress_offset: int = 0, polish_steps: int = 20,
-                  minres_tol: float = 1e-8, minres_iters: int = 60, alpha0: float = 1.0) -> InnerResult:
+                  minres_tol: float = 1e-8, minres_iters: int = 60, alpha0: float = 1.0, lr_c: float = 1.0,
+                  lr_rows: int = 2048) -> InnerResult:
     """Run K inner descents on G = ½‖∇L‖² from the rows of θ0.
 
     Args:
@@ -116,7 +119,9 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         data: a :class:`Dataset` (its training set) or a tuple (X [N, n0], y [N]).
         epochs: length in epochs (``steps`` = epochs × ceil(N / batch_size)); give this or ``steps``.
         steps: length in steps (for ``method="gd"`` one step is one full-batch step).
-        lr: learning rate, a scalar or one per model [K].
+        lr: learning rate, a scalar, one per model [K], or ``"auto"``: lr = lr_c/λ_max² per start
+            point, λ_max(H) by 20 Lanczos steps on the first ``lr_rows`` rows
+            (:mod:`fasttrap.analysis.stability`: descent on G is linearly stable for lr < 2/λ_max²).
         batch_size: minibatch size; the last batch of an epoch is shorter unless ``drop_last``.
         seed: seed of the batch order (stream ``(seed, "inner", index)``).
         batches: ``"shared"`` (common random numbers, the default) or ``"independent"``.
@@ -144,6 +149,7 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         polish_steps: Newton-MR iterations of ``"sgd+newton_mr"``.
         minres_tol, minres_iters: MINRES tolerance and step cap of each Newton-MR iteration.
         alpha0: first trial step of Newton-MR's Armijo line search (1: the Newton step).
+        lr_c, lr_rows: the constant and the rows of ``lr="auto"``.
 
     Returns:
         :class:`InnerResult`.
@@ -151,6 +157,13 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
     check_mlp(mlp)
     th0 = check_theta(mlp, theta0, "theta0")
     X, y = _training_set(mlp, data, th0.dtype)
+    lam = None
+    if isinstance(lr, str):
+        if lr != "auto":
+            raise ValueError(f"lr: expected a number, one per model, or 'auto', got {lr!r}")
+        lr_rows = check_int(lr_rows, "lr_rows", lo=1)
+        lam = lambda_max(mlp, th0, X[:lr_rows], y[:lr_rows], backend=_backend.resolve(backend))
+        lr = auto_lr(lam, check_float(lr_c, "lr_c", positive=True))
     cfg = _settings(th0.shape[0], X.shape[0], epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                     batches=batches, method=method, record_every=record_every, G_tol=G_tol, growth=growth,
                     drop_last=drop_last, index_offset=index_offset)
@@ -186,6 +199,7 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                        model_steps=int(np.asarray(out["steps_done"]).sum()),
                        settings=dict(args, lr=cfg["lr"], method=method, batches=batches, seed=cfg["seed"], backend=be,
                                      streams=None, index_offset=cfg["index_offset"], polish_steps=polish_steps,
+                                     lambda_max=lam,
                                      **{k: v for k, v in newton_kw.items() if k != "backend"},
                                      **{k: out[k] for k in ("hvps", "grad_passes", "polish_steps_done",
                                                             "polish_G_start") if k in out}))

@@ -51,3 +51,18 @@ def full_batch_gradient(mlp: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarra
 def as_float64(x: Any) -> np.ndarray:
     """A C-contiguous float64 copy (or view) of an array."""
     return np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+
+
+def lambda_max(mlp: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray, steps: int = 20, seed: int = 0,
+               block: int = 8192, backend: str = "auto") -> np.ndarray:
+    """λ_max(H) [K] of the mean loss over (X, y) at each row of θ [K, P], by ``steps`` Lanczos steps
+    on the batched compiled HVP (the largest Ritz value converges first; a few dozen products give
+    it to a few digits, which is all a step-size rule needs). Works in θ's dtype."""
+    from .lanczos import lanczos, ritz
+
+    th = np.ascontiguousarray(theta)
+    Xd = np.ascontiguousarray(X, dtype=th.dtype)
+    H = full_batch_hvp(mlp, th, Xd, y, block, backend)
+    v0 = np.random.default_rng([seed, 11]).standard_normal(th.shape)
+    lz = lanczos(lambda V: H(V.astype(th.dtype)), v0, min(steps, th.shape[1]))
+    return np.array([ritz(lz, k)[0][-1] for k in range(th.shape[0])])

@@ -34,10 +34,10 @@ def dense_hessian(mlp: MLP, theta_row: Any, X: Any, y: Any) -> tuple[float, np.n
 def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, eps: float = 1e-4,
             gf_cut: float = 0.9, k: int = 8, k_max: int | None = None, lanczos_steps: int = 80,
             slq_probes: int = 2, slq_steps: int = 30, minres_tol: float = 1e-10, minres_iters: int = 100,
-            ritz_tol: float = 1e-6, block: int = 8192, seed: int = 0) -> dict[str, np.ndarray]:
+            block: int = 8192, seed: int = 0) -> dict[str, np.ndarray]:
     """Dense certificates of K endpoints: the arrays of :class:`fasttrap.analysis.certify.Certificate`.
 
-    The Krylov settings (k, k_max, lanczos_steps, slq_*, minres_*, ritz_tol, block, seed) are
+    The Krylov settings (k, k_max, lanczos_steps, slq_*, minres_*, block, seed) are
     accepted for the shared signature and have no effect: the dense spectrum is exact.
     """
     th = np.asarray(as_tensor(theta, torch.float64))

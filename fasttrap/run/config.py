@@ -65,6 +65,9 @@ SCHEMA: dict[str, Setting] = {
     "inner.block": S("int", 0, "start points per block, the unit of saving and resuming (0: all of them on a GPU, 25 on a CPU)", min=0),
     "inner.G_tol": S("float", 5e-11, "converged when G < G_tol (5e-11 is |grad L|^2 < 1e-10)", min=0),
     "inner.growth": S("float", 1e8, "diverged when G > growth x G(start); 0 disables", min=0),
+    "inner.blowup": S("float", 1e3, "a run whose recorded G rose above this multiple of its start is flagged 'blowup' "
+                      "and not counted, even if it came back", min=1),
+    "inner.norm_growth": S("float", 10.0, "a run whose weight norm grew by more than this factor is flagged 'blowup'", min=1),
     "inner.dtype": S("str", "float32", "precision of the inner descent", ("float32", "float64")),
     "inner.eval_rows": S("int", 0, "training rows used to evaluate loss, G and accuracy at the endpoints (0: all)", min=0),
     "inner.record_every": S("int", 0, "record minibatch G every this many inner steps (0: about 200 points)", min=0),

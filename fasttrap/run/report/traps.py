@@ -152,11 +152,12 @@ def section_certificates(x: _Inputs) -> list[str]:
     lines += [f"{c['kind'].size} of {n_all} finite endpoints certified (every {cfg['certify.every']} of each window), on "
               f"the full-batch loss of the first {cfg['certify.rows'] or 'all'} training rows, float64: ‖∇L‖², the "
               f"extreme Hessian eigenvalues and the index by Lanczos ({cfg['certify.lanczos_steps']} steps), the "
-              f"gradient-flat residual ‖Hp + g‖/‖g‖ of MINRES. Rule (`fasttrap.certify`): a critical point needs "
+              f"gradient-flat residual ‖Hp + g‖/‖g‖ of MINRES (the index counts the Ritz values below −ε·λ_max: a "
+              f"lower bound by interlacing unless Lanczos spans the whole space). Rule (`fasttrap.certify`): a critical point needs "
               f"‖∇L‖² < {cfg['certify.grad_tol']:g}; it is a minimum when no eigenvalue lies below "
               f"−{cfg['certify.eps']:g}·λ_max, else a saddle; a non-critical endpoint is gradient-flat when the "
               f"residual is ≥ {cfg['certify.gf_cut']:g}, else not converged.", "",
-              "| regime | certified | minimum | saddle | gradient-flat | not converged | median ‖∇L‖² | median λ_min | median index |",
+              "| regime | certified | minimum | saddle | gradient-flat | not converged | median ‖∇L‖² | median λ_min | median index (≥) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     split = cfg["inner.regime_split"]
     crit_share = {}

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ...analysis import powerlaw, traps
+from ... import ops
+from ...analysis import powerlaw, stability, traps
 from ...analysis.certify import certify, segment_kinds
 from ...common import store
 from ...common.progress import Progress
@@ -78,13 +79,16 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
                                 eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo,
                                 backend=cfg["run.backend"], progress=bar, progress_offset=offset)
             offset += (hi - lo) * n_steps
-            store.write_npz(run.dir / "inner" / f"block_{b:04d}.npz", theta=res.theta, status=res.status.astype("U12"),
+            status, fl = _honest_status(cfg, ds, theta0[lo:hi], res)
+            store.write_npz(run.dir / "inner" / f"block_{b:04d}.npz", theta=res.theta, status=status.astype("U18"),
+                            G_peak_ratio=fl["G_peak_ratio"], norm_ratio=fl["norm_ratio"],
                             steps_done=res.steps_done, G_start=res.G_start, G_last=res.G_last,
                             train_loss=res.train_loss, train_G=res.train_G, train_acc=res.train_acc,
                             G_trace=res.G_trace, trace_steps=res.trace_steps, index=np.arange(lo, hi))
             blk = run.manifest["stages"].setdefault("inner", {}).setdefault("blocks", {})
             blk[str(b)] = {"models": hi - lo, "seconds": round(time.perf_counter() - tb, 3),
-                           "model_steps": int(res.model_steps), "status": res.counts()}
+                           "model_steps": int(res.model_steps),
+                           "status": {str(k): int(v) for k, v in zip(*np.unique(status, return_counts=True))}}
             run.save_manifest()
     finally:
         bar.close()
@@ -113,6 +117,22 @@ def stage_indicators(run: Run) -> None:
         D = traps.pairwise_distances(inn["theta"][m])
         store.write_npz(run.dir / "indicators" / f"seed_{s}.npz", pairwise=D, **ind.to_dict())
     run.stage_done("indicators", time.perf_counter() - t0)
+
+
+def _honest_status(cfg: dict[str, Any], ds: datamod.Dataset, theta0: np.ndarray, res: Any
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The runs' statuses, with ``blowup`` for a run that left its basin and came back and
+    ``collapsed`` for a catapult into a collapsed network (:func:`fasttrap.analysis.stability.flags`):
+    neither is counted as a valid endpoint, whatever the descent's own status said."""
+    rows = cfg["inner.eval_rows"] or None
+    loss0, acc0, _ = ops.evaluate(mlp_of(cfg), theta0, ds.X_train[:rows], ds.y_train[:rows], backend=cfg["run.backend"])
+    fl = stability.flags(res.G_trace, res.G_start, theta0, res.theta, loss0, acc0, res.train_loss, res.train_acc,
+                         ds.n_classes, blowup=cfg["inner.blowup"], norm_growth=cfg["inner.norm_growth"])
+    status = res.status.astype("U18").copy()
+    ok = np.isin(status, ["converged", "max_steps"])
+    status[ok & fl["blowup"]] = "blowup"
+    status[ok & ~fl["blowup"] & fl["collapsed"]] = "collapsed"
+    return status, fl
 
 
 def stage_certify(run: Run, ds: datamod.Dataset) -> None:

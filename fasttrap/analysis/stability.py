@@ -1,0 +1,65 @@
+"""Is an inner descent stable, and did it stay honest? Step sizes from the curvature, and flags for
+runs that blew up and came back, or collapsed.
+
+* **Linear stability of descent on G.** Near a critical point ∇²G = H² + Σ_i g_i ∇²g_i ≈ H², so
+  gradient descent on G is linearly stable only for lr < 2/λ_max(H)². :func:`auto_lr` sets
+  lr = c/λ_max² with c = 1 (half the limit: a margin for the curvature changing along the run),
+  the principled form of the regime-dependent learning rate the reference study tuned by hand;
+  :func:`unstable` flags a fixed lr with lr·λ_max² > 2.
+* **Blow-ups that recover.** A run whose G rose far above its start (default 10³×) at some recorded
+  step, or whose weights grew by more than 10× in norm, left the basin it started in, whatever its
+  final status says: :func:`flags` marks it ``blowup``, and the analysis does not count it.
+* **Collapsed endpoints.** An endpoint at chance accuracy, or with loss ≥ 0.98·ln(classes), from a
+  start that was neither, is a catapult into a collapsed network: ``collapsed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def auto_lr(lam_max: Any, c: float = 1.0) -> np.ndarray:
+    """lr = c / λ_max² per start point [K] (c = 1: half the linear-stability limit 2/λ_max²)."""
+    lam = np.asarray(lam_max, dtype=np.float64)
+    if not c > 0:
+        raise ValueError(f"c: must be > 0, got {c}")
+    if np.any(~np.isfinite(lam)) or np.any(lam <= 0):
+        raise ValueError("lam_max: needs finite, positive largest eigenvalues")
+    return c / lam ** 2
+
+
+def unstable(lr: Any, lam_max: Any) -> np.ndarray:
+    """[K] True where a fixed lr exceeds the linear-stability limit of descent on G: lr·λ_max² > 2."""
+    return np.asarray(lr, dtype=np.float64) * np.asarray(lam_max, dtype=np.float64) ** 2 > 2.0
+
+
+def flags(G_trace: Any, G_start: Any, theta0: Any, theta: Any, loss0: Any, acc0: Any, loss: Any, acc: Any,
+          n_classes: int, blowup: float = 1e3, norm_growth: float = 10.0) -> dict[str, np.ndarray]:
+    """Blow-up and collapse flags of K inner runs.
+
+    Args:
+        G_trace: [K, T'] G along each run (NaN after it stopped); G_start: [K].
+        theta0, theta: [K, P] start and end points.
+        loss0, acc0, loss, acc: [K] full-set loss and accuracy at the start and at the end.
+        n_classes: classes of the task (chance accuracy 1/n, collapsed loss ln n).
+        blowup: G above this multiple of its start at any recorded step is a blow-up.
+        norm_growth: ‖θ*‖/‖θ0‖ above this is a blow-up too.
+
+    Returns:
+        ``blowup``, ``collapsed`` [K] bool, and ``G_peak_ratio``, ``norm_ratio`` [K].
+    """
+    tr = np.asarray(G_trace, dtype=np.float64)
+    G0 = np.asarray(G_start, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        peak = np.where(np.isfinite(tr).any(1), np.nanmax(np.where(np.isfinite(tr), tr, -np.inf), axis=1), np.nan)
+        peak_ratio = peak / G0
+        nr = np.linalg.norm(np.asarray(theta, np.float64), axis=1) / np.linalg.norm(np.asarray(theta0, np.float64), axis=1)
+    blow = (peak_ratio > blowup) | (nr > norm_growth)
+    chance = 1.0 / n_classes + 0.02
+    lnc = 0.98 * np.log(n_classes)
+    bad_end = (np.asarray(acc) <= chance) | (np.asarray(loss) >= lnc)
+    bad_start = (np.asarray(acc0) <= chance) | (np.asarray(loss0) >= lnc)
+    return {"blowup": np.nan_to_num(blow, nan=False).astype(bool), "collapsed": bad_end & ~bad_start,
+            "G_peak_ratio": peak_ratio, "norm_ratio": nr}
