@@ -60,4 +60,15 @@ inline void fill_descent_settings(DescentSettings& s, int64_t K, int64_t N, int 
   s.progress = progress;
 }
 
+// Publishes a finished step to the Python-side progress counters (relaxed atomics: Python only
+// reads them for the bar): steps begun, model-steps executed (+= executed), models still active.
+// Returns true when Python asked the loop to stop (Ctrl-C).
+inline bool report_step(int64_t* progress, int64_t steps_begun, int64_t executed, int64_t active) {
+  if (progress == nullptr) return false;
+  __atomic_store_n(&progress[0], steps_begun, __ATOMIC_RELAXED);
+  __atomic_store_n(&progress[1], __atomic_load_n(&progress[1], __ATOMIC_RELAXED) + executed, __ATOMIC_RELAXED);
+  __atomic_store_n(&progress[3], active, __ATOMIC_RELAXED);
+  return __atomic_load_n(&progress[2], __ATOMIC_RELAXED) != 0;
+}
+
 }  // namespace ft

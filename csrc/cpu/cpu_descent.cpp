@@ -271,14 +271,9 @@ void descent_sgd(const Net& net, const DescentArgs<T>& a, const Opts& o) {
           }
         }
         s_done = s + 1;
-        if (a.progress) {
-          astore(&a.progress[0], s + 1);
-          astore(&a.progress[1], aload(&a.progress[1]) + Kact);
-          astore(&a.progress[3], st.Kact);
-          if (aload(&a.progress[2]) != 0) {
-            interrupted = true;
-            done = true;
-          }
+        if (report_step(a.progress, s + 1, Kact, st.Kact)) {
+          interrupted = true;
+          done = true;
         }
         if (st.Kact == 0) done = true;
       }

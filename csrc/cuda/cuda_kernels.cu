@@ -574,12 +574,7 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
       s_done = s + 1;
       FT_CK(cudaMemcpyAsync(&act_host, active, sizeof(act_host), cudaMemcpyDeviceToHost, st));
       FT_CK(cudaStreamSynchronize(st));
-      if (a.progress) {
-        __atomic_store_n(&a.progress[0], s + 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&a.progress[1], __atomic_load_n(&a.progress[1], __ATOMIC_RELAXED) + (int64_t)act_host, __ATOMIC_RELAXED);
-        __atomic_store_n(&a.progress[3], (int64_t)act_host, __ATOMIC_RELAXED);
-        if (__atomic_load_n(&a.progress[2], __ATOMIC_RELAXED) != 0) { interrupted = true; break; }
-      }
+      if (report_step(a.progress, s + 1, (int64_t)act_host, (int64_t)act_host)) { interrupted = true; break; }
       if (act_host == 0) break;
     }
   } else {
@@ -675,12 +670,7 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
         FT_CK(cudaMemcpyAsync(&act_host, active, sizeof(act_host), cudaMemcpyDeviceToHost, st));
         FT_CK(cudaStreamSynchronize(st));
       }
-      if (a.progress) {
-        __atomic_store_n(&a.progress[0], s + 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&a.progress[1], __atomic_load_n(&a.progress[1], __ATOMIC_RELAXED) + (int64_t)act_host, __ATOMIC_RELAXED);
-        __atomic_store_n(&a.progress[3], (int64_t)act_host, __ATOMIC_RELAXED);
-        if (__atomic_load_n(&a.progress[2], __ATOMIC_RELAXED) != 0) { interrupted = true; break; }
-      }
+      if (report_step(a.progress, s + 1, (int64_t)act_host, (int64_t)act_host)) { interrupted = true; break; }
       if (check && act_host == 0) break;
     }
     // The models still running: their packed parameters out (a stopped model's row was written

@@ -80,23 +80,28 @@ def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, br
         if not active.any():
             break
         w = np.asarray(matvec(V[:, j]), dtype=np.float64)
-        w[~active] = 0.0
-        a = np.einsum("kp,kp->k", w, V[:, j])
-        alpha[active, j] = a[active]
-        scale = np.maximum(scale, np.abs(a))
-        # full reorthogonalisation against every vector so far, twice
-        for _ in range(2):
-            c = np.einsum("kjp,kp->kj", V[:, : j + 1], w)
-            w -= np.einsum("kj,kjp->kp", c, V[:, : j + 1])
-        b = np.linalg.norm(w, axis=1)
-        scale = np.maximum(scale, b)
         steps[active] = j + 1
-        closed = active & (b <= breakdown * np.maximum(scale, 1e-300))
-        go = active & ~closed
-        beta[go, j] = b[go]
-        V[go, j + 1] = w[go] / b[go, None]
-        active = go
+        active = _extend(V, j, w, active, alpha, beta, scale, breakdown)
     return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=V[:, :m] if keep_basis else None)
+
+
+def _extend(V: np.ndarray, j: int, w: np.ndarray, active: np.ndarray, alpha: np.ndarray, beta: np.ndarray,
+            scale: np.ndarray, breakdown: float) -> np.ndarray:
+    """One Lanczos step in place, given w = H v_j [K, P]: α_j, w orthogonalised against every vector
+    so far (twice), β_j and v_{j+1} for the operators still active. Returns the operators that go on
+    (those whose Krylov space did not close; ``scale`` tracks the largest |α|, β seen)."""
+    w[~active] = 0.0
+    a = np.einsum("kp,kp->k", w, V[:, j])
+    alpha[active, j] = a[active]
+    for _ in range(2):
+        c = np.einsum("kjp,kp->kj", V[:, : j + 1], w)
+        w -= np.einsum("kj,kjp->kp", c, V[:, : j + 1])
+    b = np.linalg.norm(w, axis=1)
+    np.maximum(scale, np.maximum(np.abs(a), b), out=scale)
+    go = active & (b > breakdown * np.maximum(scale, 1e-300))
+    beta[go, j] = b[go]
+    V[go, j + 1] = w[go] / b[go, None]
+    return go
 
 
 def ritz(lz: Lanczos, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,19 +210,8 @@ def minres(matvec: MatVec, b: np.ndarray, rtol: float = 1e-10, maxiter: int = 10
         act = ~done
         full[live] = V[:, j]
         w = np.asarray(matvec(full), dtype=np.float64)[live]
-        w[done] = 0.0
-        a = np.einsum("kp,kp->k", w, V[:, j])
-        alpha[act, j] = a[act]
-        for _ in range(2):
-            c = np.einsum("kjp,kp->kj", V[:, : j + 1], w)
-            w -= np.einsum("kj,kjp->kp", c, V[:, : j + 1])
-        bj = np.linalg.norm(w, axis=1)
-        scale = np.maximum(scale, np.maximum(np.abs(a), bj))
         steps[act] = j + 1
-        closed = bj <= 1e-12 * np.maximum(scale, 1e-300)
-        beta[act & ~closed, j] = bj[act & ~closed]
-        ok = act & ~closed
-        V[ok, j + 1] = w[ok] / bj[ok, None]
+        closed = act & ~_extend(V, j, w, act, alpha, beta, scale, 1e-12)
         for i in np.flatnonzero(act):
             y, r = _ls(alpha[i], beta[i], j + 1, bnorm[live[i]])
             res[live[i]] = r / bnorm[live[i]]

@@ -246,7 +246,7 @@ def certificates(steps: Any, cert: dict[str, Any], boundary_steps: Any, stem: st
     axs[1].set_yscale("symlog", linthresh=1e-3)
     axs[1].axhline(0, color="k", lw=0.5)
     axs[1].set_ylabel("λ_min (▼), λ_max (▲)")
-    axs[2].set_ylabel("index (negative eigenvalues)")
+    axs[2].set_ylabel("index (≥; Ritz values < −ε·λ_max)")
     axs[2].set_xlabel("outer step")
     bx = np.asarray(boundary_steps)
     for ax in axs:
