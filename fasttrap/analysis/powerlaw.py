@@ -32,6 +32,10 @@ from scipy import special
 from ..common.progress import Progress
 
 ALTERNATIVES = ("exponential", "lognormal", "truncated_power_law")
+# A power law is a statement about a range: a tail of a few repeated values, or one spanning less
+# than a decade, cannot tell it from an exponential or anything else, whatever a p-value says.
+MIN_DISTINCT = 5
+MIN_DECADES = 1.0
 
 
 @dataclass
@@ -50,6 +54,10 @@ class PowerLawFit:
         comparisons: per alternative, ``{"R": log-likelihood ratio (normalised; > 0 favours the
             power law), "p": its significance}``.
         discrete: whether the discrete MLE was used.
+        tail_distinct, tail_decades: distinct values at or above x_min, and log10(max / x_min).
+        testable: whether the tail has the range a power-law test needs (:data:`MIN_DISTINCT`
+            distinct values over at least :data:`MIN_DECADES` decade); when it has not, the
+            verdict says "not testable", whatever p says.
     """
 
     alpha: float
@@ -62,12 +70,20 @@ class PowerLawFit:
     n_bootstrap: int
     comparisons: dict[str, dict[str, float]] = field(default_factory=dict)
     discrete: bool = True
+    tail_distinct: int = 0
+    tail_decades: float = float("nan")
+    testable: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def verdict(self) -> str:
-        """A one-line reading in Clauset et al.'s terms."""
+        """A one-line reading in Clauset et al.'s terms ("not testable" when the tail lacks range)."""
+        if not self.testable:
+            return (f"not testable: too little range (alpha = {self.alpha:.2f} ± {self.alpha_err:.2f} above xmin = "
+                    f"{self.xmin:g}: {self.n_tail}/{self.n} samples with {self.tail_distinct} distinct values over "
+                    f"{self.tail_decades:.2f} decades; a test needs >= {MIN_DISTINCT} distinct values over >= "
+                    f"{MIN_DECADES:g} decade)")
         if not np.isfinite(self.p_value):
             gof = "goodness of fit not tested"
         elif self.p_value >= 0.1:
@@ -297,11 +313,15 @@ def fit_power_law(times: Any, discrete: bool = True, n_bootstrap: int = 200, xmi
         raise ValueError(f"times: the power-law fit failed on these samples ({exc})") from None
     if not (np.isfinite(alpha) and np.isfinite(D)):
         raise ValueError("times: the power-law fit did not converge on these samples")
-    n_tail = int((x >= xm).sum())
+    tail = x[x >= xm]
+    n_tail = int(tail.size)
+    distinct = int(np.unique(tail).size)
+    decades = float(np.log10(tail.max() / xm)) if n_tail else 0.0
     comps = compare_alternatives(fit) if compare else {}
     p_value, used = float("nan"), 0
     if n_bootstrap > 0:
         p_value, used = goodness_of_fit(x, alpha, xm, D, discrete, int(n_bootstrap), xmin, seed, progress)
     return PowerLawFit(alpha=alpha, alpha_err=alpha_standard_error(alpha, xm, n_tail, discrete), xmin=xm,
                        n=int(x.size), n_tail=n_tail, ks=D, p_value=p_value, n_bootstrap=int(used),
-                       comparisons=comps, discrete=discrete)
+                       comparisons=comps, discrete=discrete, tail_distinct=distinct, tail_decades=decades,
+                       testable=distinct >= MIN_DISTINCT and decades >= MIN_DECADES)

@@ -193,3 +193,21 @@ def test_bad_samples(bad, exc):
 def test_bad_bootstrap_count():
     with pytest.raises(ValueError, match="n_bootstrap"):
         stats.fit_power_law(np.arange(1, 40), n_bootstrap=-1)
+
+
+def test_a_sample_without_range_is_not_testable():
+    """The recorded quick run's sample: 37 ones and 3, 4, 18. Whatever p says, a power law cannot be
+    tested on it, and the verdict must say so with the counts."""
+    x = np.r_[np.ones(37), 3, 4, 18]
+    f = stats.fit_power_law(x, n_bootstrap=20, seed=0)
+    assert not f.testable and f.tail_distinct < stats.MIN_DISTINCT
+    assert f.verdict().startswith("not testable: too little range")
+    assert f"{f.n_tail}/{f.n} samples with {f.tail_distinct} distinct values" in f.verdict()
+    assert "plausible" not in f.verdict() and "rejected" not in f.verdict()
+
+
+def test_a_power_law_over_decades_is_testable():
+    x = stats.discrete_power_law_sample(2.2, 1, 2000, np.random.default_rng(5))
+    f = stats.fit_power_law(x, n_bootstrap=0, compare=False)
+    assert f.testable and f.tail_decades >= 1 and f.tail_distinct >= 5
+    assert not f.verdict().startswith("not testable")

@@ -76,7 +76,7 @@ def figures(run: rundir.Run, x: _Inputs) -> None:
         c = x.certs[s]
         plots.certificates(c["steps"], c, x.traps_npz[f"boundary_steps_{s}"], fig / f"certificates_seed{s}",
                            grad_tol=cfg["certify.grad_tol"], title=f"seed {s}: what the endpoints are")
-    fits = {k: PowerLawFit(**{f: v[f] for f in PowerLawFit.__dataclass_fields__}) for k, v in x.fits.items()
+    fits = {k: PowerLawFit(**{f: v[f] for f in PowerLawFit.__dataclass_fields__ if f in v}) for k, v in x.fits.items()
             if "skipped" not in v}
     plots.trapping_times(x.groups, fits, fig / "trapping_times",
                          title=f"trapping times, {len(x.seeds)} seed(s); early/late split at step {cfg['traps.split']}")
@@ -216,18 +216,21 @@ def section_power_law(x: _Inputs) -> list[str]:
              "Discrete power-law MLE with x_min by KS distance (Clauset, Shalizi & Newman 2009), its standard error "
              "from the observed Fisher information of the discrete likelihood, bootstrap "
              f"goodness-of-fit p ({x.cfg['stats.n_bootstrap']} synthetic sets; p ≥ 0.1: plausible), and likelihood-ratio "
-             "tests against alternatives (R > 0 favours the power law; p < 0.1: significant).", "",
-             "| group | α | x_min | tail / n | KS | bootstrap p | vs exponential R (p) | vs lognormal R (p) | vs truncated R (p) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "tests against alternatives (R > 0 favours the power law; p < 0.1: significant). A tail with fewer than "
+             "5 distinct values, or spanning less than a decade above x_min, is *not testable*: no p-value can "
+             "tell a power law there from anything else.", "",
+             "| group | α | x_min | tail / n | distinct in tail | decades | KS | bootstrap p | vs exponential R (p) | vs lognormal R (p) | vs truncated R (p) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
     for g in ("all", "early", "late"):
         v = x.fits.get(g, {})
         if "skipped" in v:
-            lines.append(f"| {g} | – | – | – | – | – | – | – | {v['skipped']} |")
+            lines.append(f"| {g} | – | – | – | – | – | – | – | – | – | {v['skipped']} |")
             continue
         c = v["comparisons"]
         cmp = " | ".join(f"{fmt(c[a]['R'])} ({fmt(c[a]['p'], 2)})" for a in ("exponential", "lognormal", "truncated_power_law"))
-        lines.append(f"| {g} | {v['alpha']:.2f} ± {v['alpha_err']:.2f} | {v['xmin']:g} | {v['n_tail']}/{v['n']} | {v['ks']:.3f} | "
+        lines.append(f"| {g} | {v['alpha']:.2f} ± {v['alpha_err']:.2f} | {v['xmin']:g} | {v['n_tail']}/{v['n']} | "
+                     f"{v.get('tail_distinct', '–')} | {fmt(v.get('tail_decades'), 2)} | {v['ks']:.3f} | "
                      f"{fmt(v['p_value'], 2)} | {cmp} |")
         verdicts.append(f"- **{g}**: {v['verdict']}")
     return lines + ["", *verdicts, "", "![trapping times](figures/trapping_times.png)"]
