@@ -59,6 +59,10 @@ SCHEMA: dict[str, Setting] = {
     "inner.epochs": S("float", 100.0, "inner epochs per outer point", min=0),
     "inner.lr": S("floats", [0.1, 0.01], "inner learning rate: one value, or one per regime (see inner.regime_split)"),
     "inner.regime_split": S("int", 50, "outer steps <= this use inner.lr[0], later ones inner.lr[1]", min=0),
+    "inner.lr_rule": S("str", "fixed", "'fixed': inner.lr; 'auto': each run's lr = inner.lr_c / lambda_max(H)^2 at its "
+                       "start point (descent on G is linearly stable for lr < 2/lambda_max^2)", ("fixed", "auto")),
+    "inner.lr_c": S("float", 1.0, "the constant c of inner.lr_rule = 'auto' (1: half the stability limit)", min=0),
+    "inner.lr_rows": S("int", 2048, "training rows of the Hessian whose lambda_max sets or checks each run's lr", min=1),
     "inner.batch_size": S("int", 128, "inner minibatch size", min=1),
     "inner.batches": S("str", "shared", "minibatch order: 'shared' (common random numbers) or 'independent'", ("shared", "independent")),
     "inner.method": S("str", "sgd", "inner descent: 'sgd' (minibatch G) or 'gd' (full-batch G)", ("sgd", "gd")),

@@ -143,7 +143,8 @@ def inner_results(run: Run) -> dict[str, np.ndarray]:
     theta0, _, _ = start_points(run)
     nb = len(blocks(len(theta0), block_size(run.cfg, len(theta0))))
     parts = [store.read_npz(run.dir / "inner" / f"block_{b:04d}.npz") for b in range(nb)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "trace_steps"} | {"trace_steps": parts[0]["trace_steps"]}
+    keys = set.intersection(*(set(p) for p in parts)) - {"trace_steps"}    # blocks of older versions lack newer keys
+    return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)} | {"trace_steps": parts[0]["trace_steps"]}
 
 
 def load_indicators(run: Run, s: int) -> traps.Indicators:

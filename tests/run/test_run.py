@@ -114,6 +114,11 @@ def test_end_to_end_tiny(tmp_path):
     assert sum(tj["segments_by_certificate"].values()) == tz["lengths"].size
     assert (out / "figures" / "certificates_seed0.png").is_file()
 
+    # Every run's λ_max at its start point, and the stability flag of its fixed lr.
+    lam0 = store.read_npz(out / "inner" / "block_0000.npz")["lambda_max"]
+    assert lam0.shape == (5,) and np.all(lam0 > 0)
+    assert "lr·λ_max² > 2" in rep
+
     # The public readers give back the same numbers.
     import fasttrap
 
@@ -125,6 +130,18 @@ def test_end_to_end_tiny(tmp_path):
     assert rd.stats == fits and rd.traps["summary"] == tj["summary"]
     with pytest.raises(fasttrap.run.rundir.RunError, match="not a fasttrap run directory"):
         fasttrap.open_run(tmp_path)
+
+
+def test_auto_lr_rule_sets_each_runs_step_from_its_curvature(tmp_path):
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *TINY, "--set", "inner.lr_rule=auto", "--set", "window.stop=10",
+                 "--set", "certify.enabled=false"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    z = np.concatenate([store.read_npz(p)["lr"] for p in sorted((out / "inner").glob("block_*.npz"))])
+    lam = np.concatenate([store.read_npz(p)["lambda_max"] for p in sorted((out / "inner").glob("block_*.npz"))])
+    np.testing.assert_allclose(z, 1.0 / lam ** 2, rtol=1e-12)
+    assert np.all(lam > 0) and not np.any(z * lam ** 2 > 2)
+    assert "set to 1/λ_max² per run" in (out / "report.md").read_text()
 
 
 def test_kill_and_resume_is_bit_identical(tmp_path):

@@ -129,6 +129,16 @@ def section_inner(x: _Inputs) -> list[str]:
              "| status | all | steps ≤ regime split | later |", "|---|---:|---:|---:|"]
     for n, c in zip(*np.unique(status, return_counts=True)):
         lines.append(f"| {n} | {c} | {int(((status == n) & reg1).sum())} | {int(((status == n) & ~reg1).sum())} |")
+    if "lambda_max" in inn:
+        lam, lr, bad = inn["lambda_max"], inn["lr"], inn["lr_unstable"].astype(bool)
+        rule = ("set to " + f"{cfg['inner.lr_c']:g}/λ_max² per run (`inner.lr_rule = \"auto\"`)"
+                if cfg["inner.lr_rule"] == "auto" else "fixed")
+        lines += ["", f"Stability (λ_max(H) at each start point by 20 Lanczos steps on {cfg['inner.lr_rows']:,} rows; "
+                      f"descent on G is linearly stable only for lr < 2/λ_max²): lr {rule}; median λ_max "
+                      f"{fmt(np.median(lam[reg1])) if reg1.any() else '–'} for outer steps ≤ {cfg['inner.regime_split']}, "
+                      f"{fmt(np.median(lam[~reg1])) if (~reg1).any() else '–'} after; **{int(bad.sum())} of {bad.size} runs "
+                      f"have lr·λ_max² > 2** ({int((bad & reg1).sum())} and {int((bad & ~reg1).sum())}), "
+                      f"median lr·λ_max² {fmt(np.median(lr * lam ** 2))}."]
     valid = np.isin(status, ["max_steps", "converged"])
     if valid.any():
         lines += ["", f"At the valid endpoints: median G {np.nanmedian(inn['train_G'][valid]):.3g} "

@@ -22,6 +22,7 @@ from ...analysis.certify import certify, segment_kinds
 from ...common import store
 from ...common.progress import Progress
 from ...dynamics.inner import inner_descent
+from ...linalg.hessian import lambda_max
 from ...dynamics.outer import outer_sgd
 from ...model import data as datamod
 from ...model.mlp import MLP
@@ -72,7 +73,13 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
     try:
         for b, lo, hi in todo:
             tb = time.perf_counter()
-            res = inner_descent(mlp_of(cfg), theta0[lo:hi], ds, steps=n_steps, lr=lr[lo:hi],
+            # λ_max(H) at every start point: it sets lr under inner.lr_rule = "auto", and flags a
+            # fixed lr beyond the linear-stability limit 2/λ_max² of descent on G otherwise
+            rows = cfg["inner.lr_rows"]
+            lam = lambda_max(mlp_of(cfg), theta0[lo:hi], ds.X_train[:rows], ds.y_train[:rows],
+                             backend=cfg["run.backend"])
+            lr_b = stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto" else lr[lo:hi]
+            res = inner_descent(mlp_of(cfg), theta0[lo:hi], ds, steps=n_steps, lr=lr_b,
                                 batch_size=cfg["inner.batch_size"], seed=cfg["run.seed"],
                                 batches=cfg["inner.batches"], method=cfg["inner.method"], record_every=rec,
                                 G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
@@ -81,7 +88,8 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
             offset += (hi - lo) * n_steps
             status, fl = _honest_status(cfg, ds, theta0[lo:hi], res)
             store.write_npz(run.dir / "inner" / f"block_{b:04d}.npz", theta=res.theta, status=status.astype("U18"),
-                            G_peak_ratio=fl["G_peak_ratio"], norm_ratio=fl["norm_ratio"],
+                            G_peak_ratio=fl["G_peak_ratio"], norm_ratio=fl["norm_ratio"], lambda_max=lam, lr=lr_b,
+                            lr_unstable=stability.unstable(lr_b, lam),
                             steps_done=res.steps_done, G_start=res.G_start, G_last=res.G_last,
                             train_loss=res.train_loss, train_G=res.train_G, train_acc=res.train_acc,
                             G_trace=res.G_trace, trace_steps=res.trace_steps, index=np.arange(lo, hi))
