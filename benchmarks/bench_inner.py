@@ -11,7 +11,6 @@ per seed.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest

@@ -8,13 +8,11 @@ same session, right beside the timings it is compared with.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 RESULTS = Path(__file__).parent / "results"

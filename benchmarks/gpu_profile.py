@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-import numpy as np
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 import fasttrap

@@ -184,6 +184,9 @@ def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
         sub = todo
 
         def Hsub(V: np.ndarray, sub: np.ndarray = sub) -> np.ndarray:
+            # H acts on all K endpoints; only a re-run for some of them needs the scatter
+            if sub.size == K:
+                return H(V)
             full = np.zeros((K, P))
             full[sub] = V
             return H(full)[sub]

@@ -224,9 +224,9 @@ def _polish(mlp: MLP, out: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, 
     t0 = time.perf_counter()
     nw = newton_mr(mlp, theta[ok], X, y, steps=steps, G_tol=cfg["loop"]["G_tol"], growth=cfg["loop"]["growth"],
                    **newton_kw)
-    th = theta.astype(np.float64).copy()
+    th = theta.astype(np.float64)          # a copy: the polished rows are float64
     th[ok] = nw["theta"]
-    res["theta"] = th.astype(theta.dtype) if theta.dtype == np.float64 else th
+    res["theta"] = th
     st[ok] = nw["status"]
     res["status"] = st
     res["polish_steps_done"][ok] = nw["steps_done"]

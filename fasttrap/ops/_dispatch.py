@@ -81,10 +81,9 @@ def _cuda(name: str) -> Callable[..., Any] | None:
     return getattr(cuda, name, None)
 
 
-def _twin_on_device(name: str, theta: Any, *arrays: Any) -> None:
+def _twin_on_device(name: str, **arrays: Any) -> None:
     # The twin takes torch tensors; CuPy arrays would be copied to the host silently otherwise.
-    for label, a in (("theta", theta),) + tuple(("X" if i == 0 else "y" if i == 1 else "v", a)
-                                                 for i, a in enumerate(arrays)):
+    for label, a in arrays.items():
         if is_device_array(a) and not is_torch(a):
             raise TypeError(f"{label}: {name} takes torch CUDA tensors on the device (its CUDA path is the torch "
                             "twin); wrap CuPy arrays with torch.as_tensor")
@@ -107,7 +106,7 @@ def batch_op(name: str, mlp: Any, theta: Any, X: Any, y: Any, *directions: Any, 
     if be == "cuda" and any(is_device_array(a) for a in (theta, X, y, *directions)):
         fn = _cuda(name)
         if fn is None:
-            _twin_on_device(name, theta, X, y, *directions)
+            _twin_on_device(name, theta=theta, X=X, y=y, **{f"v{i or ''}": v for i, v in enumerate(directions)})
             return _convert_all(theta, _twin(name)(mlp, theta, X, y, *directions))
         return fn(mlp, theta, X, y, *directions)
     th = check_theta(mlp, theta)
@@ -146,7 +145,7 @@ def dataset_op(name: str, mlp: Any, theta: Any, X: Any, y: Any, want_grad: Any, 
     if be == "cuda" and any(is_device_array(a) for a in (theta, X, y)):
         fn = _cuda(name)
         if fn is None:
-            _twin_on_device(name, theta, X, y)
+            _twin_on_device(name, theta=theta, X=X, y=y)
             return _convert_all(theta, _twin(name)(mlp, theta, X, y, want_grad, block))
         return fn(mlp, theta, X, y, want_grad, block)
     th = check_theta(mlp, theta)

@@ -15,7 +15,7 @@ from fasttrap import traps
 
 
 # ---------------------------------------------------------------- the NumPy reference ---------
-from naive.segment import reference_otsu, reference_segment  # noqa: E402
+from naive.segment import reference_segment  # noqa: E402
 
 
 def planted(rng, n=400, P=50, noise=0.0, mean_len=8.0, step=1.0, jump=20.0, invalid_frac=0.0):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import _loader, data
+from fasttrap import data
 
 from _util import COMPILED_BACKENDS
 

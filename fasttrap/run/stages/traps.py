@@ -25,8 +25,6 @@ from ...dynamics.inner import inner_descent
 from ...linalg.hessian import lambda_max
 from ...dynamics.outer import outer_sgd
 from ...model import data as datamod
-from ...model.mlp import MLP
-from ...ops import backend
 from .. import config as cfgmod, rundir
 from ..report.traps import write_report
 from ..rundir import Run, log
