@@ -45,11 +45,14 @@ case " $stages " in *" cudatests "*)
   run "CUDA tests" 200 python3 -m pytest "$REPO/tests/ops/test_cuda.py" -q -p no:cacheprovider 2>&1 | tee "$OUT/cudatests.log" | tail -4 || fail=1 ;;
 esac
 case " $stages " in *" thesis "*)
-  # The main job itself, thesis profile, on the GPU; 8 of its files come back.
+  # The main job itself, thesis profile (the reference protocol), on the GPU. THESIS_ARGS adds
+  # --set overrides. Whatever the run wrote that is small (reports, json, figures, manifests, not
+  # the endpoint arrays) comes back as one archive, also when the stage ran out of time.
   run "thesis profile" ${THESIS_TIMEOUT:-480} python3 -m fasttrap.run --profile thesis --backend cuda --out /tmp/thesis \
-      --set stats.n_bootstrap=${NBOOT:-200} 2>&1 | grep -v "ETA" | tee "$OUT/thesis.log" | tail -12 || fail=1
-  for f in report.md manifest.json stats.json traps.json figures/indicators_seed0.png figures/trapping_times.png \
-           figures/G_start_end_seed0.png figures/training_curves.png; do cp "/tmp/thesis/$f" "$OUT/" 2>/dev/null; done ;;
+      ${THESIS_ARGS:-} 2>&1 | grep -v "ETA" | tee "$OUT/thesis.log" | tail -25 || fail=1
+  (cd /tmp && find thesis -type f \( -name "*.md" -o -name "*.json" -o -name "*.toml" -o -name "*.png" \
+      -o -path "*certify/*" -o -name "traps.npz" -o -name "identity.npz" \) -print0 | tar czf "$OUT/thesis_run.tar.gz" --null -T -)
+  ls -la "$OUT" ;;
 esac
 case " $stages " in *" analysis32 "*)
   run "reference analysis tf32" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --tf32 --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tee "$OUT/analysis32.log" | tail -30 || fail=1 ;;

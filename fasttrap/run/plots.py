@@ -22,10 +22,13 @@ def _vlines(ax: Any, xs: Any, **kw: Any) -> None:
         ax.axvline(x, **(kw if i == 0 else {k: v for k, v in kw.items() if k != "label"}))
 
 
-def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "") -> list[Path]:
-    """Endpoint loss, endpoint G and the distances against the outer step, traps marked."""
+def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "", labels: Any = None) -> list[Path]:
+    """Endpoint loss, endpoint G and the distances against the outer step, traps marked: the
+    consecutive rule's boundaries (grey lines) and, given cluster ``labels`` [T], the starts of the
+    clusters' visits (red dashes) with each endpoint's loss coloured by its cluster."""
     steps = np.asarray(ind.steps)
     b = np.asarray(boundaries, dtype=np.int64)
+    lab = None if labels is None else np.asarray(labels, dtype=np.int64)
     bx = steps[b] if b.size else np.zeros(0)
     inv = np.asarray(ind.invalid, bool)
     loss_v = np.where(inv, np.nan, ind.loss_end)        # invalid endpoints are marked, not drawn
@@ -47,7 +50,14 @@ def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "") -> 
     axs[3].set_ylabel("end-to-end / yardstick")
     axs[3].set_xlabel("outer step")
     for ax in axs:
-        _vlines(ax, bx, color="k", lw=0.5, alpha=0.35, label="trap boundary")
+        _vlines(ax, bx, color="k", lw=0.5, alpha=0.35, label="consecutive-rule boundary")
+    if lab is not None and lab.size == steps.size:
+        vs = np.r_[0, np.flatnonzero(np.diff(lab) != 0) + 1][1:]
+        for ax in axs:
+            _vlines(ax, steps[vs], color="C3", lw=0.8, ls="--", alpha=0.6, label="cluster visit starts")
+        ok = lab >= 0
+        axs[0].scatter(steps[ok], loss_v[ok], c=lab[ok] % 10, cmap="tab10", vmin=0, vmax=9, s=14, zorder=3)
+        axs[2].legend(fontsize=7, loc="upper right")
     if inv.any():
         for ax, ser in zip(axs[:2], (loss_v, G_v)):
             y0 = np.nanmin(ser) if np.isfinite(ser).any() else 1.0
@@ -56,7 +66,34 @@ def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "") -> 
     axs[0].set_title(title or f"trap indicators ({len(b)} boundaries)")
     return save_figure(fig, stem, {"steps": steps, "loss_end": ind.loss_end, "G_end": ind.G_end,
                                    "end_to_end": ind.end_to_end, "outer_step": ind.outer_step,
-                                   "start_to_end": ind.start_to_end, "invalid": inv, "boundaries": b})
+                                   "start_to_end": ind.start_to_end, "invalid": inv, "boundaries": b,
+                                   "labels": np.zeros(0, np.int64) if lab is None else lab})
+
+
+def distance_histogram(consecutive: Any, within: dict[str, Any], cut: float, stem: str | Path, title: str = "") -> list[Path]:
+    """The evidence for (or against) trap identity: the distances between consecutive endpoints against
+    the within-trap distances (the same start point rerun), on log-spaced bins, with the cut."""
+    cons = np.asarray(consecutive, dtype=np.float64)
+    cons = cons[np.isfinite(cons) & (cons > 0)]
+    allv = [cons] + [np.asarray(v, dtype=np.float64) for v in within.values()]
+    allv = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in allv]) if allv else np.zeros(0)
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    if allv.size:
+        bins = np.logspace(np.log10(allv.min()) - 0.05, np.log10(allv.max()) + 0.05, 40)
+        ax.hist(cons, bins=bins, histtype="stepfilled", alpha=0.45, color="C0", label=f"consecutive endpoints ({cons.size})")
+        for i, (k, v) in enumerate(within.items()):
+            v = np.asarray(v, dtype=np.float64)
+            ax.hist(v[v > 0], bins=bins, histtype="step", lw=1.5, color=f"C{i + 1}", label=f"within-trap: {k} ({v.size})")
+    if np.isfinite(cut) and cut > 0:
+        ax.axvline(cut, color="k", ls="--", lw=1, label=f"cut {cut:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("distance in weight space")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "within-trap against consecutive distances")
+    return save_figure(fig, stem, {"consecutive": cons, "cut": np.array(cut),
+                                   **{f"within_{k}": np.asarray(v) for k, v in within.items()}})
 
 
 def G_start_end(steps: Any, G_start: Any, G_end: Any, status: Any, stem: str | Path, title: str = "") -> list[Path]:

@@ -5,10 +5,15 @@ Layout of a run directory::
     config.toml  manifest.json  report.md
     outer/seed_<s>.npz            θ_t of the window, training curves
     inner/block_<b>.npz           endpoints θ*, statuses, G records, endpoint loss/G/accuracy
+    inner_seed/, inner_half/      the same for the reruns with another batch seed and with half the budget
     certify/seed_<s>.npz          certificates of the endpoints: ‖∇L‖², λ_min, λ_max, index, kind
     indicators/seed_<s>.npz       the indicator series and the endpoints' pairwise distances
+    indicators_seed/, indicators_half/   the same for the reruns
+    identity.npz  identity.json   the within-trap scale, the clusters of every seed, visits and returns
     traps.npz  traps.json         boundaries per seed, trapping times, their summary
     stats.json                    power-law fits (all, early, late)
+    sensitivity.json              every statistic under the cut x0.5/x1/x2, the other rule, the reruns
+    regime1/                      the regime-1 window of the first seeds, a run directory of its own
     figures/*.png|pdf|npz
 
 and for the aging analysis::
@@ -115,6 +120,38 @@ class Run:
         self.save_manifest()
 
 
+# The inner stage and its reruns: "main", "seed" (batch seed run.seed + 1), "half" (half the epochs).
+VARIANTS = ("main", "seed", "half")
+
+
+def _suffix(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+    return "" if variant == "main" else f"_{variant}"
+
+
+def inner_dir(run: Run, variant: str = "main") -> Path:
+    """Where the inner blocks of ``variant`` are stored."""
+    return run.dir / f"inner{_suffix(variant)}"
+
+
+def indicators_dir(run: Run, variant: str = "main") -> Path:
+    """Where the indicator series of ``variant`` are stored."""
+    return run.dir / f"indicators{_suffix(variant)}"
+
+
+def variant_seeds(run: Run, variant: str = "main") -> list[int]:
+    """The seeds a variant covers: all for the main run, the first ``sensitivity.seeds`` for the reruns."""
+    _suffix(variant)
+    n = run.cfg["sensitivity.seeds"] or len(run.seeds)
+    return run.seeds if variant == "main" else run.seeds[:n]
+
+
+def variants(run: Run) -> list[str]:
+    """The variants this run computes."""
+    return list(VARIANTS) if run.cfg["sensitivity.enabled"] else ["main"]
+
+
 def start_points(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All start points in global order (seed-major): θ0 [N, P], their outer steps, their seeds."""
     th, st, sd = [], [], []
@@ -138,18 +175,25 @@ def block_size(cfg: dict[str, Any], n: int) -> int:
     return n if backend.resolve(cfg["run.backend"]) == "cuda" else 25
 
 
-def inner_results(run: Run) -> dict[str, np.ndarray]:
-    """Every inner block concatenated in global start-point order: theta [N, P], status [N], G_trace [N, T'] …"""
-    theta0, _, _ = start_points(run)
-    nb = len(blocks(len(theta0), block_size(run.cfg, len(theta0))))
-    parts = [store.read_npz(run.dir / "inner" / f"block_{b:04d}.npz") for b in range(nb)]
+def n_points(run: Run, variant: str = "main") -> int:
+    """How many start points a variant covers (the first ones in global order: its seeds come first)."""
+    _, _, seeds = start_points(run)
+    return int(np.isin(seeds, variant_seeds(run, variant)).sum())
+
+
+def inner_results(run: Run, variant: str = "main") -> dict[str, np.ndarray]:
+    """Every inner block of ``variant`` concatenated in global start-point order: theta [N, P], status [N],
+    G_trace [N, T'] … (N: the start points of the variant's seeds)."""
+    n = n_points(run, variant)
+    nb = len(blocks(n, block_size(run.cfg, n)))
+    parts = [store.read_npz(inner_dir(run, variant) / f"block_{b:04d}.npz") for b in range(nb)]
     keys = set.intersection(*(set(p) for p in parts)) - {"trace_steps"}    # blocks of older versions lack newer keys
     return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)} | {"trace_steps": parts[0]["trace_steps"]}
 
 
-def load_indicators(run: Run, s: int) -> traps.Indicators:
-    """The indicator series of seed ``s`` (:class:`fasttrap.traps.Indicators`)."""
-    z = store.read_npz(run.dir / "indicators" / f"seed_{s}.npz")
+def load_indicators(run: Run, s: int, variant: str = "main") -> traps.Indicators:
+    """The indicator series of seed ``s`` (:class:`fasttrap.traps.Indicators`) of ``variant``."""
+    z = store.read_npz(indicators_dir(run, variant) / f"seed_{s}.npz")
     return traps.Indicators(z["steps"], z["loss_end"], z["acc_end"], z["G_end"], z["end_to_end"], z["start_to_end"],
                             z["outer_step"], z["status"], z["invalid"], z.get("G_start"))
 
@@ -169,9 +213,9 @@ def certificates(run: Run, s: int) -> dict[str, np.ndarray] | None:
     return store.read_npz(p) if p.exists() else None
 
 
-def pairwise_distances(run: Run, s: int) -> np.ndarray:
+def pairwise_distances(run: Run, s: int, variant: str = "main") -> np.ndarray:
     """The endpoints' pairwise distance matrix [T, T] of seed ``s``, as the indicator stage stored it."""
-    return store.read_npz(run.dir / "indicators" / f"seed_{s}.npz")["pairwise"]
+    return store.read_npz(indicators_dir(run, variant) / f"seed_{s}.npz")["pairwise"]
 
 
 @dataclass
@@ -192,6 +236,10 @@ class RunData:
             ``traps.json`` (summary, thresholds), or None.
         stats: ``stats.json`` (the power-law fits), or None.
         certificates: per seed, the certificates of its endpoints (:func:`certificates`), or None.
+        identity: ``identity.json`` (within-trap scale, cut, clusters, visits, returns and the gap test
+            per seed), or None.
+        sensitivity: ``sensitivity.json`` (the statistics under each change, with intervals), or None.
+        regime1: the regime-1 companion run (``<run>/regime1``) as a :class:`RunData`, or None.
     """
 
     path: Path
@@ -207,6 +255,9 @@ class RunData:
     traps: dict[str, Any] | None
     stats: dict[str, Any] | None
     certificates: dict[int, dict[str, np.ndarray]] | None = None
+    identity: dict[str, Any] | None = None
+    sensitivity: dict[str, Any] | None = None
+    regime1: "RunData | None" = None
 
     def run(self) -> Run:
         """The :class:`Run` (directory and manifest) behind this data, for the readers above."""
@@ -256,5 +307,8 @@ def open_run(path: str | os.PathLike[str]) -> RunData:
         tr = dict(store.read_npz(d / "traps.npz")) | store.read_json(d / "traps.json")
     stats = store.read_json(d / "stats.json") if (d / "stats.json").exists() else None
     certs = {s: c for s in seeds if (c := certificates(run, s)) is not None} or None
-    return RunData(certificates=certs, path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
+    idn = store.read_json(d / "identity.json") if (d / "identity.json").exists() else None
+    sen = store.read_json(d / "sensitivity.json") if (d / "sensitivity.json").exists() else None
+    r1 = open_run(d / "regime1") if (d / "regime1" / "manifest.json").is_file() else None
+    return RunData(certificates=certs, identity=idn, sensitivity=sen, regime1=r1, path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
                    start_steps=st, start_seeds=sd, inner=inner, indicators=ind, traps=tr, stats=stats)

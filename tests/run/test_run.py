@@ -17,13 +17,17 @@ from fasttrap import cli, config, store
 
 # A tiny but real configuration: the embedded MNIST, a small MLP, 20 outer points.
 TINY = ["--set", "model.widths=[784,24,10]", "--set", "outer.steps=30", "--set", "window.start=1",
-        "--set", "window.stop=20", "--set", "inner.epochs=0.25", "--set", "inner.block=5",
+        "--set", "window.stop=20", "--set", "window.every=1", "--set", "regime1.seeds=0",
+        "--set", "sensitivity.seed_bootstrap=50", "--set", "sensitivity.n_bootstrap=10",
+        "--set", "inner.epochs=0.25", "--set", "inner.block=5",
         "--set", "stats.n_bootstrap=10", "--set", "outer.curve_points=6", "--set", "inner.eval_rows=5000",
         "--set", "certify.every=5", "--set", "certify.rows=2000", "--set", "certify.lanczos_steps=20",
         "--set", "certify.minres_iters=20"]
 # For the kill test: enough inner work that a kill lands mid-stage.
 KILLABLE = ["--set", "model.widths=[784,48,10]", "--set", "outer.steps=40", "--set", "window.start=1",
-            "--set", "window.stop=32", "--set", "inner.epochs=1.5", "--set", "inner.block=4",
+            "--set", "window.stop=32", "--set", "window.every=1", "--set", "regime1.seeds=1",
+            "--set", "regime1.start=1", "--set", "regime1.stop=8", "--set", "sensitivity.seed_bootstrap=20",
+            "--set", "sensitivity.n_bootstrap=5", "--set", "inner.epochs=1", "--set", "inner.block=4",
             "--set", "stats.n_bootstrap=10", "--set", "outer.curve_points=6", "--set", "inner.eval_rows=3000",
             "--set", "certify.every=8", "--set", "certify.rows=1000", "--set", "certify.lanczos_steps=10",
             "--set", "certify.minres_iters=10", "--threads", "2"]
@@ -119,6 +123,20 @@ def test_end_to_end_tiny(tmp_path):
     assert lam0.shape == (5,) and np.all(lam0 > 0)
     assert "lr·λ_max² > 2" in rep
 
+    # Trap identity and sensitivity: the within-trap scale is measured from the reruns, every seed is
+    # clustered, and the table holds the reported rule under every change.
+    idn, sen = store.read_json(out / "identity.json"), store.read_json(out / "sensitivity.json")
+    assert idn["within_scale"] > 0 and idn["cut"] == pytest.approx(3 * idn["within_scale"])
+    assert idn["within"]["seed"]["n"] > 0 and idn["within"]["half"]["n"] > 0
+    assert set(idn["per_seed"]) == {"0"} and tj["rule_used"] == "cluster"
+    names = [r["name"] for r in sen["rows"]]
+    assert names[:4] == ["clusters, cut ×1", "clusters, cut ×0.5", "clusters, cut ×2", "consecutive-jump rule"]
+    assert names[4] == "batch seed 1" and names[5].startswith("half the budget")
+    assert sen["rows"][0]["n"] == summ["n"]                       # row 1 is what the report states
+    for section in ("## Trap identity", "## Sensitivity"):
+        assert section in rep
+    assert (out / "figures" / "distances.png").is_file()
+
     # The public readers give back the same numbers.
     import fasttrap
 
@@ -128,8 +146,70 @@ def test_end_to_end_tiny(tmp_path):
     assert rd.inner["theta"].shape[0] == 20 and rd.start_points.shape == rd.inner["theta"].shape
     np.testing.assert_array_equal(rd.indicators[0].steps, np.arange(1, 21))
     assert rd.stats == fits and rd.traps["summary"] == tj["summary"]
+    assert rd.identity == idn and rd.sensitivity == sen and rd.regime1 is None
     with pytest.raises(fasttrap.run.rundir.RunError, match="not a fasttrap run directory"):
         fasttrap.open_run(tmp_path)
+
+
+def test_sensitivity_rows_come_from_real_reruns(tmp_path):
+    """The reruns are real descents: the half-budget rerun equals a fresh descent of half the steps
+    with the same batch order, the batch-seed rerun a fresh descent with seed + 1; both differ
+    from the main run, and the table's rows are the statistics of their own endpoints."""
+    import fasttrap
+    from fasttrap.analysis import sensitivity
+    from fasttrap.run.stages import traps as stages
+    from fasttrap.run.stages.data import mlp_of
+
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *TINY, "--set", "window.stop=10", "--set", "certify.enabled=false",
+                 "--set", "outer.seeds=2", "--set", "sensitivity.seeds=1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rd = fasttrap.open_run(out)
+    cfg = rd.config
+    main, half, other = (store.read_npz(out / d / "block_0000.npz") for d in ("inner", "inner_half", "inner_seed"))
+    mlp = mlp_of(cfg)
+    ds = fasttrap.data.load("mnist", normalize=cfg["data.normalize"])
+    th0 = rd.start_points[:5].astype(np.float32)
+    spe = -(-len(ds.y_train) // cfg["inner.batch_size"])
+    for z, steps, seed in ((half, int(round(cfg["inner.epochs"] / 2 * spe)), 0),
+                           (other, int(round(cfg["inner.epochs"] * spe)), 1)):
+        fresh = fasttrap.inner_descent(mlp, th0, ds, steps=steps, lr=main["lr"], seed=seed, batches=cfg["inner.batches"],
+                                       evaluate=False, progress=False, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
+        np.testing.assert_array_equal(fresh.theta, z["theta"])
+        assert not np.array_equal(z["theta"], main["theta"])
+    # the reruns cover only the first seed (sensitivity.seeds = 1); the main run both
+    assert rd.inner["theta"].shape[0] == 20
+    assert len(list((out / "inner_seed").glob("block_*.npz"))) == 2
+    sen = rd.sensitivity
+    rows = {r["name"]: r for r in sen["rows"]}
+    assert "clusters, cut ×1, seeds 0–0 only" in rows
+    run = rd.run()
+    for key, variant in (("batch seed 1", "seed"), (next(k for k in rows if k.startswith("half")), "half")):
+        split = int(np.searchsorted(rd.indicators[0].steps, cfg["traps.split"]))
+        again = sensitivity.statistics(stages.segments(run, "cluster", variant), split)
+        assert rows[key]["n"] == again["n"] and rows[key]["seeds"] == 1
+
+
+def test_regime1_is_analysed_apart(tmp_path):
+    import fasttrap
+
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *TINY, "--set", "window.start=11", "--set", "window.stop=20",
+                 "--set", "regime1.seeds=1", "--set", "regime1.start=1", "--set", "regime1.stop=10",
+                 "--set", "outer.seeds=2", "--set", "certify.enabled=false", "--set", "sensitivity.enabled=false"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    sub = fasttrap.open_run(out / "regime1")
+    assert sub.seeds == [0] and sub.config["window.start"] == 1 and sub.config["window.stop"] == 10
+    np.testing.assert_array_equal(sub.indicators[0].steps, np.arange(1, 11))
+    # the same outer path: regime 1's start points are the main run's θ_1 … θ_10 of seed 0
+    main = fasttrap.open_run(out)
+    assert main.regime1 is not None and main.regime1.path == out / "regime1"
+    np.testing.assert_array_equal(main.indicators[0].steps, np.arange(11, 21))
+    rep = (out / "report.md").read_text()
+    assert "## Regime 1 (outer steps 1–10)" in rep and (out / "regime1" / "report.md").is_file()
+    # without reruns, clustering has no scale: the consecutive rule is used, and the report says why
+    assert main.traps["rule_used"] == "consecutive" and main.identity["within_scale"] is None
+    assert "has none" in rep
 
 
 def test_auto_lr_rule_sets_each_runs_step_from_its_curvature(tmp_path):
@@ -253,9 +333,28 @@ def test_resume_rules(tmp_path):
 def test_profiles_and_precedence(tmp_path):
     q = config.resolve("quick")
     t = config.resolve("thesis")
-    assert t["outer.seeds"] == 9 and t["inner.epochs"] == 100 and t["inner.lr"] == [0.1, 0.01]
-    assert t["inner.regime_split"] == 50 and t["window.stop"] - t["window.start"] + 1 == 100
-    assert q["model.widths"] == [784, 100, 100, 10]
+    # the reference protocol as run: raw pixels; regime 2 (51-150, 9 seeds) for trapping times and
+    # regime 1 (1-50, 3 seeds) apart; inner lr 0.1 / 0.01 split at 50; 100 epochs of batch 128 with
+    # each run's own batch order; early/late split at 80
+    assert t["data.normalize"] == "none" and t["outer.seeds"] == 9 and t["outer.steps"] == 150
+    assert (t["window.start"], t["window.stop"], t["window.every"]) == (51, 150, 1)
+    assert (t["regime1.seeds"], t["regime1.start"], t["regime1.stop"]) == (3, 1, 50)
+    assert t["inner.epochs"] == 100 and t["inner.lr"] == [0.1, 0.01] and t["inner.regime_split"] == 50
+    assert t["inner.batch_size"] == 128 and t["inner.batches"] == "independent" and t["traps.split"] == 80
+    assert t["outer.lr"] == 0.1 and t["outer.batch_size"] == 128 and t["traps.rule"] == "cluster"
+    r1 = config.regime1_config(t)
+    assert (r1["outer.seeds"], r1["window.start"], r1["window.stop"], r1["regime1.seeds"]) == (3, 1, 50, 0)
+    # quick is a miniature of the same protocol: only sizes differ
+    same = ("data.normalize", "window.start", "window.stop", "regime1.start", "regime1.stop", "inner.lr",
+            "inner.regime_split", "inner.batch_size", "inner.batches", "traps.split", "traps.rule", "outer.lr",
+            "outer.batch_size", "outer.steps", "model.widths", "sensitivity.enabled")
+    assert {k: q[k] for k in same} == {k: t[k] for k in same}
+    assert q["outer.seeds"] < t["outer.seeds"] and q["inner.epochs"] < t["inner.epochs"] and q["regime1.seeds"] >= 1
+    # the standardised variant is kept under its own name and differs in the inputs only
+    ts = config.resolve("thesis-standardized")
+    assert ts["data.normalize"] == "default"
+    assert {k: v for k, v in ts.items() if k not in ("data.normalize", "profile")} == \
+        {k: v for k, v in t.items() if k not in ("data.normalize", "profile")}
     f = tmp_path / "c.toml"
     f.write_text("[inner]\nepochs = 3\nlr = [0.05]\n[traps]\nconfirm = false\n")
     c = config.resolve("quick", f, ["inner.epochs=4"])

@@ -37,6 +37,14 @@ class _Inputs:
     fits: dict[str, Any]                   # stats.json
     groups: dict[str, np.ndarray]          # complete trapping times: all, early, late
     certs: dict[int, dict[str, np.ndarray]]  # per seed, as rundir.certificates (empty: none)
+    identity: dict[str, Any]               # identity.json
+    identity_npz: dict[str, np.ndarray]    # within distances, cluster labels per seed
+    sensitivity: dict[str, Any] | None     # sensitivity.json
+
+    @property
+    def refused(self) -> bool:
+        """Clusters are the reported rule, and within- and between-trap distances show no gap."""
+        return self.traps_json.get("rule_used") == "cluster" and not self.traps_json.get("separable", True)
 
 
 def _load(run: rundir.Run) -> _Inputs:
@@ -55,7 +63,10 @@ def _load(run: rundir.Run) -> _Inputs:
     return _Inputs(cfg=cfg, manifest=run.manifest, seeds=run.seeds, curves=curves, steps=steps, start_seeds=seeds,
                    inner=inn, status=inn["status"].astype(str), traps_json=store.read_json(d / "traps.json"),
                    traps_npz=tz, fits=store.read_json(d / "stats.json"), groups=groups,
-                   certs={s: c for s in run.seeds if (c := rundir.certificates(run, s)) is not None})
+                   certs={s: c for s in run.seeds if (c := rundir.certificates(run, s)) is not None},
+                   identity=store.read_json(d / "identity.json") if (d / "identity.json").exists() else {},
+                   identity_npz=store.read_npz(d / "identity.npz") if (d / "identity.npz").exists() else {},
+                   sensitivity=store.read_json(d / "sensitivity.json") if (d / "sensitivity.json").exists() else None)
 
 
 def figures(run: rundir.Run, x: _Inputs) -> None:
@@ -70,8 +81,16 @@ def figures(run: rundir.Run, x: _Inputs) -> None:
     for s in x.seeds[:3]:
         ind = rundir.load_indicators(run, s)
         b = x.traps_npz[f"boundaries_{s}"]
-        plots.indicators(ind, b, fig / f"indicators_seed{s}",
-                         title=f"seed {s}: {len(b)} trap boundaries in steps {ind.steps[0]}–{ind.steps[-1]}")
+        lab = x.identity_npz.get(f"labels_{s}")
+        ps = x.identity.get("per_seed", {}).get(str(s))
+        extra = f"; {ps['distinct']} clusters, {ps['visits']} visits" if ps else ""
+        plots.indicators(ind, b, fig / f"indicators_seed{s}", labels=lab,
+                         title=f"seed {s}, steps {ind.steps[0]}–{ind.steps[-1]}: {len(b)} consecutive-rule boundaries{extra}")
+    if x.identity.get("within_scale") is not None:
+        cons = np.concatenate([np.diag(rundir.pairwise_distances(run, s), 1) for s in x.seeds])
+        within = {k[len("within_"):]: v for k, v in x.identity_npz.items() if k.startswith("within_")}
+        plots.distance_histogram(cons, within, x.identity["cut"], fig / "distances",
+                                 title="distances between consecutive endpoints, and within one trap")
     for s in list(x.certs)[:3]:
         c = x.certs[s]
         plots.certificates(c["steps"], c, x.traps_npz[f"boundary_steps_{s}"], fig / f"certificates_seed{s}",
@@ -198,14 +217,27 @@ def section_certificates(x: _Inputs) -> list[str]:
 def section_traps(x: _Inputs) -> list[str]:
     """Boundaries per seed and the trapping-time summary (complete, censored, flagged)."""
     cfg, tz, tj = x.cfg, x.traps_npz, x.traps_json
+    rule = tj.get("rule_used", "consecutive")
     lines = ["", "## Traps", "",
-             "Boundaries by the rule of `fasttrap.traps` with "
-             + ", ".join(f"{k}={v}" for k, v in rundir.thresholds(cfg).items()) + ".", "",
-             "| seed | traps (segments) | boundaries at outer steps |", "|---:|---:|---|"]
+             ("Trapping times are the lengths of the **visits of clusters** (see *Trap identity*)."
+              if rule == "cluster" else
+              "Trapping times are the segments of the **consecutive-jump rule**"
+              + (" (clustering needs a measured within-trap scale, and this run has none)." if cfg["traps.rule"] == "cluster" else ".")),
+             "The consecutive-jump rule of `fasttrap.traps` (" + ", ".join(f"{k}={v}" for k, v in rundir.thresholds(cfg).items())
+             + ") is shown beside it.", "",
+             "| seed | trapping segments | consecutive-rule boundaries at outer steps |", "|---:|---:|---|"]
     for s in x.seeds:
         bs = tz[f"boundary_steps_{s}"]
         shown = ", ".join(map(str, bs[:25].tolist())) + (" …" if len(bs) > 25 else "")
         lines.append(f"| {s} | {tj['traps_per_seed'][str(s)]} | {shown or '–'} |")
+    if x.refused:
+        lines += ["", "**No trapping times are printed here as results.** The distances between consecutive endpoints "
+                      "show no gap between within-trap and between-trap scales (see *Trap identity* and its histogram), "
+                      "so where one trap ends and the next begins is not determined by the data. The numbers are kept in "
+                      "`traps.json`, `stats.json` and the sensitivity table for the record, not as findings.", ""]
+        for s in x.seeds[:3]:
+            lines += [f"![indicators, seed {s}](figures/indicators_seed{s}.png)", ""]
+        return lines
     lines += ["", "Trapping times (outer steps; complete segments only: the first and last of each window are "
                   "censored, segments of diverged/non-finite endpoints are flagged and excluded):", "",
               "| group | complete | censored | flagged | mean | variance | median | max |",
@@ -220,8 +252,106 @@ def section_traps(x: _Inputs) -> list[str]:
     return lines
 
 
+def section_identity(x: _Inputs) -> list[str]:
+    """Trap identity: the measured within-trap scale, the cut, clusters, visits and returns, the gap test."""
+    idn = x.identity
+    lines = ["", "## Trap identity", ""]
+    if idn.get("within_scale") is None:
+        return lines + [f"No within-trap scale was measured ({idn.get('why_not', 'no identity stage')}), so endpoints "
+                        "were not clustered."]
+    w = idn["within"]
+    cfg = x.cfg
+    lines += [f"Endpoints that must be one trap: each start point rerun with batch seed {cfg['run.seed'] + 1} "
+              f"({w.get('seed', {}).get('n', 0)} pairs, median distance {fmt(w.get('seed', {}).get('median'))}) and the "
+              f"same descent at half the budget ({w.get('half', {}).get('n', 0)} pairs, median "
+              f"{fmt(w.get('half', {}).get('median'))}). The within-trap scale is the {idn['quantile']:g}-quantile of both: "
+              f"**{fmt(idn['within_scale'])}**; endpoints are clustered ({idn['linkage']} linkage) at "
+              f"{idn['multiple']:g} × that, a cut of **{fmt(idn['cut'])}**. A visit is a run of consecutive outer "
+              "points in one cluster; a visit to a cluster seen before is a return.", "",
+              "| seed | distinct traps | visits | returns | consecutive distances in the band cut/2–2·cut | median jump | gap? |",
+              "|---:|---:|---:|---:|---:|---:|---|"]
+    for s, v in idn["per_seed"].items():
+        ev = v["evidence"]
+        lines.append(f"| {s} | {v['distinct']} | {v['visits']} | {v['returns']} | {100 * ev['share_in_band']:.0f}% | "
+                     f"{fmt(ev['jump_median'])} | {'yes' if v['separable'] else '**no**'} |")
+    lines += ["", "A gap needs at most 10% of the consecutive distances in the band around the cut, and the within-trap "
+                  "scale below half the median jump between clusters (`fasttrap.analysis.identity.gap`)."]
+    if not idn["separable"]:
+        bad = [s for s, v in idn["per_seed"].items() if not v["separable"]]
+        lines += ["", f"**No gap in seed(s) {', '.join(bad)}:** within-trap and between-trap distances overlap, so the "
+                      "trap of an endpoint is not determined, and trapping times are not reported as clean."]
+    return lines + ["", "![distances](figures/distances.png)"]
+
+
+def section_sensitivity(x: _Inputs) -> list[str]:
+    """Every statistic with bootstrap intervals over seeds, under each change of the protocol."""
+    sen = x.sensitivity
+    if not sen:
+        return []
+    lines = ["", "## Sensitivity", "",
+             f"Each row recomputes the statistics after one change. Intervals: 95% percentile bootstrap over seeds "
+             f"({x.cfg['sensitivity.seed_bootstrap']} resamples; none with one seed). Early/late: trap start before/after "
+             f"outer step {sen['split_step']}. The reruns (other batch seed, half budget) are real inner descents, "
+             "stored in `inner_seed/` and `inner_half/`." + (" **Not findings: the trapping times are not clean.**"
+                                                              if x.refused else ""), "",
+             "| change | seeds | n | mean | variance | median | early mean | late mean | late/early | α | p | power law |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+
+    def ci(r: dict[str, Any], k: str) -> str:
+        lo, hi = r["ci"][k]            # None (JSON's null) where there is no interval
+        return fmt(r.get(k)) + (f" [{fmt(lo)}, {fmt(hi)}]" if fmt(lo) != "–" else "")
+
+    for r in sen["rows"]:
+        pl = r["power_law"]
+        a = f"{pl['alpha']:.2f} ± {pl['alpha_err']:.2f}" if "alpha" in pl else "–"
+        lines.append(f"| {r['name']} | {r['seeds']} | {r['n']} | {ci(r, 'mean')} | {ci(r, 'var')} | {ci(r, 'median')} | "
+                     f"{ci(r, 'early_mean')} | {ci(r, 'late_mean')} | {ci(r, 'late_over_early')} | {a} | "
+                     f"{fmt(pl.get('p_value'), 2)} | {pl['category']} |")
+    fl = sen["flips"]
+    if fl:
+        lines += ["", "**The conclusions flip across this table:** "
+                  + "; ".join(f"{k.replace('_', ' ')} reads {' / '.join(v)}" for k, v in fl.items())
+                  + ". Neither reading is a property of the landscape until it survives these changes."]
+    else:
+        c = sen["rows"][0]["conclusions"]
+        lines += ["", f"The conclusions hold across the table: {c['late_vs_early']}; power law: {c['power_law']}."]
+    return lines
+
+
+def section_regime1(run: rundir.Run, x: _Inputs) -> list[str]:
+    """The regime-1 companion run: traps per seed there, what its endpoints are."""
+    d = run.dir / "regime1"
+    if not x.cfg["regime1.seeds"] or not (d / "traps.json").exists():
+        return []
+    tj = store.read_json(d / "traps.json")
+    idn = store.read_json(d / "identity.json") if (d / "identity.json").exists() else {}
+    sub = rundir.Run(d, cfgmod.regime1_config(x.cfg))
+    inn = rundir.inner_results(sub)
+    st = inn["status"].astype(str)
+    ok = np.isin(st, ["converged", "max_steps"])
+    lines = ["", f"## Regime 1 (outer steps {x.cfg['regime1.start']}–{x.cfg['regime1.stop']})", "",
+             f"Analysed apart, on {x.cfg['regime1.seeds']} seed(s), with the same protocol (full report: "
+             f"[regime1/report.md](regime1/report.md)). {int(ok.sum())} of {st.size} inner runs valid; endpoint loss "
+             f"median {fmt(np.nanmedian(inn['train_loss'][ok])) if ok.any() else '–'} (range "
+             f"{fmt(np.nanmin(inn['train_loss'][ok])) if ok.any() else '–'}–{fmt(np.nanmax(inn['train_loss'][ok])) if ok.any() else '–'}).", "",
+             "| seed | distinct traps (clusters) | visits | consecutive-rule segments | gap? |", "|---:|---:|---:|---:|---|"]
+    tz = store.read_npz(d / "traps.npz")
+    for s in sub.seeds:
+        ps = idn.get("per_seed", {}).get(str(s), {})
+        n_cons = int(tz[f"boundaries_{s}"].size) + 1
+        lines.append(f"| {s} | {ps.get('distinct', '–')} | {ps.get('visits', '–')} | {n_cons} | "
+                     f"{('yes' if ps['separable'] else 'no') if ps else '–'} |")
+    kinds = tj.get("segments_by_certificate", {})
+    if kinds:
+        lines += ["", "Its segments by certificate: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + "."]
+    return lines
+
+
 def section_power_law(x: _Inputs) -> list[str]:
     """The CSN fits of each group, their comparisons and verdicts."""
+    if x.refused:
+        return ["## Power law", "", "Not fitted as a finding: the trapping times are not clean (no gap, see above). "
+                "The fits, for the record, are in `stats.json` and in the sensitivity table.", ""]
     lines = ["## Power law", "",
              "Discrete power-law MLE with x_min by KS distance (Clauset, Shalizi & Newman 2009), its standard error "
              "from the observed Fisher information of the discrete likelihood, bootstrap "
@@ -268,7 +398,8 @@ def write_report(run: rundir.Run) -> str:
     """Figures and report.md of a trapping-time run; returns the summary printed at the end."""
     x = _load(run)
     figures(run, x)
-    lines = (section_header(x) + section_training(x) + section_inner(x) + section_certificates(x) + section_traps(x)
-             + section_power_law(x) + section_settings(x))
+    lines = (section_header(x) + section_training(x) + section_inner(x) + section_certificates(x) + section_identity(x)
+             + section_traps(x) + section_power_law(x) + section_sensitivity(x) + section_regime1(run, x)
+             + section_settings(x))
     store.write_text(run.dir / "report.md", "\n".join(lines))
     return summary(run.dir, x)

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ... import ops
-from ...analysis import powerlaw, stability, traps
+from ...analysis import powerlaw, sensitivity, stability, traps
+from ...analysis.identity import identify, within_trap_scale
 from ...analysis.certify import certify, segment_kinds
 from ...common import store
 from ...common.progress import Progress
@@ -49,49 +50,67 @@ def stage_outer(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
     run.stage_done("outer", time.perf_counter() - t0)
 
 
-def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
+def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None, variant: str = "main") -> None:
+    """The inner descents from every start point of ``variant``'s seeds, in blocks saved as they finish.
+
+    ``variant`` "main" is the run; "seed" reruns it with batch seed ``run.seed + 1`` and "half" with
+    half the epochs (same batch order: its endpoints are where the main descents were halfway), on
+    the first ``sensitivity.seeds`` seeds. The reruns take each start point's λ_max and lr from the
+    main run, so only the chosen setting changes.
+    """
     cfg = run.cfg
     theta0, steps, _ = rundir.start_points(run)
-    blocks = rundir.blocks(len(theta0), rundir.block_size(cfg, len(theta0)))
-    todo = [(b, lo, hi) for b, (lo, hi) in enumerate(blocks) if not (run.dir / "inner" / f"block_{b:04d}.npz").exists()]
+    n = rundir.n_points(run, variant)
+    theta0, steps = theta0[:n], steps[:n]
+    out_dir = rundir.inner_dir(run, variant)
+    blocks = rundir.blocks(n, rundir.block_size(cfg, n))
+    todo = [(b, lo, hi) for b, (lo, hi) in enumerate(blocks) if not (out_dir / f"block_{b:04d}.npz").exists()]
     if not todo:
         return
+    stage = "inner" if variant == "main" else f"inner_{variant}"
     lrs = cfg["inner.lr"]
     lr = np.where(steps <= cfg["inner.regime_split"], lrs[0], lrs[-1])
     spe = 1 if cfg["inner.method"] == "gd" else -(-len(ds.y_train) // cfg["inner.batch_size"])
-    n_steps = int(round(cfg["inner.epochs"] * spe))
-    rec = cfg["inner.record_every"] or max(1, n_steps // 200)
+    epochs = cfg["inner.epochs"] / 2 if variant == "half" else cfg["inner.epochs"]
+    n_steps = int(round(epochs * spe))
+    batch_seed = cfg["run.seed"] + 1 if variant == "seed" else cfg["run.seed"]
+    rec = cfg["inner.record_every"] or max(1, int(round(cfg["inner.epochs"] * spe)) // 200)
+    main = rundir.inner_results(run) if variant != "main" else None
     total = sum(hi - lo for _, lo, hi in todo) * n_steps
     done_before = len(blocks) - len(todo)
     if done_before:
-        log(f"inner: resuming, {done_before} of {len(blocks)} blocks already on disk")
-    bar = Progress(total, "inner descent", "model-step", enabled=progress)
+        log(f"{stage}: resuming, {done_before} of {len(blocks)} blocks already on disk")
+    what = {"main": "inner descent", "seed": "rerun: batch seed +1", "half": "rerun: half budget"}[variant]
+    bar = Progress(total, what, "model-step", enabled=progress)
     t0 = time.perf_counter()
     offset = 0
     try:
         for b, lo, hi in todo:
             tb = time.perf_counter()
-            # λ_max(H) at every start point: it sets lr under inner.lr_rule = "auto", and flags a
-            # fixed lr beyond the linear-stability limit 2/λ_max² of descent on G otherwise
-            rows = cfg["inner.lr_rows"]
-            lam = lambda_max(mlp_of(cfg), theta0[lo:hi], ds.X_train[:rows], ds.y_train[:rows],
-                             backend=cfg["run.backend"])
-            lr_b = stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto" else lr[lo:hi]
+            if main is None:
+                # λ_max(H) at every start point: it sets lr under inner.lr_rule = "auto", and flags a
+                # fixed lr beyond the linear-stability limit 2/λ_max² of descent on G otherwise
+                rows = cfg["inner.lr_rows"]
+                lam = lambda_max(mlp_of(cfg), theta0[lo:hi], ds.X_train[:rows], ds.y_train[:rows],
+                                 backend=cfg["run.backend"])
+                lr_b = stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto" else lr[lo:hi]
+            else:
+                lam, lr_b = main["lambda_max"][lo:hi], main["lr"][lo:hi]
             res = inner_descent(mlp_of(cfg), theta0[lo:hi], ds, steps=n_steps, lr=lr_b,
-                                batch_size=cfg["inner.batch_size"], seed=cfg["run.seed"],
+                                batch_size=cfg["inner.batch_size"], seed=batch_seed,
                                 batches=cfg["inner.batches"], method=cfg["inner.method"], record_every=rec,
                                 G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
                                 eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo,
                                 backend=cfg["run.backend"], progress=bar, progress_offset=offset)
             offset += (hi - lo) * n_steps
             status, fl = _honest_status(cfg, ds, theta0[lo:hi], res)
-            store.write_npz(run.dir / "inner" / f"block_{b:04d}.npz", theta=res.theta, status=status.astype("U18"),
+            store.write_npz(out_dir / f"block_{b:04d}.npz", theta=res.theta, status=status.astype("U18"),
                             G_peak_ratio=fl["G_peak_ratio"], norm_ratio=fl["norm_ratio"], lambda_max=lam, lr=lr_b,
                             lr_unstable=stability.unstable(lr_b, lam),
                             steps_done=res.steps_done, G_start=res.G_start, G_last=res.G_last,
                             train_loss=res.train_loss, train_G=res.train_G, train_acc=res.train_acc,
                             G_trace=res.G_trace, trace_steps=res.trace_steps, index=np.arange(lo, hi))
-            blk = run.manifest["stages"].setdefault("inner", {}).setdefault("blocks", {})
+            blk = run.manifest["stages"].setdefault(stage, {}).setdefault("blocks", {})
             blk[str(b)] = {"models": hi - lo, "seconds": round(time.perf_counter() - tb, 3),
                            "model_steps": int(res.model_steps),
                            "status": {str(k): int(v) for k, v in zip(*np.unique(status, return_counts=True))}}
@@ -99,30 +118,34 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
     finally:
         bar.close()
     secs = time.perf_counter() - t0
-    blk = run.manifest["stages"]["inner"]["blocks"]
+    blk = run.manifest["stages"][stage]["blocks"]
     ms = sum(v["model_steps"] for v in blk.values())
     # Throughput counts the model-steps that ran: a model that stopped early (converged, diverged)
     # executes no more steps, so the scheduled count (models × n_steps) would overstate the rate.
     executed_now = sum(blk[str(b)]["model_steps"] for b, _, _ in todo)
-    run.stage_done("inner", secs, n_steps=n_steps, models=len(theta0), blocks=len(blocks),
-                   model_steps=ms, model_steps_scheduled=len(theta0) * n_steps,
+    run.stage_done(stage, secs, n_steps=n_steps, models=n, blocks=len(blocks), batch_seed=batch_seed,
+                   model_steps=ms, model_steps_scheduled=n * n_steps,
                    model_steps_per_s=round(executed_now / max(secs, 1e-9), 1))
 
 
-def stage_indicators(run: Run) -> None:
-    if all((run.dir / "indicators" / f"seed_{s}.npz").exists() for s in run.seeds):
+def stage_indicators(run: Run, variant: str = "main") -> None:
+    d = rundir.indicators_dir(run, variant)
+    seeds_v = rundir.variant_seeds(run, variant)
+    if all((d / f"seed_{s}.npz").exists() for s in seeds_v):
         return
     t0 = time.perf_counter()
     theta0, steps, seeds = rundir.start_points(run)
-    inn = rundir.inner_results(run)
-    for s in run.seeds:
+    inn = rundir.inner_results(run, variant)
+    n = len(inn["status"])
+    theta0, steps, seeds = theta0[:n], steps[:n], seeds[:n]
+    for s in seeds_v:
         m = seeds == s
         ind = traps.indicators(theta0[m], inn["theta"][m], inn["train_loss"][m], inn["train_G"][m],
                                acc_end=inn["train_acc"][m], status=inn["status"][m], steps=steps[m],
                                G_start=inn["G_start"][m])
         D = traps.pairwise_distances(inn["theta"][m])
-        store.write_npz(run.dir / "indicators" / f"seed_{s}.npz", pairwise=D, **ind.to_dict())
-    run.stage_done("indicators", time.perf_counter() - t0)
+        store.write_npz(d / f"seed_{s}.npz", pairwise=D, **ind.to_dict())
+    run.stage_done("indicators" if variant == "main" else f"indicators_{variant}", time.perf_counter() - t0)
 
 
 def _honest_status(cfg: dict[str, Any], ds: datamod.Dataset, theta0: np.ndarray, res: Any
@@ -176,16 +199,94 @@ def stage_certify(run: Run, ds: datamod.Dataset) -> None:
     run.stage_done("certify", time.perf_counter() - t0, rows=int(rows), every=cfg["certify.every"], hvps=int(hvps))
 
 
+def within_distances(run: Run) -> dict[str, np.ndarray]:
+    """Distances between endpoints that must be one trap: each start point's main endpoint against its
+    rerun with another batch seed (``seed``) and against the same descent at half the budget
+    (``half``); only where both runs ended valid. Empty without the reruns."""
+    out: dict[str, np.ndarray] = {}
+    if not run.cfg["sensitivity.enabled"]:
+        return out
+    main = rundir.inner_results(run)
+    ok_main = np.isin(main["status"].astype(str), ["converged", "max_steps"])
+    for v in ("seed", "half"):
+        inn = rundir.inner_results(run, v)
+        n = len(inn["status"])
+        ok = ok_main[:n] & np.isin(inn["status"].astype(str), ["converged", "max_steps"])
+        d = np.linalg.norm(main["theta"][:n].astype(np.float64) - inn["theta"].astype(np.float64), axis=1)
+        out[v] = d[ok]
+    return out
+
+
+def stage_identity(run: Run) -> None:
+    """The within-trap scale from the reruns, and the clusters of every seed's endpoints at
+    ``identity.multiple`` × that scale (:func:`fasttrap.analysis.identity.identify`): identity.json/.npz."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    wd = within_distances(run)
+    if not wd or not any(v.size for v in wd.values()):
+        why = ("no reruns (sensitivity.enabled = false)" if not wd else
+               "no start point has a valid endpoint in both the run and its reruns")
+        store.write_json(run.dir / "identity.json", {"within_scale": None, "why_not": why})
+        store.write_npz(run.dir / "identity.npz", **{f"within_{k}": v for k, v in wd.items()})
+        run.stage_done("identity", time.perf_counter() - t0)
+        return
+    scale = within_trap_scale(*wd.values(), q=cfg["identity.quantile"])
+    per_seed, labels = {}, {}
+    for s in run.seeds:
+        idn = _identify(run, s, "main", scale, cfg["identity.multiple"])
+        labels[f"labels_{s}"] = idn.labels
+        per_seed[str(s)] = {"distinct": idn.n_distinct, "visits": idn.n_visits, "returns": idn.n_returns,
+                            "separable": idn.separable, "evidence": idn.evidence}
+    summ = {k: {"n": int(v.size), "median": float(np.median(v)) if v.size else None,
+                "q": float(np.quantile(v, cfg["identity.quantile"])) if v.size else None} for k, v in wd.items()}
+    store.write_json(run.dir / "identity.json", {
+        "within_scale": scale, "quantile": cfg["identity.quantile"], "multiple": cfg["identity.multiple"],
+        "cut": scale * cfg["identity.multiple"], "linkage": cfg["identity.linkage"], "within": summ,
+        "per_seed": per_seed, "separable": all(v["separable"] for v in per_seed.values())})
+    store.write_npz(run.dir / "identity.npz", **{f"within_{k}": v for k, v in wd.items()}, **labels)
+    run.stage_done("identity", time.perf_counter() - t0)
+
+
+def _identify(run: Run, s: int, variant: str, scale: float, multiple: float) -> Any:
+    ind = rundir.load_indicators(run, s, variant)
+    return identify(rundir.pairwise_distances(run, s, variant), scale, multiple, invalid=ind.invalid,
+                    method=run.cfg["identity.linkage"])
+
+
+def segments(run: Run, rule: str, variant: str = "main", factor: float = 1.0) -> list[traps.Segments]:
+    """One :class:`Segments` per seed of ``variant``: by the consecutive-jump rule, or (``rule="cluster"``)
+    the visits of clusters cut at ``factor`` × ``identity.multiple`` × the measured within-trap scale."""
+    out = []
+    scale = store.read_json(run.dir / "identity.json")["within_scale"] if rule == "cluster" else None
+    for s in rundir.variant_seeds(run, variant):
+        if rule == "cluster":
+            out.append(_identify(run, s, variant, scale, factor * run.cfg["identity.multiple"]).visits)
+        else:
+            ind = rundir.load_indicators(run, s, variant)
+            b = traps.segment(ind.end_to_end, ind.outer_step, ind.loss_end, ind.G_end, ind.invalid,
+                              **rundir.thresholds(run.cfg))
+            out.append(traps.trapping_times(b, len(ind), invalid=ind.invalid))
+    return out
+
+
+def rule_used(run: Run) -> str:
+    """The rule the reported trapping times come from: ``traps.rule``, or 'consecutive' when clustering
+    has no measured within-trap scale."""
+    if run.cfg["traps.rule"] == "cluster" and store.read_json(run.dir / "identity.json")["within_scale"] is None:
+        return "consecutive"
+    return run.cfg["traps.rule"]
+
+
 def stage_traps(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     t0 = time.perf_counter()
-    segs, out = [], {}
+    rule = rule_used(run)
+    segs = segments(run, rule)
+    out = {}
     for s in run.seeds:
         ind = rundir.load_indicators(run, s)
         b = traps.segment(ind.end_to_end, ind.outer_step, ind.loss_end, ind.G_end, ind.invalid, **rundir.thresholds(cfg))
-        seg = traps.trapping_times(b, len(ind), invalid=ind.invalid)
-        segs.append(seg)
-        out[f"boundaries_{s}"] = b
+        out[f"boundaries_{s}"] = b                      # the consecutive rule's, shown beside the clusters'
         out[f"boundary_steps_{s}"] = ind.steps[b]
     pooled = traps.pool(segs)
     seg_kind = np.concatenate([certify_kinds(run, s, seg) for s, seg in zip(run.seeds, segs)]) if segs else np.zeros(0, "U13")
@@ -197,12 +298,64 @@ def stage_traps(run: Run) -> dict[str, Any]:
     store.write_npz(run.dir / "traps.npz", lengths=pooled.lengths, censored=pooled.censored, flagged=pooled.flagged,
                     starts=pooled.starts, seed=pooled.seed, segment_kind=seg_kind, **out)
     kinds, counts = np.unique(seg_kind, return_counts=True)
-    store.write_json(run.dir / "traps.json", {"thresholds": rundir.thresholds(cfg), "summary": summ,
+    ident = store.read_json(run.dir / "identity.json")
+    store.write_json(run.dir / "traps.json", {"rule": cfg["traps.rule"], "rule_used": rule,
+                                             "separable": ident.get("separable") if rule == "cluster" else None,
+                                             "thresholds": rundir.thresholds(cfg), "summary": summ,
                                              "traps_per_seed": {str(s): int(len(g)) for s, g in zip(run.seeds, segs)},
                                              # what each trap is made of (fasttrap.analysis.certify.segment_kinds)
                                              "segments_by_certificate": {str(k): int(c) for k, c in zip(kinds, counts)}})
     run.stage_done("traps", time.perf_counter() - t0)
     return summ
+
+
+def stage_sensitivity(run: Run) -> None:
+    """sensitivity.json: every statistic, with bootstrap intervals over seeds, for the reported rule and
+    under each change: the cut ×0.5 and ×2, the other rule, another batch seed, half the budget."""
+    cfg = run.cfg
+    if (run.dir / "sensitivity.json").exists():
+        return
+    t0 = time.perf_counter()
+    split = int(np.searchsorted(rundir.load_indicators(run, run.seeds[0]).steps, cfg["traps.split"]))
+    kw = dict(n_boot=cfg["sensitivity.seed_bootstrap"], n_bootstrap=cfg["sensitivity.n_bootstrap"],
+              min_samples=cfg["stats.min_samples"], seed=cfg["run.seed"])
+    rule = rule_used(run)
+    rows = []
+    if rule == "cluster":
+        for f in (1.0, 0.5, 2.0):
+            rows.append(sensitivity.row(f"clusters, cut ×{f:g}", segments(run, "cluster", factor=f), split,
+                                        change="cut", factor=f, **kw))
+        rows.append(sensitivity.row("consecutive-jump rule", segments(run, "consecutive"), split, change="rule", **kw))
+    else:
+        rows.append(sensitivity.row("consecutive-jump rule", segments(run, "consecutive"), split, change="none", **kw))
+    if cfg["sensitivity.enabled"]:
+        sub = rundir.variant_seeds(run, "seed")
+        if len(sub) < len(run.seeds):
+            rows.append(sensitivity.row(f"{rows[0]['name']}, seeds {sub[0]}–{sub[-1]} only",
+                                        segments(run, rule)[:len(sub)], split, change="same seeds", **kw))
+        for v, label in (("seed", f"batch seed {cfg['run.seed'] + 1}"), ("half", f"half the budget ({cfg['inner.epochs'] / 2:g} epochs)")):
+            rows.append(sensitivity.row(label, segments(run, rule, v), split, change=v, **kw))
+    store.write_json(run.dir / "sensitivity.json", {"rule": rule, "split_step": cfg["traps.split"], "rows": rows,
+                                                   "flips": sensitivity.flips(rows)})
+    run.stage_done("sensitivity", time.perf_counter() - t0)
+
+
+def stage_regime1(run: Run, progress: bool | None) -> None:
+    """The regime-1 window of the first ``regime1.seeds`` seeds, analysed apart: a run directory of its
+    own in ``<run>/regime1`` (same protocol, its own reruns, clusters and report)."""
+    cfg = run.cfg
+    if not cfg["regime1.seeds"]:
+        return
+    sub_cfg = cfgmod.regime1_config(cfg)
+    d = run.dir / "regime1"
+    d.mkdir(exist_ok=True)
+    if not (d / "config.toml").exists():
+        store.write_text(d / "config.toml", cfgmod.to_toml(sub_cfg))
+    log(f"regime 1: steps {cfg['regime1.start']}–{cfg['regime1.stop']} of seeds "
+        f"{run.seeds[0]}–{run.seeds[0] + cfg['regime1.seeds'] - 1}, in {d}")
+    sub = Run(d, sub_cfg)
+    sub.manifest["backend_resolved"] = run.manifest.get("backend_resolved")
+    execute(sub, progress)
 
 
 def certify_kinds(run: Run, s: int, seg: traps.Segments) -> np.ndarray:
@@ -257,11 +410,16 @@ def execute(run: Run, progress: bool | None = None) -> str:
     ds = stage_data(run)
     log(f"data: {ds!r}")
     stage_outer(run, ds, progress)
-    stage_inner(run, ds, progress)
+    for v in rundir.variants(run):
+        stage_inner(run, ds, progress, v)
     stage_certify(run, ds)
-    stage_indicators(run)
+    for v in rundir.variants(run):
+        stage_indicators(run, v)
+    stage_identity(run)
     stage_traps(run)
     stage_stats(run, progress)
+    stage_sensitivity(run)
+    stage_regime1(run, progress)
     summary = stage_report(run)
     run.finished(time.perf_counter() - t_all)
     return summary
