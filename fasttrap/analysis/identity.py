@@ -15,9 +15,11 @@ stored pairwise distance matrix, and endpoints closer than a cut are one trap:
   trapping times; a visit to a cluster seen before is a *return*;
 * **the gap test** (:func:`gap`): clustering is only meaningful when distances between traps stand
   clear of those within. When the consecutive endpoint distances crowd the cut (more than 10% of
-  them within a factor 2 of it) or the measured within-trap scale reaches the typical jump between
-  traps, :class:`TrapIdentity` says ``separable = False`` and the report refuses to print trapping
-  times as if they were clean, printing the distance histogram instead.
+  them within a factor 2 of it), when the measured within-trap scale reaches the typical jump
+  between traps, or when clusters change where the path made no jump (a slow drift cut into
+  pieces by the linkage: its "traps" are arbitrary stretches of one continuous path),
+  :class:`TrapIdentity` says ``separable = False`` and the report refuses to print trapping times
+  as if they were clean, printing the distance histogram instead.
 """
 
 from __future__ import annotations
@@ -126,18 +128,21 @@ def visits(labels: Any) -> tuple[Segments, np.ndarray]:
     return Segments(ends - starts, censored, flagged, starts, np.full(starts.size, -1, np.int64)), trap
 
 
-def gap(D: Any, cut: float, within_scale: float, invalid: Any = None, band: float = 2.0, max_share: float = 0.1
-        ) -> tuple[bool, dict[str, Any]]:
+def gap(D: Any, cut: float, within_scale: float, invalid: Any = None, band: float = 2.0, max_share: float = 0.1,
+        labels: Any = None) -> tuple[bool, dict[str, Any]]:
     """Do within- and between-trap distances show a gap around the cut?
 
-    Two conditions, both needed: (i) at most ``max_share`` of the consecutive endpoint distances
+    Three conditions, all needed: (i) at most ``max_share`` of the consecutive endpoint distances
     d(θ*_t, θ*_{t+1}) lie in the ambiguous band [cut/band, cut·band]; (ii) the measured
     within-trap scale is below the median of the consecutive distances that exceed the cut (the
-    typical jump between traps) divided by ``band``; with no jump at all the window is one trap and
-    (ii) holds trivially.
+    typical jump between traps) divided by ``band``; with no jump at all (ii) holds trivially;
+    (iii) given the cluster ``labels`` [T], every change of cluster between consecutive valid
+    endpoints sits on a jump (a consecutive distance above cut/band): a change where the path made
+    no jump is a *drift boundary*, the linkage cutting a continuous drift into pieces.
 
     Returns:
-        ``(separable, evidence)`` with the share in the band, the jump median and the counts.
+        ``(separable, evidence)`` with the share in the band, the jump median, the drift boundaries
+        and the counts.
     """
     D = np.asarray(D, dtype=np.float64)
     bad = np.zeros(D.shape[0], bool) if invalid is None else np.asarray(invalid, bool)
@@ -148,9 +153,14 @@ def gap(D: Any, cut: float, within_scale: float, invalid: Any = None, band: floa
     jumps = cons[cons > cut]
     jump_med = float(np.median(jumps)) if jumps.size else float("nan")
     cond2 = (not jumps.size) or within_scale < jump_med / band
+    drift = 0
+    if labels is not None and t.size:
+        lab = np.asarray(labels)
+        change = lab[t] != lab[t + 1]
+        drift = int((change & ~(D[t, t + 1] > cut / band)).sum())
     ev = {"consecutive": int(cons.size), "share_in_band": amb, "band": [cut / band, cut * band],
-          "jump_median": jump_med, "within_scale": within_scale, "cut": cut}
-    return bool(amb <= max_share and cond2), ev
+          "jump_median": jump_med, "within_scale": within_scale, "cut": cut, "drift_boundaries": drift}
+    return bool(amb <= max_share and cond2 and drift == 0), ev
 
 
 def identify(D: Any, within_scale: float, multiple: float = 3.0, invalid: Any = None,
@@ -178,7 +188,7 @@ def identify(D: Any, within_scale: float, multiple: float = 3.0, invalid: Any = 
         if int(tr) in first_seen:
             returns += 1
         first_seen.add(int(tr))
-    sep, ev = gap(D, cut, within_scale, invalid)
+    sep, ev = gap(D, cut, within_scale, invalid, labels=labels)
     return TrapIdentity(labels=labels, visits=seg, visit_trap=trap, n_distinct=len(first_seen),
                         n_visits=int(valid.sum()), n_returns=returns, cut=cut, within_scale=within_scale,
                         separable=sep, evidence=ev)

@@ -86,3 +86,22 @@ def test_bad_input(args, match):
         identity.identify(np.zeros((3, 3)), 0.0)
     with pytest.raises(ValueError, match="samples"):
         identity.within_trap_scale(np.array([np.nan]))
+
+
+def test_clusters_cut_out_of_a_slow_drift_are_refused(rng):
+    """A slow drift whose steps all stay far below the cut: average linkage still cuts it into
+    several clusters (the end points are far apart), but no cluster change sits on a jump, so the
+    clusters are arbitrary stretches of one path, and the gap test says so."""
+    P, T = 30, 60
+    pts = np.cumsum(0.02 * rng.standard_normal((T, P)), axis=0)
+    D = cdist(pts, pts)
+    step = np.median(np.linalg.norm(np.diff(pts, axis=0), axis=1))
+    ti = identity.identify(D, within_scale=step, multiple=4.0)
+    assert ti.n_distinct > 1                              # the linkage does cut the drift
+    assert np.all(np.diag(D, 1) < ti.cut / 2)              # though no step comes near the cut
+    assert ti.evidence["drift_boundaries"] == ti.n_visits - 1 > 0
+    assert not ti.separable
+    # the same test passes planted traps, whose boundaries are all jumps
+    pts2, _ = _walk(rng, ["A", "B", "A"], [12, 8, 15])
+    ti2 = identity.identify(cdist(pts2, pts2), 0.45)
+    assert ti2.evidence["drift_boundaries"] == 0 and ti2.separable

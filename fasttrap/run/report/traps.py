@@ -268,18 +268,21 @@ def section_identity(x: _Inputs) -> list[str]:
               f"**{fmt(idn['within_scale'])}**; endpoints are clustered ({idn['linkage']} linkage) at "
               f"{idn['multiple']:g} × that, a cut of **{fmt(idn['cut'])}**. A visit is a run of consecutive outer "
               "points in one cluster; a visit to a cluster seen before is a return.", "",
-              "| seed | distinct traps | visits | returns | consecutive distances in the band cut/2–2·cut | median jump | gap? |",
-              "|---:|---:|---:|---:|---:|---:|---|"]
+              "| seed | distinct traps | visits | returns | consecutive distances in the band cut/2–2·cut | median jump | drift boundaries | gap? |",
+              "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s, v in idn["per_seed"].items():
         ev = v["evidence"]
         lines.append(f"| {s} | {v['distinct']} | {v['visits']} | {v['returns']} | {100 * ev['share_in_band']:.0f}% | "
-                     f"{fmt(ev['jump_median'])} | {'yes' if v['separable'] else '**no**'} |")
-    lines += ["", "A gap needs at most 10% of the consecutive distances in the band around the cut, and the within-trap "
-                  "scale below half the median jump between clusters (`fasttrap.analysis.identity.gap`)."]
+                     f"{fmt(ev['jump_median'])} | {ev.get('drift_boundaries', '–')} | {'yes' if v['separable'] else '**no**'} |")
+    lines += ["", "A gap needs at most 10% of the consecutive distances in the band around the cut, the within-trap "
+                  "scale below half the median jump between clusters, and no *drift boundary* — a change of cluster "
+                  "where the path made no jump (consecutive distance below cut/2), i.e. the linkage cutting a continuous "
+                  "drift into pieces (`fasttrap.analysis.identity.gap`)."]
     if not idn["separable"]:
         bad = [s for s, v in idn["per_seed"].items() if not v["separable"]]
-        lines += ["", f"**No gap in seed(s) {', '.join(bad)}:** within-trap and between-trap distances overlap, so the "
-                      "trap of an endpoint is not determined, and trapping times are not reported as clean."]
+        lines += ["", f"**No gap in seed(s) {', '.join(bad)}:** within-trap and between-trap distances overlap, or the "
+                      "clusters change where the path made no jump, so the trap of an endpoint is not determined by the "
+                      "data, and trapping times are not reported as clean."]
     return lines + ["", "![distances](figures/distances.png)"]
 
 
@@ -313,8 +316,15 @@ def section_sensitivity(x: _Inputs) -> list[str]:
                   + "; ".join(f"{k.replace('_', ' ')} reads {' / '.join(v)}" for k, v in fl.items())
                   + ". Neither reading is a property of the landscape until it survives these changes."]
     else:
-        c = sen["rows"][0]["conclusions"]
-        lines += ["", f"The conclusions hold across the table: {c['late_vs_early']}; power law: {c['power_law']}."]
+        read = [r["conclusions"] for r in sen["rows"]
+                if r["conclusions"]["late_vs_early"] != "unknown" or r["conclusions"]["power_law"] != "no fit"]
+        if not read:
+            lines += ["", "No row has enough complete trapping times to read a conclusion from (late against early, "
+                          "or a power law)."]
+        else:
+            c = read[0]
+            lines += ["", f"No conclusion flips across the rows that allow one ({len(read)} of {len(sen['rows'])}): "
+                          f"{c['late_vs_early']}; power law: {c['power_law']}."]
     return lines
 
 
@@ -389,7 +399,9 @@ def summary(d: Path, x: _Inputs) -> str:
     return "\n".join([f"run directory: {d}",
                       "inner runs: " + ", ".join(f"{c} {n}" for n, c in zip(st_names, st_counts)),
                       f"traps: {sum(x.traps_json['traps_per_seed'].values())} segments over {len(x.seeds)} seed(s); "
-                      f"{a['n']} complete trapping times (mean {fmt(a.get('mean'))}, max {fmt(a.get('max'))})",
+                      f"{a['n']} complete trapping times (mean {fmt(a.get('mean'))}, max {fmt(a.get('max'))})"
+                      + (" — NOT CLEAN: no gap between within- and between-trap distances (see the report)"
+                         if x.refused else ""),
                       "power law (all): " + (fa["verdict"] if "verdict" in fa else fa.get("skipped", "–")),
                       f"report: {d / 'report.md'}"])
 
