@@ -61,7 +61,7 @@ case " $stages " in *" thesis "*)
   # --set overrides. Whatever the run wrote that is small (reports, json, figures, manifests, not
   # the endpoint arrays) comes back as one archive, also when the stage ran out of time.
   run "thesis profile" ${THESIS_TIMEOUT:-480} python3 -m fasttrap.run --profile thesis --backend cuda --out /tmp/thesis \
-      ${THESIS_ARGS:-} 2>&1 | grep -v "ETA" | tee "$OUT/thesis.log" | tail -25 || fail=1
+      ${THESIS_ARGS:-} 2>&1 | grep --line-buffered -v "ETA" | tee "$OUT/thesis.log" | tail -25 || fail=1
   (cd /tmp && find thesis -type f \( -name "*.md" -o -name "*.json" -o -name "*.toml" -o -name "*.png" \
       -o -path "*certify/*" -o -name "traps.npz" -o -name "identity.npz" \) -print0 | tar czf "$OUT/thesis_run.tar.gz" --null -T -)
   ls -la "$OUT" ;;

@@ -67,20 +67,34 @@ def test_numpy_in_numpy_out_on_cuda(rng):
     assert rel_l2(dG, dGr.numpy()) < 1e-10 and rel_l2(G, Gr.numpy()) < 1e-10
 
 
+def _per_model(out, ref):
+    """Per-model relative L2 errors [K] against the float64 reference."""
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    return np.linalg.norm(out - ref, axis=1) / np.linalg.norm(ref, axis=1)
+
+
 def test_tf32_accuracy_is_measured_and_bounded(rng):
+    """FP32 at rounding level, TF32 bounded and really coarser. Judged per model: a ReLU
+    pre-activation within float32 rounding of 0 flips its mask in any float32 computation, and that
+    model's ∇G then differs by a finite amount (on the H100, 2026-11-26, one model of 16 did: pooled
+    error 1.2e-3, and the CPU core in float32 gives the same 1.2e-3 on the same inputs)."""
     theta, X, y = _inputs(rng, K=16)
     ref = reference.grad_G(MLP, theta.astype(np.float64), X.astype(np.float64), y)[2].numpy()
     ftcuda.set_tf32(False)
-    e32 = rel_l2(fasttrap.grad_G(MLP, theta, X, y, backend="cuda")[2], ref)
+    e32 = _per_model(fasttrap.grad_G(MLP, theta, X, y, backend="cuda")[2], ref)
     ftcuda.set_tf32(True)
     try:
-        e_tf32 = rel_l2(fasttrap.grad_G(MLP, theta, X, y, backend="cuda")[2], ref)
+        e_tf32 = _per_model(fasttrap.grad_G(MLP, theta, X, y, backend="cuda")[2], ref)
     finally:
         ftcuda.set_tf32(False)
-    print(f"grad_G relative L2 error vs float64: fp32 {e32:.2e}, tf32 {e_tf32:.2e}")
-    assert e32 < 1e-4
-    assert e_tf32 < 3e-2            # TF32 has a 10-bit mantissa: ~1e-3 per product
-    assert e_tf32 > e32             # and it really is the reduced-precision path
+    e_cpu = _per_model(fasttrap.grad_G(MLP, theta, X, y, backend="cpu")[2], ref)
+    print(f"grad_G per-model relative L2 error vs float64, median: fp32 {np.median(e32):.2e}, "
+          f"tf32 {np.median(e_tf32):.2e}; models above 1e-4 in fp32: {int((e32 > 1e-4).sum())}")
+    assert np.median(e32) < 1e-6 and (e32 > 1e-4).sum() <= 1
+    kink = e32 > 1e-4                          # a kink is a property of the inputs, not of the device
+    assert np.array_equal(kink, e_cpu > 1e-4) or (e_cpu > 1e-4).sum() <= 1
+    assert np.median(e_tf32) < 3e-2            # TF32 has a 10-bit mantissa: ~1e-3 per product
+    assert np.median(e_tf32) > 10 * np.median(e32)   # and it really is the reduced-precision path
 
 
 def test_graph_and_eager_descents_agree(rng):
