@@ -69,11 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(2, f"--threads: expected an int >= 1, got {args.threads}")
     try:
         if args.resume:
-            if args.profile or args.config or args.overrides or args.out or args.analysis:
-                return _fail(2, "--resume continues a run with its saved settings; --analysis, --profile, --config, "
-                                "--set and --out cannot be combined with it")
+            if args.profile or args.config or args.out or args.analysis:
+                return _fail(2, "--resume continues a run with its saved settings; --analysis, --profile, --config "
+                                "and --out cannot be combined with it")
+            # where the work runs may change on resume (a new scheduler, more workers); what it computes may not
+            bad = [o for o in args.overrides if not cfgmod.is_execution_setting(o.split("=", 1)[0].strip())]
+            if bad:
+                return _fail(2, f"--resume continues a run with its saved settings; only where it runs may change "
+                                f"(--set run.executor, run.scheduler, run.threads, cluster.*), not {', '.join(bad)}")
             directory = Path(args.resume)
             cfg = _load_saved(directory)
+            cfg = cfgmod.apply_overrides(cfg, args.overrides)
             if args.backend and args.backend != cfg["run.backend"]:
                 return _fail(2, f"--backend {args.backend}: the run was started with run.backend={cfg['run.backend']}; "
                                 "resuming on another backend would not reproduce it")
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(130, f"interrupted; finished work is saved. Continue with: python -m fasttrap.run --resume {directory}")
     except store.StoreError as exc:
         return _fail(4, f"{exc.strerror or exc}")
+    except cfgmod.ConfigError as exc:          # e.g. run.executor = "dask" without Dask installed
+        return _fail(2, str(exc))
     except (rundir.RunError, DataError, DivergenceError) as exc:
         return _fail(3, str(exc))
     except PermissionError as exc:

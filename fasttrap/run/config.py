@@ -134,6 +134,24 @@ SCHEMA: dict[str, Setting] = {
     "run.backend": S("str", "auto", "compute backend", ("auto", "cpu", "cuda", "torch")),
     "run.threads": S("int", 0, "CPU threads of the compiled core (0: all available)", min=0),
     "run.seed": S("int", 0, "seed of the inner batch order and of the bootstrap", min=0),
+    "run.executor": S("str", "local", "where the blocks run: 'local' (this process) or 'dask' (tasks on a Dask "
+                      "cluster: run.scheduler, or a new one of cluster.kind; pip install \"fasttrap[dask]\")",
+                      ("local", "dask")),
+    "run.scheduler": S("str", "", "address of a running Dask scheduler (tcp://host:port) for run.executor = 'dask' "
+                       "('': start a cluster of cluster.kind)"),
+    # a cluster started for run.executor = "dask" (dask distributed; dask-jobqueue for the batch systems)
+    "cluster.kind": S("str", "local", "'local' (worker processes on this machine) or a batch system through "
+                      "dask-jobqueue", ("local", "slurm", "pbs", "sge", "lsf")),
+    "cluster.workers": S("int", 2, "worker processes (local) or jobs of one worker each (batch systems)", min=1),
+    "cluster.threads": S("int", 1, "threads per worker (the compiled core uses them)", min=1),
+    "cluster.cores": S("int", 0, "cores per batch job (0: cluster.threads)", min=0),
+    "cluster.memory": S("str", "8GB", "memory per batch job"),
+    "cluster.walltime": S("str", "02:00:00", "wall-time limit per batch job"),
+    "cluster.queue": S("str", "", "queue / partition of the batch jobs ('': the system's default)"),
+    "cluster.account": S("str", "", "account / project the batch jobs are charged to"),
+    "cluster.job_extra": S("str", "", "extra scheduler directives, ';'-separated (e.g. '--gres=gpu:1;--constraint=a100')"),
+    "cluster.python": S("str", "", "the Python the batch jobs start workers with ('': this one)"),
+    "cluster.adaptive_max": S("int", 0, "scale adaptively up to this many jobs instead of cluster.workers (0: fixed)", min=0),
 }
 
 ANALYSES = ("traps", "aging")
@@ -350,6 +368,20 @@ def resolve(profile: str = "quick", toml_path: str | Path | None = None, overrid
             raise ConfigError(f"--config {p}: not valid TOML ({exc})") from None
         for k, v in _flatten(data).items():
             cfg[k] = _coerce(k, _check_key(k), v)
+    cfg = apply_overrides(cfg, overrides or [])
+    cfg["profile"] = profile
+    cfg["analysis"] = analysis
+    return cfg
+
+
+def is_execution_setting(key: str) -> bool:
+    """Settings that say where a run executes, not what it computes (they may change on --resume)."""
+    return key in ("run.executor", "run.scheduler", "run.threads") or key.startswith("cluster.")
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``cfg`` with ``key=value`` overrides applied and checked (a copy)."""
+    cfg = dict(cfg)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set inner.epochs=5")
@@ -361,8 +393,6 @@ def resolve(profile: str = "quick", toml_path: str | Path | None = None, overrid
             raise ConfigError(f"{k}: expected a number, got {raw!r}")
         cfg[k] = _coerce(k, s, raw)
     validate(cfg)
-    cfg["profile"] = profile
-    cfg["analysis"] = analysis
     return cfg
 
 

@@ -191,6 +191,18 @@ def inner_results(run: Run, variant: str = "main") -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)} | {"trace_steps": parts[0]["trace_steps"]}
 
 
+def inner_fields(run: Run, keys: tuple[str, ...], variant: str = "main") -> dict[str, np.ndarray]:
+    """Only the named arrays of every inner block of ``variant``, concatenated in start-point order
+    (reads no more of each block file than those arrays)."""
+    n = n_points(run, variant)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for b in range(len(blocks(n, block_size(run.cfg, n)))):
+        with np.load(inner_dir(run, variant) / f"block_{b:04d}.npz", allow_pickle=False) as z:
+            for k in keys:
+                out[k].append(z[k])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def load_indicators(run: Run, s: int, variant: str = "main") -> traps.Indicators:
     """The indicator series of seed ``s`` (:class:`fasttrap.traps.Indicators`) of ``variant``."""
     z = store.read_npz(indicators_dir(run, variant) / f"seed_{s}.npz")

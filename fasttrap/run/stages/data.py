@@ -10,12 +10,17 @@ from .. import rundir
 from ..rundir import Run
 
 
-def stage_data(run: Run) -> datamod.Dataset:
-    cfg = run.cfg
+def load_dataset(cfg: dict[str, Any]) -> datamod.Dataset:
+    """The data set the settings name, normalised as they say."""
     try:
-        ds = datamod.load(cfg["data.name"], normalize=cfg["data.normalize"])
+        return datamod.load(cfg["data.name"], normalize=cfg["data.normalize"])
     except datamod.DataError as exc:
         raise rundir.RunError(f"data: {exc}") from None
+
+
+def stage_data(run: Run) -> datamod.Dataset:
+    cfg = run.cfg
+    ds = load_dataset(cfg)
     w = cfg["model.widths"]
     if cfg.get("analysis", "traps") == "traps":  # the aging nets take their input/output widths from the data
         if w[0] != ds.n_features:

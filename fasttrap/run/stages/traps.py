@@ -27,6 +27,7 @@ from ...linalg.hessian import lambda_max
 from ...dynamics.outer import outer_sgd
 from ...model import data as datamod
 from .. import config as cfgmod, rundir
+from ..executor import LocalExecutor, Task, make_executor
 from ..report.traps import write_report
 from ..rundir import Run, log
 from .data import mlp_of, stage_data
@@ -50,70 +51,37 @@ def stage_outer(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
     run.stage_done("outer", time.perf_counter() - t0)
 
 
-def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None, variant: str = "main") -> None:
+def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None, variant: str = "main",
+                executor: Any = None) -> None:
     """The inner descents from every start point of ``variant``'s seeds, in blocks saved as they finish.
 
     ``variant`` "main" is the run; "seed" reruns it with batch seed ``run.seed + 1`` and "half" with
     half the epochs (same batch order: its endpoints are where the main descents were halfway), on
     the first ``sensitivity.seeds`` seeds. The reruns take each start point's λ_max and lr from the
-    main run, so only the chosen setting changes.
+    main run, so only the chosen setting changes. Each block is one task of ``executor``
+    (:mod:`fasttrap.run.executor`; default: this process).
     """
     cfg = run.cfg
-    theta0, steps, _ = rundir.start_points(run)
     n = rundir.n_points(run, variant)
-    theta0, steps = theta0[:n], steps[:n]
     out_dir = rundir.inner_dir(run, variant)
     blocks = rundir.blocks(n, rundir.block_size(cfg, n))
-    todo = [(b, lo, hi) for b, (lo, hi) in enumerate(blocks) if not (out_dir / f"block_{b:04d}.npz").exists()]
+    n_steps = _inner_steps(cfg, ds, variant)
+    tasks = [Task(f"inner-{variant}-{b:04d}", inner_block, (variant, b, lo, hi), out_dir / f"block_{b:04d}.npz",
+                  (hi - lo) * n_steps) for b, (lo, hi) in enumerate(blocks)]
+    todo = [t for t in tasks if not t.output.exists()]
     if not todo:
         return
     stage = "inner" if variant == "main" else f"inner_{variant}"
-    lrs = cfg["inner.lr"]
-    lr = np.where(steps <= cfg["inner.regime_split"], lrs[0], lrs[-1])
-    spe = 1 if cfg["inner.method"] == "gd" else -(-len(ds.y_train) // cfg["inner.batch_size"])
-    epochs = cfg["inner.epochs"] / 2 if variant == "half" else cfg["inner.epochs"]
-    n_steps = int(round(epochs * spe))
-    batch_seed = cfg["run.seed"] + 1 if variant == "seed" else cfg["run.seed"]
-    rec = cfg["inner.record_every"] or max(1, int(round(cfg["inner.epochs"] * spe)) // 200)
-    main = rundir.inner_results(run) if variant != "main" else None
-    total = sum(hi - lo for _, lo, hi in todo) * n_steps
-    done_before = len(blocks) - len(todo)
-    if done_before:
-        log(f"{stage}: resuming, {done_before} of {len(blocks)} blocks already on disk")
+    if len(todo) < len(tasks):
+        log(f"{stage}: resuming, {len(tasks) - len(todo)} of {len(blocks)} blocks already on disk")
     what = {"main": "inner descent", "seed": "rerun: batch seed +1", "half": "rerun: half budget"}[variant]
-    bar = Progress(total, what, "model-step", enabled=progress)
+    bar = Progress(sum(t.work for t in todo), what, "model-step", enabled=progress)
     t0 = time.perf_counter()
-    offset = 0
+    ex = executor or LocalExecutor()
     try:
-        for b, lo, hi in todo:
-            tb = time.perf_counter()
-            if main is None:
-                # λ_max(H) at every start point: it sets lr under inner.lr_rule = "auto", and flags a
-                # fixed lr beyond the linear-stability limit 2/λ_max² of descent on G otherwise
-                rows = cfg["inner.lr_rows"]
-                lam = lambda_max(mlp_of(cfg), theta0[lo:hi], ds.X_train[:rows], ds.y_train[:rows],
-                                 backend=cfg["run.backend"])
-                lr_b = stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto" else lr[lo:hi]
-            else:
-                lam, lr_b = main["lambda_max"][lo:hi], main["lr"][lo:hi]
-            res = inner_descent(mlp_of(cfg), theta0[lo:hi], ds, steps=n_steps, lr=lr_b,
-                                batch_size=cfg["inner.batch_size"], seed=batch_seed,
-                                batches=cfg["inner.batches"], method=cfg["inner.method"], record_every=rec,
-                                G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
-                                eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo,
-                                backend=cfg["run.backend"], progress=bar, progress_offset=offset)
-            offset += (hi - lo) * n_steps
-            status, fl = _honest_status(cfg, ds, theta0[lo:hi], res)
-            store.write_npz(out_dir / f"block_{b:04d}.npz", theta=res.theta, status=status.astype("U18"),
-                            G_peak_ratio=fl["G_peak_ratio"], norm_ratio=fl["norm_ratio"], lambda_max=lam, lr=lr_b,
-                            lr_unstable=stability.unstable(lr_b, lam),
-                            steps_done=res.steps_done, G_start=res.G_start, G_last=res.G_last,
-                            train_loss=res.train_loss, train_G=res.train_G, train_acc=res.train_acc,
-                            G_trace=res.G_trace, trace_steps=res.trace_steps, index=np.arange(lo, hi))
+        for t, entry in ex.run(run, ds, todo, bar):
             blk = run.manifest["stages"].setdefault(stage, {}).setdefault("blocks", {})
-            blk[str(b)] = {"models": hi - lo, "seconds": round(time.perf_counter() - tb, 3),
-                           "model_steps": int(res.model_steps),
-                           "status": {str(k): int(v) for k, v in zip(*np.unique(status, return_counts=True))}}
+            blk[str(t.args[1])] = entry
             run.save_manifest()
     finally:
         bar.close()
@@ -122,10 +90,63 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None, variant: s
     ms = sum(v["model_steps"] for v in blk.values())
     # Throughput counts the model-steps that ran: a model that stopped early (converged, diverged)
     # executes no more steps, so the scheduled count (models × n_steps) would overstate the rate.
-    executed_now = sum(blk[str(b)]["model_steps"] for b, _, _ in todo)
-    run.stage_done(stage, secs, n_steps=n_steps, models=n, blocks=len(blocks), batch_seed=batch_seed,
-                   model_steps=ms, model_steps_scheduled=n * n_steps,
+    executed_now = sum(blk[str(t.args[1])]["model_steps"] for t in todo)
+    run.stage_done(stage, secs, n_steps=n_steps, models=n, n_blocks=len(blocks), batch_seed=_batch_seed(cfg, variant),
+                   model_steps=ms, model_steps_scheduled=n * n_steps, executor=ex.name,
                    model_steps_per_s=round(executed_now / max(secs, 1e-9), 1))
+
+
+def _inner_steps(cfg: dict[str, Any], ds: datamod.Dataset, variant: str) -> int:
+    spe = 1 if cfg["inner.method"] == "gd" else -(-len(ds.y_train) // cfg["inner.batch_size"])
+    epochs = cfg["inner.epochs"] / 2 if variant == "half" else cfg["inner.epochs"]
+    return int(round(epochs * spe))
+
+
+def _batch_seed(cfg: dict[str, Any], variant: str) -> int:
+    return cfg["run.seed"] + 1 if variant == "seed" else cfg["run.seed"]
+
+
+def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi: int, bar: Any = None,
+                offset: int = 0) -> dict[str, Any]:
+    """One task: the inner descents of start points [lo, hi) of ``variant``, written to its block file.
+
+    Everything it needs comes from the run directory and the settings, and every random stream from
+    (batch seed, start-point index), so it computes the same bytes wherever and whenever it runs.
+
+    Returns:
+        the manifest's record of the block (models, seconds, model-steps, statuses).
+    """
+    cfg = run.cfg
+    tb = time.perf_counter()
+    theta0, steps, _ = rundir.start_points(run)
+    theta0, steps = theta0[lo:hi], steps[lo:hi]
+    n_steps = _inner_steps(cfg, ds, variant)
+    rec = cfg["inner.record_every"] or max(1, _inner_steps(cfg, ds, "main") // 200)
+    if variant == "main":
+        # λ_max(H) at every start point: it sets lr under inner.lr_rule = "auto", and flags a fixed lr
+        # beyond the linear-stability limit 2/λ_max² of descent on G otherwise
+        rows = cfg["inner.lr_rows"]
+        lam = lambda_max(mlp_of(cfg), theta0, ds.X_train[:rows], ds.y_train[:rows], backend=cfg["run.backend"])
+        lrs = cfg["inner.lr"]
+        lr_b = (stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto"
+                else np.where(steps <= cfg["inner.regime_split"], lrs[0], lrs[-1]))
+    else:
+        main = rundir.inner_fields(run, ("lambda_max", "lr"))
+        lam, lr_b = main["lambda_max"][lo:hi], main["lr"][lo:hi]
+    res = inner_descent(mlp_of(cfg), theta0, ds, steps=n_steps, lr=lr_b, batch_size=cfg["inner.batch_size"],
+                        seed=_batch_seed(cfg, variant), batches=cfg["inner.batches"], method=cfg["inner.method"],
+                        record_every=rec, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
+                        eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo, backend=cfg["run.backend"],
+                        progress=bar if bar is not None else False, progress_offset=offset)
+    status, fl = _honest_status(cfg, ds, theta0, res)
+    store.write_npz(rundir.inner_dir(run, variant) / f"block_{b:04d}.npz", theta=res.theta,
+                    status=status.astype("U18"), G_peak_ratio=fl["G_peak_ratio"], norm_ratio=fl["norm_ratio"],
+                    lambda_max=lam, lr=lr_b, lr_unstable=stability.unstable(lr_b, lam),
+                    steps_done=res.steps_done, G_start=res.G_start, G_last=res.G_last,
+                    train_loss=res.train_loss, train_G=res.train_G, train_acc=res.train_acc,
+                    G_trace=res.G_trace, trace_steps=res.trace_steps, index=np.arange(lo, hi))
+    return {"models": hi - lo, "seconds": round(time.perf_counter() - tb, 3), "model_steps": int(res.model_steps),
+            "status": {str(k): int(v) for k, v in zip(*np.unique(status, return_counts=True))}}
 
 
 def stage_indicators(run: Run, variant: str = "main") -> None:
@@ -164,39 +185,52 @@ def _honest_status(cfg: dict[str, Any], ds: datamod.Dataset, theta0: np.ndarray,
     return status, fl
 
 
-def stage_certify(run: Run, ds: datamod.Dataset) -> None:
+def stage_certify(run: Run, ds: datamod.Dataset, executor: Any = None) -> None:
     """Certify the inner endpoints (every ``certify.every``-th of each seed's window) on the first
-    ``certify.rows`` training rows: ``certify/seed_<s>.npz``, one file per seed, resumable."""
+    ``certify.rows`` training rows: ``certify/seed_<s>.npz``, one task and one file per seed, resumable."""
     cfg = run.cfg
     if not cfg["certify.enabled"]:
         return
-    todo = [s for s in run.seeds if not (run.dir / "certify" / f"seed_{s}.npz").exists()]
+    todo = [Task(f"certify-{s}", certify_seed, (s,), run.dir / "certify" / f"seed_{s}.npz", 1) for s in run.seeds]
+    todo = [t for t in todo if not t.output.exists()]
     if not todo:
         return
     t0 = time.perf_counter()
+    ex = executor or LocalExecutor()
+    hvps = 0
+    bar = Progress(len(todo), "certify", "seed", enabled=False)
+    for _, entry in ex.run(run, ds, todo, bar):
+        hvps += entry["hvps"]
+    rows = cfg["certify.rows"] or len(ds.y_train)
+    run.stage_done("certify", time.perf_counter() - t0, rows=int(rows), every=cfg["certify.every"], hvps=int(hvps))
+
+
+def certify_seed(run: Run, ds: datamod.Dataset, s: int, bar: Any = None, offset: int = 0) -> dict[str, Any]:
+    """One task: the certificates of seed ``s``'s endpoints, written to ``certify/seed_<s>.npz``."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
     _, steps, seeds = rundir.start_points(run)
-    inn = rundir.inner_results(run)
+    inn = rundir.inner_fields(run, ("theta",))
     rows = cfg["certify.rows"] or len(ds.y_train)
     X, y = ds.X_train[:rows], ds.y_train[:rows]
     mlp = mlp_of(cfg)
     hvps = 0
-    for s in todo:
-        idx = np.flatnonzero(seeds == s)[:: cfg["certify.every"]]
-        idx = idx[np.isfinite(inn["theta"][idx]).all(1)]
-        parts = []
-        for lo in range(0, idx.size, 16):            # 16 endpoints per batch bounds the Lanczos bases' memory
-            c = certify(mlp, inn["theta"][idx[lo:lo + 16]], X, y, grad_tol=cfg["certify.grad_tol"],
-                        eps=cfg["certify.eps"], gf_cut=cfg["certify.gf_cut"], lanczos_steps=cfg["certify.lanczos_steps"],
-                        slq_probes=cfg["certify.slq_probes"], minres_iters=cfg["certify.minres_iters"],
-                        k=min(cfg["certify.k"], mlp.n_params), k_max=min(cfg["certify.k_max"], mlp.n_params),
-                        seed=cfg["run.seed"], backend=cfg["run.backend"])
-            parts.append(c.to_arrays())
-            hvps += c.hvps * (min(lo + 16, idx.size) - lo)
-            log(f"certify seed {s}: {min(lo + 16, idx.size)}/{idx.size} endpoints "
-                f"({time.perf_counter() - t0:.0f} s)")
-        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-        store.write_npz(run.dir / "certify" / f"seed_{s}.npz", point=idx, steps=steps[idx], **arrays)
-    run.stage_done("certify", time.perf_counter() - t0, rows=int(rows), every=cfg["certify.every"], hvps=int(hvps))
+    idx = np.flatnonzero(seeds == s)[:: cfg["certify.every"]]
+    idx = idx[np.isfinite(inn["theta"][idx]).all(1)]
+    parts = []
+    for lo in range(0, idx.size, 16):            # 16 endpoints per batch bounds the Lanczos bases' memory
+        c = certify(mlp, inn["theta"][idx[lo:lo + 16]], X, y, grad_tol=cfg["certify.grad_tol"],
+                    eps=cfg["certify.eps"], gf_cut=cfg["certify.gf_cut"], lanczos_steps=cfg["certify.lanczos_steps"],
+                    slq_probes=cfg["certify.slq_probes"], minres_iters=cfg["certify.minres_iters"],
+                    k=min(cfg["certify.k"], mlp.n_params), k_max=min(cfg["certify.k_max"], mlp.n_params),
+                    seed=cfg["run.seed"], backend=cfg["run.backend"])
+        parts.append(c.to_arrays())
+        hvps += c.hvps * (min(lo + 16, idx.size) - lo)
+        if bar is not False:
+            log(f"certify seed {s}: {min(lo + 16, idx.size)}/{idx.size} endpoints ({time.perf_counter() - t0:.0f} s)")
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    store.write_npz(run.dir / "certify" / f"seed_{s}.npz", point=idx, steps=steps[idx], **arrays)
+    return {"seconds": round(time.perf_counter() - t0, 3), "hvps": int(hvps)}
 
 
 def within_distances(run: Run) -> dict[str, np.ndarray]:
@@ -410,9 +444,13 @@ def execute(run: Run, progress: bool | None = None) -> str:
     ds = stage_data(run)
     log(f"data: {ds!r}")
     stage_outer(run, ds, progress)
-    for v in rundir.variants(run):
-        stage_inner(run, ds, progress, v)
-    stage_certify(run, ds)
+    ex = make_executor(run.cfg, run.dir)
+    try:
+        for v in rundir.variants(run):
+            stage_inner(run, ds, progress, v, ex)
+        stage_certify(run, ds, ex)
+    finally:
+        ex.close()
     for v in rundir.variants(run):
         stage_indicators(run, v)
     stage_identity(run)
