@@ -8,7 +8,12 @@ returns, in one row,
   their ratio;
 * their **bootstrap confidence intervals over seeds** (:func:`seed_bootstrap`): the seeds are the
   independent replicates of the experiment (outer paths are independent, the trapping times within
-  a path are not), so the resampling unit is the seed; with one seed there is no interval;
+  a path are not), so the resampling unit is the seed; with one seed there is no interval. With
+  few seeds the plain percentile interval is too narrow (its spread is that of a variance estimate
+  with divisor S, and normal quantiles stand in for Student's): measured, 88% coverage for a
+  nominal 95% at 9 seeds. The interval is therefore *expanded* about the estimate by
+  t_{S−1}/z · √(S/(S−1)) (Hesterberg's expanded percentile interval); its coverage is tested on
+  synthetic studies with a known mean;
 * the CSN power-law fit and its verdict (:func:`fasttrap.analysis.powerlaw.fit_power_law`);
 * the **conclusions** a reader would draw (:func:`conclusions`): are late traps longer than early
   ones, and is a power law plausible.
@@ -23,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from . import powerlaw
 from .traps import Segments, pool, summary
@@ -50,10 +56,11 @@ def statistics(segs: list[Segments], split: int) -> dict[str, float]:
 
 def seed_bootstrap(segs: list[Segments], split: int, n_boot: int = 1000, seed: int = 0,
                    level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals over seeds of every statistic in :data:`STATS`.
+    """Expanded percentile bootstrap intervals over seeds of every statistic in :data:`STATS`.
 
-    Each resample draws len(segs) seeds with replacement and pools their segments. With fewer than
-    2 seeds, or ``n_boot = 0``, every interval is [nan, nan].
+    Each resample draws len(segs) seeds with replacement and pools their segments; the percentile
+    interval is widened about the estimate by t_{S−1}/z · √(S/(S−1)) (see the module docstring).
+    With fewer than 2 seeds, or ``n_boot = 0``, every interval is [nan, nan].
 
     Returns:
         ``{statistic: [lo, hi]}``.
@@ -70,10 +77,17 @@ def seed_bootstrap(segs: list[Segments], split: int, n_boot: int = 1000, seed: i
         st = statistics([segs[i] for i in pick], split)
         draws[b] = [st[k] for k in STATS]
     a = (1 - level) / 2
+    S = len(segs)
+    grow = stats.t.ppf(1 - a, S - 1) / stats.norm.ppf(1 - a) * np.sqrt(S / (S - 1))
+    est = statistics(segs, split)
     out = {}
     for j, k in enumerate(STATS):
         col = draws[:, j][np.isfinite(draws[:, j])]
-        out[k] = [float(np.quantile(col, a)), float(np.quantile(col, 1 - a))] if col.size else [float("nan")] * 2
+        if not col.size or not np.isfinite(est[k]):
+            out[k] = [float("nan")] * 2
+            continue
+        lo, hi = np.quantile(col, a), np.quantile(col, 1 - a)
+        out[k] = [float(est[k] - grow * (est[k] - lo)), float(est[k] + grow * (hi - est[k]))]
     return out
 
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fasttrap import store
@@ -34,6 +33,20 @@ def same_bytes(a: Path, b: Path) -> None:
     assert x.keys() == y.keys()
     for k in x:
         assert x[k].dtype == y[k].dtype and x[k].tobytes() == y[k].tobytes(), f"{k} differs"
+
+
+def start_and_wait(out: Path, extra: list[str]) -> subprocess.Popen:
+    """Start a dask-executed run into ``out``; return once its first inner block is on disk."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.Popen([sys.executable, "-m", "fasttrap.run", "--out", str(out), "--no-progress", *SMALL,
+                             "--set", "run.executor=dask", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    t0 = time.time()
+    while not (out / "inner" / "block_0000.npz").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() - t0 < 300
+        time.sleep(0.01)
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +81,7 @@ def test_a_killed_worker_is_survived(local_run, tmp_path, cluster):
     c, client = cluster
     pids = list(client.run(os.getpid).values())
     out = tmp_path / "run"
-    env = dict(os.environ, MPLBACKEND="Agg")
-    proc = subprocess.Popen([sys.executable, "-m", "fasttrap.run", "--out", str(out), "--no-progress", *SMALL,
-                             "--set", "run.executor=dask", "--set", f"run.scheduler={c.scheduler_address}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    t0 = time.time()
-    while not (out / "inner" / "block_0000.npz").exists():
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.time() - t0 < 300
-        time.sleep(0.01)
+    proc = start_and_wait(out, ["--set", f"run.scheduler={c.scheduler_address}"])
     os.kill(pids[0], signal.SIGKILL)             # one worker dies mid-stage; its task goes elsewhere
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
@@ -97,14 +102,7 @@ def test_a_lost_scheduler_stops_the_run_and_resume_finishes_it(local_run, tmp_pa
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     out = tmp_path / "run"
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "fasttrap.run", "--out", str(out), "--no-progress", *SMALL,
-                                 "--set", "run.executor=dask", "--set", f"run.scheduler=tcp://127.0.0.1:{port}"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        t0 = time.time()
-        while not (out / "inner" / "block_0000.npz").exists():
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.time() - t0 < 300
-            time.sleep(0.01)
+        proc = start_and_wait(out, ["--set", f"run.scheduler=tcp://127.0.0.1:{port}"])
         sched.kill()
         _, err = proc.communicate(timeout=300)
     finally:
