@@ -87,7 +87,8 @@ def seed_bootstrap(segs: list[Segments], split: int, n_boot: int = 1000, seed: i
             out[k] = [float("nan")] * 2
             continue
         lo, hi = np.quantile(col, a), np.quantile(col, 1 - a)
-        out[k] = [float(est[k] - grow * (est[k] - lo)), float(est[k] + grow * (hi - est[k]))]
+        # every statistic here is >= 0: an expanded interval is cut at 0
+        out[k] = [float(max(0.0, est[k] - grow * (est[k] - lo))), float(est[k] + grow * (hi - est[k]))]
     return out
 
 

@@ -54,6 +54,15 @@ def test_seed_bootstrap_coverage_slow(rng):
     assert 0.90 <= cov <= 0.98
 
 
+def test_intervals_stay_in_range_and_widen_with_few_seeds(rng):
+    segs = [_window(rng, 12, 3.0) for _ in range(3)]
+    ci = sensitivity.seed_bootstrap(segs, split=15, n_boot=300)
+    st = sensitivity.statistics(segs, split=15)
+    for k, (lo, hi) in ci.items():
+        if np.isfinite(lo):
+            assert 0 <= lo <= st[k] <= hi, k
+
+
 def test_one_seed_has_no_interval(rng):
     ci = sensitivity.seed_bootstrap([_window(rng, 30, 3.0)], split=10, n_boot=100)
     assert all(np.isnan(v).all() for v in ci.values())

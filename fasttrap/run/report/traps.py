@@ -292,7 +292,7 @@ def section_sensitivity(x: _Inputs) -> list[str]:
     if not sen:
         return []
     lines = ["", "## Sensitivity", "",
-             f"Each row recomputes the statistics after one change. Intervals: 95% percentile bootstrap over seeds "
+             f"Each row recomputes the statistics after one change. Intervals: 95% expanded percentile bootstrap over seeds "
              f"({x.cfg['sensitivity.seed_bootstrap']} resamples; none with one seed). Early/late: trap start before/after "
              f"outer step {sen['split_step']}. The reruns (other batch seed, half budget) are real inner descents, "
              "stored in `inner_seed/` and `inner_half/`." + (" **Not findings: the trapping times are not clean.**"
