@@ -1,7 +1,7 @@
 """Where the blocks of a run execute: in this process, or as tasks on a Dask cluster.
 
 A run's expensive work is cut into **tasks** that are independent and idempotent: one block of start
-points of the inner stage (or of a rerun), one seed of the certification. Each task reads what it
+points of the inner stage (or of a rerun), one seed of the certification, one network's aging run. Each task reads what it
 needs from the run directory, writes its one output file atomically, and is skipped when that file
 exists; its random streams derive from (seed, stage, start-point index), never from where it runs.
 So any executor computes the same bytes:

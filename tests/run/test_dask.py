@@ -180,3 +180,16 @@ def test_slurm_job_script_is_rendered_from_the_settings():
                  "#SBATCH --gres=gpu:1", "#SBATCH --constraint=a100", "export OMP_NUM_THREADS=4"):
         assert line in script, (line, script)
     assert "--nthreads 4" in script and "--memory-limit 14.90GiB" in script and "--nanny" in script
+
+
+def test_aging_runs_as_dask_tasks_equal_the_local_ones(tmp_path):
+    from test_run import AGING_TINY
+
+    a, b = tmp_path / "local", tmp_path / "dask"
+    r = run_cmd(["--out", str(a), "--no-progress", *AGING_TINY])
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cmd(["--out", str(b), "--no-progress", *AGING_TINY, "--set", "run.executor=dask", "--set", "cluster.workers=2"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "dask: a new local cluster" in r.stderr
+    same_bytes(a, b)
+    assert set(store.read_json(b / "manifest.json")["stages"]) >= {"aging_12", "aging_3"}

@@ -16,6 +16,8 @@ from ...common import store
 from ...model import data as datamod
 from ...model.mlp import MLP
 from .. import config as cfgmod
+from ...common.progress import Progress
+from ..executor import LocalExecutor, Task, make_executor
 from ..report.aging import write_aging_report
 from ..rundir import Run, log
 from .data import stage_data
@@ -27,28 +29,40 @@ def aging_nets(cfg: dict[str, Any], ds: datamod.Dataset) -> dict[str, MLP]:
                                        cfg["model.output"]) for h in cfgmod.hidden_widths(cfg)}
 
 
-def stage_aging(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
-    """One aging run per network, each checkpointed and resumable to identical results."""
+def stage_aging(run: Run, ds: datamod.Dataset, progress: bool | None, executor: Any = None) -> None:
+    """One aging run per network, each checkpointed and resumable to identical results; each network
+    is one task of ``executor`` (:mod:`fasttrap.run.executor`; default: this process)."""
+    todo = [Task(f"aging-{name}", aging_net, (name,), run.dir / "aging" / f"net_{name}.npz", 1)
+            for name in aging_nets(run.cfg, ds)]
+    todo = [t for t in todo if not t.output.exists()]
+    if not todo:
+        return
+    ex = executor or LocalExecutor()
+    # in this process each run shows its own progress; on a cluster one bar counts finished networks
+    shown = progress if ex.name == "local" else Progress(len(todo), "aging runs", "network", enabled=progress)
+    for t, entry in ex.run(run, ds, todo, shown):
+        run.stage_done(f"aging_{t.args[0]}", entry["seconds"], params=entry["params"])
+
+
+def aging_net(run: Run, ds: datamod.Dataset, name: str, bar: Any = None, offset: int = 0) -> dict[str, Any]:
+    """One task: the aging run of network ``name`` (checkpointed), written to ``aging/net_<name>.npz``."""
     cfg = run.cfg
+    mlp = aging_nets(cfg, ds)[name]
     steps = cfg["aging.steps"]
     t_w, lags = default_grids(steps, cfg["aging.n_tw"], cfg["aging.n_lags"], cfg["aging.tw_min"])
-    for name, mlp in aging_nets(cfg, ds).items():
-        out = run.dir / "aging" / f"net_{name}.npz"
-        if out.exists():
-            continue
-        ck = run.dir / "aging" / f"net_{name}.ckpt.npz"
-        if ck.exists():
-            log(f"aging {name}: resuming from its checkpoint")
-        t0 = time.perf_counter()
-        res = run_aging(mlp, ds, run.seeds, lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"], steps=steps,
-                        t_w=t_w, lags=lags, curve_points=cfg["outer.curve_points"],
-                        noise_rows=cfg["aging.noise_rows"] or None, eval_rows=cfg["aging.eval_rows"] or None,
-                        dtype=np.float32 if cfg["aging.dtype"] == "float32" else np.float64,
-                        backend=cfg["run.backend"], progress=progress, checkpoint=ck,
-                        checkpoint_every=cfg["aging.checkpoint_every"])
-        store.write_npz(out, **res.to_arrays())
-        ck.unlink(missing_ok=True)
-        run.stage_done(f"aging_{name}", time.perf_counter() - t0, params=mlp.n_params)
+    ck = run.dir / "aging" / f"net_{name}.ckpt.npz"
+    if ck.exists():
+        log(f"aging {name}: resuming from its checkpoint")
+    t0 = time.perf_counter()
+    res = run_aging(mlp, ds, run.seeds, lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"], steps=steps,
+                    t_w=t_w, lags=lags, curve_points=cfg["outer.curve_points"],
+                    noise_rows=cfg["aging.noise_rows"] or None, eval_rows=cfg["aging.eval_rows"] or None,
+                    dtype=np.float32 if cfg["aging.dtype"] == "float32" else np.float64,
+                    backend=cfg["run.backend"], progress=bar, checkpoint=ck,
+                    checkpoint_every=cfg["aging.checkpoint_every"])
+    store.write_npz(run.dir / "aging" / f"net_{name}.npz", **res.to_arrays())
+    ck.unlink(missing_ok=True)
+    return {"seconds": round(time.perf_counter() - t0, 3), "params": mlp.n_params}
 
 
 def execute(run: Run, progress: bool | None = None) -> str:
@@ -57,7 +71,11 @@ def execute(run: Run, progress: bool | None = None) -> str:
     t_all = time.perf_counter()
     ds = stage_data(run)
     log(f"data: {ds!r}")
-    stage_aging(run, ds, progress)
+    ex = make_executor(cfg, run.dir)
+    try:
+        stage_aging(run, ds, progress, ex)
+    finally:
+        ex.close()
     t0 = time.perf_counter()
     summary = write_aging_report(run, aging_nets(cfg, ds))
     run.stage_done("report", time.perf_counter() - t0)
