@@ -28,8 +28,10 @@ So any executor computes the same bytes:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import secrets
+from concurrent.futures import CancelledError
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,23 +165,39 @@ class DaskExecutor:
                 done_work += t.work
                 bar.update_to(done_work)
                 yield t, res
-        except (OSError, TimeoutError, d.comm.CommClosedError) as exc:
-            raise RunError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}). Finished blocks are saved; "
-                           f"start a scheduler and continue with --resume (settings run.scheduler / cluster.*)") from None
+        except (OSError, TimeoutError, CancelledError, asyncio.CancelledError, d.comm.CommClosedError) as exc:
+            # a lost scheduler shows as a closed comm, a refused connection, or (depending on when the
+            # client notices) futures cancelled for "scheduler-connection-lost"
+            raise self._lost(exc) from None
         except d.KilledWorker as exc:
             raise RunError(f"Dask gave up on a task whose workers kept dying ({exc}); finished blocks are saved, "
                            "continue with --resume") from None
+        except RunError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else while the client has lost its scheduler
+            if getattr(self.client, "status", "running") != "running":
+                raise self._lost(exc) from None
+            raise
         finally:
             for f in futs:
                 if not f.done():
                     f.cancel()
 
+    @staticmethod
+    def _lost(exc: BaseException) -> RunError:
+        return RunError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}). Finished blocks are saved; "
+                        "start a scheduler and continue with --resume (settings run.scheduler / cluster.*)")
+
     def close(self) -> None:
-        try:
-            self.client.close()
-        finally:
-            if self.cluster is not None:
-                self.cluster.close()
+        """Close the client (and the cluster this executor started). Never raises: it runs on the way
+        out of a failed run too, where the scheduler may be gone, and must not mask why the run failed."""
+        for thing in (self.client, self.cluster):
+            if thing is None:
+                continue
+            try:
+                thing.close(timeout=10)
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def check_shared_storage(client: Any, run_dir: Path) -> None:
