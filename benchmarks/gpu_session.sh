@@ -30,7 +30,16 @@ python3 -c "import fasttrap; print(fasttrap.backend_info()); from fasttrap.ops i
 fail=0
 # run NAME SECONDS CMD...: time-boxed; prints and returns CMD's exit status (pipefail carries it
 # through the tee/tail pipelines below, and `|| fail=1` remembers it).
-run() { echo "=== $1"; shift; timeout "$@"; local rc=$?; echo "(exit $rc)"; return $rc; }
+# Each box is clamped to what is left of the device tool's per-command limit (CALL_LIMIT, 600 s by
+# default) less 40 s, so that a stage times out by itself and the steps after it (the archive of the
+# thesis run) still happen: a box longer than the call once lost a whole run.
+run() {
+  local name=$1 box=$2; shift 2
+  local left=$(( ${CALL_LIMIT:-600} - ($(date +%s) - t0) - 40 ))
+  [ "$box" -gt "$left" ] && box=$left
+  [ "$box" -lt 1 ] && { echo "=== $name: no time left in this call"; return 124; }
+  echo "=== $name (time box $box s)"; timeout "$box" "$@"; local rc=$?; echo "(exit $rc)"; return $rc
+}
 case " $stages " in *" tests "*|*" all "*)
   run "GPU tests" ${TESTS_TIMEOUT:-300} python3 -m pytest "$REPO/tests" -q -x -k "cuda or gpu" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25 || fail=1 ;;
 esac
