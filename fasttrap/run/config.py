@@ -181,12 +181,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "certify.rows": 5000,
     },
     # The reference protocol as the reference study ran it (DESIGN §1):
-    #  * raw [0, 1] pixels. The study does not say how MNIST was preprocessed, but its phases do:
+    #  * raw [0, 1] pixels. The study does not say how it preprocessed MNIST, but its phases do:
     #    little improvement over steps 1-50, then a rapid one over 51-150. That is the raw-pixel path
-    #    (full training loss 2.30 / 1.82 / 0.53 at steps 0 / 50 / 150); standardised inputs give
-    #    2.30 / 0.54 / 0.31 and a Hessian 3-10x sharper, where inner lr 0.1 is far past the stability
-    #    limit 2/lambda_max^2 (the `thesis-standardized` profile keeps that variant: the comparison is
-    #    itself a finding);
+    #    (full training loss 2.31 / 1.83 / 0.57 at steps 0 / 51 / 150, docs/recorded/thesis-cpu);
+    #    standardised inputs give 2.31 / 0.57 / 0.33 and a sharper Hessian, where inner lr 0.1 is
+    #    past the stability limit 2/lambda_max^2 (the `thesis-standardized` profile keeps that
+    #    variant: the comparison is itself a finding);
     #  * trapping times from regime 2 (outer steps 51-150, 9 seeds), regime 1 (steps 1-50, 3 seeds)
     #    apart, where the study found a single trap;
     #  * inner lr 0.1 up to step 50 and 0.01 after, 100 epochs of batch 128, each inner run with its
