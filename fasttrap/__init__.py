@@ -33,6 +33,7 @@ from .ops import evaluate, grad_G, hvp, per_sample_grad_sq, value_and_grad
 from .ops.backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_device_count, get_num_threads,
                           set_num_threads)
 from .ops.backend import info as backend_info
+from .linalg.spectra import hessian_density, hessian_eigs
 from .run.rundir import RunData, open_run
 
 _compat.install()
@@ -41,6 +42,8 @@ __all__ = [
     "MLP",
     "Certificate",
     "certify",
+    "hessian_density",
+    "hessian_eigs",
     "InnerResult",
     "OuterResult",
     "RunData",
