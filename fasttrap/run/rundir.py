@@ -191,15 +191,20 @@ def inner_results(run: Run, variant: str = "main") -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)} | {"trace_steps": parts[0]["trace_steps"]}
 
 
-def inner_fields(run: Run, keys: tuple[str, ...], variant: str = "main") -> dict[str, np.ndarray]:
-    """Only the named arrays of every inner block of ``variant``, concatenated in start-point order
-    (reads no more of each block file than those arrays)."""
+def inner_fields(run: Run, keys: tuple[str, ...], variant: str = "main", lo: int = 0,
+                 hi: int | None = None) -> dict[str, np.ndarray]:
+    """The named arrays of the inner blocks of ``variant`` for start points [lo, hi), concatenated in
+    start-point order. Only the blocks that hold those points are opened, and of each only those
+    arrays are read (a task that needs one seed's endpoints does not read every seed's)."""
     n = n_points(run, variant)
+    hi = n if hi is None else min(hi, n)
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    for b in range(len(blocks(n, block_size(run.cfg, n)))):
+    for b, (a, e) in enumerate(blocks(n, block_size(run.cfg, n))):
+        if e <= lo or a >= hi:
+            continue
         with np.load(inner_dir(run, variant) / f"block_{b:04d}.npz", allow_pickle=False) as z:
             for k in keys:
-                out[k].append(z[k])
+                out[k].append(z[k][max(lo, a) - a: min(hi, e) - a])
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -157,6 +157,7 @@ def test_sensitivity_rows_come_from_real_reruns(tmp_path):
     from the main run, and the table's rows are the statistics of their own endpoints."""
     import fasttrap
     from fasttrap.analysis import sensitivity
+    from fasttrap.run import rundir as rundir_mod
     from fasttrap.run.stages import traps as stages
     from fasttrap.run.stages.data import mlp_of
 
@@ -177,6 +178,12 @@ def test_sensitivity_rows_come_from_real_reruns(tmp_path):
                                        evaluate=False, progress=False, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
         np.testing.assert_array_equal(fresh.theta, z["theta"])
         assert not np.array_equal(z["theta"], main["theta"])
+    # a row range reads only the blocks that hold it, and gives the same rows as the whole stage
+    full = rundir_mod.inner_results(rd.run())
+    for lo, hi in ((0, 20), (3, 12), (5, 10), (17, 20)):
+        part = rundir_mod.inner_fields(rd.run(), ("theta", "lr"), lo=lo, hi=hi)
+        np.testing.assert_array_equal(part["theta"], full["theta"][lo:hi])
+        np.testing.assert_array_equal(part["lr"], full["lr"][lo:hi])
     # the reruns cover only the first seed (sensitivity.seeds = 1); the main run both
     assert rd.inner["theta"].shape[0] == 20
     assert len(list((out / "inner_seed").glob("block_*.npz"))) == 2

@@ -131,8 +131,8 @@ def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi
         lr_b = (stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto"
                 else np.where(steps <= cfg["inner.regime_split"], lrs[0], lrs[-1]))
     else:
-        main = rundir.inner_fields(run, ("lambda_max", "lr"))
-        lam, lr_b = main["lambda_max"][lo:hi], main["lr"][lo:hi]
+        main = rundir.inner_fields(run, ("lambda_max", "lr"), lo=lo, hi=hi)
+        lam, lr_b = main["lambda_max"], main["lr"]
     res = inner_descent(mlp_of(cfg), theta0, ds, steps=n_steps, lr=lr_b, batch_size=cfg["inner.batch_size"],
                         seed=_batch_seed(cfg, variant), batches=cfg["inner.batches"], method=cfg["inner.method"],
                         record_every=rec, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
@@ -210,16 +210,18 @@ def certify_seed(run: Run, ds: datamod.Dataset, s: int, bar: Any = None, offset:
     cfg = run.cfg
     t0 = time.perf_counter()
     _, steps, seeds = rundir.start_points(run)
-    inn = rundir.inner_fields(run, ("theta",))
+    mine = np.flatnonzero(seeds == s)                  # a contiguous range: start points are seed-major
+    theta = rundir.inner_fields(run, ("theta",), lo=int(mine[0]), hi=int(mine[-1]) + 1)["theta"]
     rows = cfg["certify.rows"] or len(ds.y_train)
     X, y = ds.X_train[:rows], ds.y_train[:rows]
     mlp = mlp_of(cfg)
     hvps = 0
-    idx = np.flatnonzero(seeds == s)[:: cfg["certify.every"]]
-    idx = idx[np.isfinite(inn["theta"][idx]).all(1)]
+    local = np.arange(mine.size)[:: cfg["certify.every"]]
+    local = local[np.isfinite(theta[local]).all(1)]
+    idx = mine[local]
     parts = []
     for lo in range(0, idx.size, 16):            # 16 endpoints per batch bounds the Lanczos bases' memory
-        c = certify(mlp, inn["theta"][idx[lo:lo + 16]], X, y, grad_tol=cfg["certify.grad_tol"],
+        c = certify(mlp, theta[local[lo:lo + 16]], X, y, grad_tol=cfg["certify.grad_tol"],
                     eps=cfg["certify.eps"], gf_cut=cfg["certify.gf_cut"], lanczos_steps=cfg["certify.lanczos_steps"],
                     slq_probes=cfg["certify.slq_probes"], minres_iters=cfg["certify.minres_iters"],
                     k=min(cfg["certify.k"], mlp.n_params), k_max=min(cfg["certify.k_max"], mlp.n_params),
@@ -287,6 +289,13 @@ def _identify(run: Run, s: int, variant: str, scale: float, multiple: float) -> 
                     method=run.cfg["identity.linkage"])
 
 
+def _consecutive(run: Run, s: int, variant: str = "main") -> tuple[traps.Indicators, np.ndarray]:
+    """Seed ``s``'s indicators and the boundaries of the consecutive-jump rule (the run's thresholds)."""
+    ind = rundir.load_indicators(run, s, variant)
+    return ind, traps.segment(ind.end_to_end, ind.outer_step, ind.loss_end, ind.G_end, ind.invalid,
+                              **rundir.thresholds(run.cfg))
+
+
 def segments(run: Run, rule: str, variant: str = "main", factor: float = 1.0) -> list[traps.Segments]:
     """One :class:`Segments` per seed of ``variant``: by the consecutive-jump rule, or (``rule="cluster"``)
     the visits of clusters cut at ``factor`` × ``identity.multiple`` × the measured within-trap scale."""
@@ -296,9 +305,7 @@ def segments(run: Run, rule: str, variant: str = "main", factor: float = 1.0) ->
         if rule == "cluster":
             out.append(_identify(run, s, variant, scale, factor * run.cfg["identity.multiple"]).visits)
         else:
-            ind = rundir.load_indicators(run, s, variant)
-            b = traps.segment(ind.end_to_end, ind.outer_step, ind.loss_end, ind.G_end, ind.invalid,
-                              **rundir.thresholds(run.cfg))
+            ind, b = _consecutive(run, s, variant)
             out.append(traps.trapping_times(b, len(ind), invalid=ind.invalid))
     return out
 
@@ -318,8 +325,7 @@ def stage_traps(run: Run) -> dict[str, Any]:
     segs = segments(run, rule)
     out = {}
     for s in run.seeds:
-        ind = rundir.load_indicators(run, s)
-        b = traps.segment(ind.end_to_end, ind.outer_step, ind.loss_end, ind.G_end, ind.invalid, **rundir.thresholds(cfg))
+        ind, b = _consecutive(run, s)
         out[f"boundaries_{s}"] = b                      # the consecutive rule's, shown beside the clusters'
         out[f"boundary_steps_{s}"] = ind.steps[b]
     pooled = traps.pool(segs)
