@@ -180,6 +180,30 @@ py::tuple eval_impl(const Net& net, const py::array& theta, const py::array& X, 
   return py::make_tuple(loss, acc, grad, sq);
 }
 
+// J [K, N, C, n0] (per-sample input→output Jacobians) or, with gram, [K, C·n0, C·n0] (𝒥ᵀ𝒥).
+template <class T>
+py::array jac_impl(const Net& net, const py::array& theta, const py::array& X, int block, bool gram, int threads) {
+  const int64_t K = theta_K(net, theta);
+  const T* th = cptr<T>(theta, "theta", {K, net.P});
+  const T* xp = cptr<T>(X, "X", {-1, net.n[0]});
+  const int64_t N = X.shape(0);
+  if (N < 1) bad("X: needs at least one row");
+  if (block < 1) bad("block: must be >= 1");
+  const int64_t C = net.n.back(), n0 = net.n[0];
+  if (gram) {
+    py::array_t<T> G({K, C * n0, C * n0});
+    T* gp = G.mutable_data();
+    py::gil_scoped_release nogil;
+    ft::cpu::jacobian_gram<T>(net, K, th, xp, N, block, gp, make_opts(threads, 1));
+    return G;
+  }
+  py::array_t<T> J({K, N, C, n0});
+  T* jp = J.mutable_data();
+  py::gil_scoped_release nogil;
+  ft::cpu::input_jacobian<T>(net, K, th, xp, N, jp, make_opts(threads, 1));
+  return J;
+}
+
 template <class T>
 py::dict descent_impl(const Net& net, const py::array& theta0, const py::array& X, const py::array& y,
                       const py::array& lr, int batch_size, int64_t steps, bool shared,
@@ -342,6 +366,30 @@ PYBIND11_MODULE(_core, m) {
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
       py::arg("X"), py::arg("y"), py::arg("block") = 1024, py::arg("want_grad") = false,
       py::arg("threads") = 1);
+
+  m.def(
+      "input_jacobian",
+      [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
+         int threads) -> py::array {
+        Net net = make_net(widths, act, loss, out_act);
+        if (is_f64(theta)) return jac_impl<double>(net, theta, X, 256, false, threads);
+        if (is_f32(theta)) return jac_impl<float>(net, theta, X, 256, false, threads);
+        bad("theta: dtype must be float32 or float64");
+      },
+      py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
+      py::arg("X"), py::arg("threads") = 1);
+
+  m.def(
+      "jacobian_gram",
+      [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
+         int block, int threads) -> py::array {
+        Net net = make_net(widths, act, loss, out_act);
+        if (is_f64(theta)) return jac_impl<double>(net, theta, X, block, true, threads);
+        if (is_f32(theta)) return jac_impl<float>(net, theta, X, block, true, threads);
+        bad("theta: dtype must be float32 or float64");
+      },
+      py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
+      py::arg("X"), py::arg("block") = 256, py::arg("threads") = 1);
 
   m.def(
       "descent_loop",

@@ -29,11 +29,11 @@ from .analysis.certify import Certificate, certify
 from .dynamics.inner import InnerResult, inner_descent
 from .dynamics.outer import OuterResult, outer_sgd
 from .model.mlp import MLP
-from .ops import evaluate, grad_G, hvp, per_sample_grad_sq, value_and_grad
+from .ops import evaluate, grad_G, hvp, input_jacobian, per_sample_grad_sq, value_and_grad
 from .ops.backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_device_count, get_num_threads,
                           set_num_threads)
 from .ops.backend import info as backend_info
-from .linalg.spectra import hessian_density, hessian_eigs
+from .linalg.spectra import hessian_density, hessian_eigs, jacobian_density, jacobian_esd
 from .run.rundir import RunData, open_run
 
 _compat.install()
@@ -44,6 +44,9 @@ __all__ = [
     "certify",
     "hessian_density",
     "hessian_eigs",
+    "input_jacobian",
+    "jacobian_density",
+    "jacobian_esd",
     "InnerResult",
     "OuterResult",
     "RunData",

@@ -74,3 +74,15 @@ def gemm_rate(n: int = 2048, f64: bool = False, reps: int = 5, threads: int = 1)
 
 # Present when built_with_cuda(): see fasttrap/ops/cuda.py for their use.
 def __getattr__(name: str) -> Any: ...
+def input_jacobian(
+    widths: list[int], act: int, loss: int, out_act: int,
+    theta: _F,  # [K, P]
+    X: _F,  # [N, n0]
+    threads: int = 1,
+) -> _F: ...  # J [K, N, C, n0]
+def jacobian_gram(
+    widths: list[int], act: int, loss: int, out_act: int,
+    theta: _F,  # [K, P]
+    X: _F,  # [N, n0]
+    block: int = 256, threads: int = 1,
+) -> _F: ...  # 𝒥ᵀ𝒥 [K, C·n0, C·n0]

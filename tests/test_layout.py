@@ -131,7 +131,8 @@ def test_no_room_imports_the_package_root():
     assert not bad, "\n".join(bad)
 
 
-OPS = {"fasttrap.ops.grad": "fasttrap.reference.grad", "fasttrap.ops.dataset": "fasttrap.reference.dataset"}
+OPS = {"fasttrap.ops.grad": "fasttrap.reference.grad", "fasttrap.ops.dataset": "fasttrap.reference.dataset",
+       "fasttrap.ops.spectra": "fasttrap.reference.spectra"}
 
 
 @pytest.mark.parametrize("ops_mod, twin_mod", OPS.items())
@@ -151,7 +152,7 @@ def test_every_op_sits_beside_a_twin_of_the_same_name_and_signature(ops_mod, twi
 
 
 def test_every_op_module_mirrors_a_twin_module():
-    ops = {p.stem for p in (PKG / "ops").glob("*.py")} & {"grad", "dataset"}
+    ops = {p.stem for p in (PKG / "ops").glob("*.py")} & {"grad", "dataset", "spectra"}
     twins = {p.stem for p in (PKG / "reference").glob("*.py")}
     assert ops <= twins
 

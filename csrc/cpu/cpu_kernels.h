@@ -47,6 +47,16 @@ template <class T>
 void evaluate(const Net& net, int64_t K, const T* theta, const T* X, const int64_t* y, int64_t N,
               int block, T* loss, T* acc, T* grad, const Opts& o, T* sample_sq = nullptr);
 
+// ---- spectra (cpu_spectra.cpp) -------------------------------------------------------------
+// J [K, N, C, n0]: ∂f(x_i)/∂x_i of the outputs f = Z_L for every row of X [N, n0].
+template <class T>
+void input_jacobian(const Net& net, int64_t K, const T* theta, const T* X, int64_t N, T* J, const Opts& o);
+
+// gram [K, C·n0, C·n0] = Σ_i vec J_i vec J_iᵀ (𝒥ᵀ𝒥 of the stacked [N, C·n0] Jacobian), in blocks of rows.
+template <class T>
+void jacobian_gram(const Net& net, int64_t K, const T* theta, const T* X, int64_t N, int block, T* gram,
+                   const Opts& o);
+
 // ---- inner descent -------------------------------------------------------------------------
 enum Status : int8_t {
   ST_RUNNING = 0,

@@ -2,6 +2,7 @@
 
 * :mod:`~fasttrap.ops.grad` — value_and_grad, hvp, grad_G (one minibatch);
 * :mod:`~fasttrap.ops.dataset` — evaluate, per_sample_grad_sq (a whole data set in blocks);
+* :mod:`~fasttrap.ops.spectra` — input_jacobian, jacobian_gram (functions of the inputs alone);
 * :mod:`~fasttrap.ops._dispatch` — the one place that validates, routes to cpu/cuda/torch and
   converts results back (also the inner-descent loop, :func:`descent_loop`);
 * :mod:`~fasttrap.ops.validate` — the argument checks; :mod:`~fasttrap.ops.backend` — which
@@ -17,5 +18,6 @@ from ._dispatch import descent_loop
 from .backend import BackendUnavailable
 from .dataset import evaluate, per_sample_grad_sq
 from .grad import grad_G, hvp, value_and_grad
+from .spectra import input_jacobian, jacobian_gram
 
-__all__ = ["BackendUnavailable", "descent_loop", "evaluate", "grad_G", "hvp", "per_sample_grad_sq", "value_and_grad"]
+__all__ = ["BackendUnavailable", "descent_loop", "evaluate", "grad_G", "hvp", "input_jacobian", "jacobian_gram", "per_sample_grad_sq", "value_and_grad"]

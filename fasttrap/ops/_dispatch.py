@@ -18,6 +18,8 @@ Families (they differ in what they validate and in the core's trailing arguments
   core: ``core.<name>(*codes, θ, X, y, *directions, threads, chunk)``.
 * **dataset ops** — ``(mlp, θ [K, P], X [N, n0], y [N], want_grad, block)``, a pass over a whole
   data set in blocks of rows; core: ``core.<name>(*codes, θ, X, y, block, want_grad, threads)``.
+* **input ops** — ``(mlp, θ [K, P], X [N, n0], *ints)``, functions of the inputs alone (no labels),
+  such as the input→output Jacobian; core: ``core.<name>(*codes, θ, X, *ints, threads)``.
 * **the descent loop** — the inner descent with all its steps inside the core
   (:func:`descent_loop`); the driver (:mod:`fasttrap.dynamics.inner`) validates its settings.
 
@@ -31,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _loader, backend as _backend
-from .validate import (check_batch, check_dataset, check_direction, check_int, check_mlp, check_theta,
+from .validate import (check_batch, check_dataset, check_direction, check_inputs, check_int, check_mlp, check_theta,
                        is_device_array, is_torch)
 
 
@@ -156,6 +158,37 @@ def dataset_op(name: str, mlp: Any, theta: Any, X: Any, y: Any, want_grad: Any, 
         res = _twin_on(be, name, mlp, th, Xa, ya, want_grad, block)
     else:
         res = getattr(_loader.core, name)(*mlp.codes, th, Xa, ya, block, want_grad, _backend.get_num_threads())
+    return _convert_all(theta, res)
+
+
+def input_op(name: str, mlp: Any, theta: Any, X: Any, *ints: tuple[str, Any, int, int], backend: str = "auto") -> Any:
+    """Run input op ``name`` on K models and all N rows of X [N, n0] (no labels).
+
+    Args:
+        name: the op (``input_jacobian``, ``jacobian_gram``).
+        mlp: the network spec.
+        theta: θ [K, P].
+        X: [N, n0].
+        *ints: integer settings the op takes after X, each ``(name, value, lo, hi)`` (checked here).
+        backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
+    """
+    check_mlp(mlp)
+    vals = [check_int(v, label, lo=lo, hi=hi) for label, v, lo, hi in ints]
+    be = route(backend, theta, X)
+    if be == "cuda" and any(is_device_array(a) for a in (theta, X)):
+        fn = _cuda(name)
+        if fn is None:
+            _twin_on_device(name, theta=theta, X=X)
+            return _convert_all(theta, _twin(name)(mlp, theta, X, *vals))
+        return fn(mlp, theta, X, *vals)
+    th = check_theta(mlp, theta)
+    Xa = check_inputs(mlp, X, th.dtype)
+    if be == "cuda" and _cuda(name) is not None:
+        res = _cuda(name)(mlp, th, Xa, *vals)
+    elif be in ("cuda", "torch"):
+        res = _twin_on(be, name, mlp, th, Xa, *vals)
+    else:
+        res = getattr(_loader.core, name)(*mlp.codes, th, Xa, *vals, _backend.get_num_threads())
     return _convert_all(theta, res)
 
 

@@ -172,11 +172,17 @@ def check_float(x: Any, name: str, lo: float | None = None, positive: bool = Fal
     return x
 
 
-def check_dataset(mlp: MLP, X: Any, y: Any, dtype: np.dtype, name: str = "X") -> tuple[np.ndarray, np.ndarray]:
-    """A whole data set: X [N, n0] finite, in ``dtype``; y [N] labels in [0, n_out)."""
+def check_inputs(mlp: MLP, X: Any, dtype: np.dtype, name: str = "X") -> np.ndarray:
+    """Inputs alone: X [N, n0] finite, in ``dtype``, N >= 1."""
     Xa = check_float_array(X, name, dtype)
     if Xa.ndim != 2 or Xa.shape[1] != mlp.n_in or Xa.shape[0] < 1:
         raise ValueError(f"{name}: expected shape [N, {mlp.n_in}] with N >= 1, got {list(Xa.shape)}")
     check_finite(Xa, name)
+    return Xa
+
+
+def check_dataset(mlp: MLP, X: Any, y: Any, dtype: np.dtype, name: str = "X") -> tuple[np.ndarray, np.ndarray]:
+    """A whole data set: X [N, n0] finite, in ``dtype``; y [N] labels in [0, n_out)."""
+    Xa = check_inputs(mlp, X, dtype, name)
     yname = "y" if name == "X" else name.replace("X", "y")
     return Xa, check_labels(mlp, y, (Xa.shape[0],), yname)

@@ -2,7 +2,8 @@
 
 The package mirrors :mod:`fasttrap.ops` file for file: :mod:`.grad` (value_and_grad, hvp,
 grad_G), :mod:`.dataset` (evaluate, per_sample_grad_sq), :mod:`.descent` (descent_loop, the
-inner-descent loop) and :mod:`.certify` (dense certificates of endpoints, for tiny nets), each function under its op's name and with its signature (without
+inner-descent loop), :mod:`.certify` (dense certificates of endpoints, for tiny nets) and :mod:`.spectra`
+(input_jacobian, jacobian_gram), each function under its op's name and with its signature (without
 ``backend``). :mod:`.common` holds the forward pass and the losses they share.
 """
 
@@ -14,9 +15,10 @@ from .dataset import evaluate, per_sample_grad_sq
 from .descent import (STATUS_CONVERGED, STATUS_DIVERGED, STATUS_INTERRUPTED, STATUS_MAX_STEPS, STATUS_NONFINITE,
                       STATUS_RUNNING, descent_loop)
 from .grad import grad_G, hvp, value_and_grad
+from .spectra import input_jacobian, jacobian_gram
 
 inner_descent = descent_loop   # the name this twin had before the ops were given rooms
 
 __all__ = ["ACT", "certify", "dense_hessian", "STATUS_CONVERGED", "STATUS_DIVERGED", "STATUS_INTERRUPTED", "STATUS_MAX_STEPS", "STATUS_NONFINITE", "STATUS_RUNNING",
-           "as_tensor", "descent_loop", "evaluate", "grad_G", "hvp", "inner_descent", "losses", "outputs",
+           "as_tensor", "descent_loop", "evaluate", "grad_G", "hvp", "inner_descent", "input_jacobian", "jacobian_gram", "losses", "outputs",
            "per_sample_grad_sq", "unflatten", "value_and_grad"]

@@ -68,3 +68,66 @@ def test_bad_input(rng):
         spectra.hessian_eigs(mlp, theta[:, :-1], X, y)
     with pytest.raises(ValueError, match="sigma"):
         spectra.hessian_density(mlp, theta, X, y, steps=5).smoothed([0.0], sigma=0)
+
+
+# ---- the Jacobian's ESD ------------------------------------------------------------------------
+
+def _dense_jtj(mlp, theta, X):
+    from fasttrap import reference
+
+    J = reference.input_jacobian(mlp, theta, X).numpy().reshape(theta.shape[0], X.shape[0], -1)
+    return np.stack([np.linalg.eigvalsh(J[k].T @ J[k])[::-1] for k in range(theta.shape[0])])
+
+
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS + ["torch"])
+@pytest.mark.parametrize("N", [5, 12, 13, 60])      # kd = 12: the Gram path (N < kd) and the 𝒥ᵀ𝒥 path
+def test_jacobian_esd_equals_dense_eigh(rng, N, backend):
+    mlp = fasttrap.MLP([4, 6, 5, 3], "tanh")
+    theta = mlp.init(2, 3, np.float64) + 0.2 * rng.standard_normal((2, mlp.n_params))
+    X = rng.standard_normal((N, 4))
+    ev = spectra.jacobian_esd(mlp, theta, X, block=7, backend=backend)
+    dense = _dense_jtj(mlp, theta, X)
+    m = min(N, 12)
+    assert ev.shape == (2, m)
+    assert np.all(np.diff(ev, axis=1) <= 0) and np.all(ev >= 0)
+    np.testing.assert_allclose(ev, np.maximum(dense[:, :m], 0), rtol=1e-9, atol=1e-12 * dense.max())
+
+
+def test_jacobian_esd_float32_is_close(rng):
+    mlp = fasttrap.MLP([8, 10, 4], "relu")
+    theta = mlp.init(1, 0, np.float64)
+    X = rng.standard_normal((50, 8))
+    e64 = spectra.jacobian_esd(mlp, theta, X)
+    e32 = spectra.jacobian_esd(mlp, theta.astype(np.float32), X.astype(np.float32))
+    assert np.abs(e32 - e64).max() <= 1e-5 * e64.max()
+
+
+def test_jacobian_density_nodes_are_eigenvalues(rng):
+    """With as many Lanczos steps as the dimension, each probe's nodes (of non-zero weight) are
+    eigenvalues of 𝒥ᵀ𝒥, weights sum to 1, and the first moment is Hutchinson's trace."""
+    mlp = fasttrap.MLP([3, 5, 4], "sigmoid")
+    theta = mlp.init(2, 1, np.float64) + 0.3 * rng.standard_normal((2, mlp.n_params))
+    X = rng.standard_normal((30, 3))
+    ev = spectra.jacobian_esd(mlp, theta, X)                      # kd = 12 eigenvalues, N = 30 ≥ kd
+    d = spectra.jacobian_density(mlp, theta, X, probes=3, steps=12, block=8)
+    assert d.dim == 12 and d.nodes.shape == (2, 3, 12)
+    np.testing.assert_allclose(d.weights.sum(axis=2), 1.0, rtol=1e-10)
+    for k in range(2):
+        for r in range(3):
+            used = d.nodes[k, r][d.weights[k, r] > 1e-8]
+            dist = np.abs(used[:, None] - ev[k][None, :]).min(axis=1)
+            assert dist.max() <= 1e-7 * ev[k, 0]
+    # the exact trace, against many probes' Hutchinson estimate (a statistical check, 6 sigma wide)
+    many = spectra.jacobian_density(mlp, theta, X, probes=400, steps=12, seed=5)
+    assert np.all(np.abs(many.trace - ev.sum(axis=1)) <= 6 * np.sqrt(2 * (ev ** 2).sum(axis=1) / 400))
+
+
+def test_jacobian_bad_input(rng):
+    mlp = fasttrap.MLP([3, 4, 2])
+    th = mlp.init(1, 0, np.float64)
+    with pytest.raises(ValueError, match="X"):
+        spectra.jacobian_esd(mlp, th, np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="steps"):
+        spectra.jacobian_density(mlp, th, np.zeros((4, 3)), steps=7)
+    with pytest.raises(ValueError, match="probes"):
+        spectra.jacobian_density(mlp, th, np.zeros((4, 3)), probes=0)
