@@ -54,7 +54,8 @@ class Progress:
                 rate = n / max(now - self.t0, 1e-9)
                 eta = (self.total - n) / rate if rate > 0 else float("inf")
                 extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
-                print(f"[fasttrap] {self.desc}: {n}/{self.total} {self.unit}s, {rate:,.0f} {self.unit}s/s, "
+                r = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+                print(f"[fasttrap] {self.desc}: {n}/{self.total} {self.unit}s, {r} {self.unit}s/s, "
                       f"ETA {eta:,.0f} s {extra}".rstrip(), file=sys.stderr, flush=True)
                 self._last_log = now
         self.n = n

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 _M64 = (1 << 64) - 1
-STAGES = {"init": 1, "outer": 2, "inner": 3, "eval": 4, "bootstrap": 5, "swap": 6}
+STAGES = {"init": 1, "outer": 2, "inner": 3, "eval": 4, "bootstrap": 5, "swap": 6, "labels": 7}
 
 
 def mix64(x: int) -> int:

@@ -5,6 +5,7 @@
     python -m fasttrap.run --set inner.epochs=5 --set outer.seeds=2
     python -m fasttrap.run --resume runs/thesis    # continue a killed run
     python -m fasttrap.run --analysis aging        # aging and diffusion: 100-100 against 5-5 on MNIST
+    python -m fasttrap.run --analysis spectra      # Jacobian and Hessian ESDs: real against random labels
 
 Exit codes: 0 done; 2 bad command line or settings; 3 bad data or run directory, or SGD diverged; 4 storage failure
 (e.g. a full disk: the last finished block is intact, resume once there is space); 130 interrupted.
@@ -26,14 +27,17 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m fasttrap.run",
         description="Trapping-time analysis of neural-network training: outer SGD, batched inner descents on "
                     "G = ½|∇L|², trap segmentation, trapping-time statistics, figures and a report; with "
-                    "--analysis aging, the aging (two-time weight displacements) and gradient noise of SGD instead.",
+                    "--analysis aging, the aging (two-time weight displacements) and gradient noise of SGD instead; "
+                    "with --analysis spectra, the spectral densities of the input Jacobian and of the Hessian of "
+                    "nets trained on real and on random labels.",
         epilog=cfgmod.describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--analysis", choices=cfgmod.ANALYSES, default=None,
                    help="'traps' (default): the trapping-time analysis; 'aging': two-time weight observables, "
-                        "gradient noise and training curves of the networks in aging.hidden")
-    p.add_argument("--profile", choices=sorted(set(cfgmod.PROFILES) | set(cfgmod.AGING_PROFILES)), default=None,
+                        "gradient noise and training curves of the networks in aging.hidden; 'spectra': Jacobian and "
+                        "Hessian ESDs with power-law fits, real against random labels")
+    p.add_argument("--profile", choices=sorted(set().union(*cfgmod.ALL_PROFILES.values())), default=None,
                    help="settings preset: 'quick' (default; minutes on a laptop CPU); for traps 'thesis' (the "
-                        "reference protocol), for aging 'long'")
+                        "reference protocol), for aging 'long', for spectra 'full'")
     p.add_argument("--config", metavar="FILE", help="TOML file of settings ([section] tables, see below)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override one setting (repeatable), e.g. --set inner.epochs=5")

@@ -131,6 +131,21 @@ SCHEMA: dict[str, Setting] = {
     "aging.checkpoint_every": S("int", 0, "SGD steps between checkpoints of an aging run (0: 20 per run)", min=0),
     "aging.dtype": S("str", "float32", "precision of the aging runs", ("float32", "float64")),
     # run
+    # spectral densities (python -m fasttrap.run --analysis spectra): real against random labels
+    "spectra.train_rows": S("int", 2000, "training images the nets are trained on until they memorise them (the "
+                            "first ones; the random labels are drawn once for these, from run.seed)", min=10),
+    "spectra.esd_rows": S("int", 2000, "inputs of every ESD: the first this-many of the training subset, and of the "
+                          "test set", min=1),
+    "spectra.target_loss": S("float", 0.01, "both label kinds are trained to this training loss ('end'); 'mid' is the "
+                             "first check below sqrt(initial loss x target)", min=0),
+    "spectra.max_steps": S("int", 100000, "SGD steps at most; a seed that has not reached the target by then is "
+                           "flagged in the report", min=1),
+    "spectra.check_every": S("int", 100, "SGD steps between evaluations of the training loss", min=1),
+    "spectra.spikes": S("int", -1, "top eigenvalues counted as class spikes, fitted with and without (-1: the number "
+                        "of classes)", min=-1),
+    "spectra.hessian_k": S("int", 5, "top Hessian eigenvalues by Lanczos at every checkpoint", min=1),
+    "spectra.hessian_probes": S("int", 4, "SLQ probes of the Hessian density", min=1),
+    "spectra.hessian_steps": S("int", 60, "Lanczos steps per SLQ probe", min=2),
     "run.backend": S("str", "auto", "compute backend", ("auto", "cpu", "cuda", "torch")),
     "run.threads": S("int", 0, "CPU threads of the compiled core (0: all available)", min=0),
     "run.seed": S("int", 0, "seed of the inner batch order and of the bootstrap", min=0),
@@ -154,7 +169,7 @@ SCHEMA: dict[str, Setting] = {
     "cluster.adaptive_max": S("int", 0, "scale adaptively up to this many jobs instead of cluster.workers (0: fixed)", min=0),
 }
 
-ANALYSES = ("traps", "aging")
+ANALYSES = ("traps", "aging", "spectra")
 
 PROFILES: dict[str, dict[str, Any]] = {
     # A faithful miniature of the thesis profile below: the same protocol (raw pixels, regime 2 for
@@ -242,11 +257,44 @@ AGING_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+# Profiles of the spectra analysis (python -m fasttrap.run --analysis spectra --profile ...): the
+# reference net on MNIST trained to the same training loss on real and on (fixed) random labels.
+SPECTRA_PROFILES: dict[str, dict[str, Any]] = {
+    # 5 paired seeds, 2,000 training images (memorised in ~1,000-2,000 steps), ESDs on 2,000 train
+    # and 2,000 test inputs (the 2,000 x 2,000 Gram side): minutes on a 2-core CPU.
+    "quick": {
+        "outer.seeds": 5,
+        "outer.lr": 0.1,
+        "outer.batch_size": 100,
+        "spectra.train_rows": 2000,
+        "spectra.esd_rows": 2000,
+        "spectra.check_every": 50,
+        "spectra.hessian_probes": 2,
+        "spectra.hessian_steps": 40,
+    },
+    # 10 paired seeds, 10,000 training images, ESDs on 10,000 inputs (the 7,840 x 7,840 JᵀJ side,
+    # as in the draft), the Hessian density with 4 probes of 80 steps.
+    "full": {
+        "outer.seeds": 10,
+        "outer.lr": 0.1,
+        "outer.batch_size": 100,
+        "spectra.train_rows": 10000,
+        "spectra.esd_rows": 10000,
+        "spectra.max_steps": 300000,
+        "spectra.check_every": 250,
+        "spectra.hessian_probes": 4,
+        "spectra.hessian_steps": 80,
+    },
+}
+
+ALL_PROFILES = {"traps": PROFILES, "aging": AGING_PROFILES, "spectra": SPECTRA_PROFILES}
+
+
 def profiles(analysis: str) -> dict[str, dict[str, Any]]:
-    """The profiles of an analysis ('traps' or 'aging')."""
+    """The profiles of an analysis ('traps', 'aging' or 'spectra')."""
     if analysis not in ANALYSES:
         raise ConfigError(f"unknown analysis {analysis!r}; valid analyses: {', '.join(ANALYSES)}")
-    return PROFILES if analysis == "traps" else AGING_PROFILES
+    return ALL_PROFILES[analysis]
 
 
 def hidden_widths(cfg: dict[str, Any]) -> list[list[int]]:
@@ -422,6 +470,9 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"regime1.stop ({cfg['regime1.stop']}) is before regime1.start ({cfg['regime1.start']})")
         if cfg["regime1.stop"] > cfg["outer.steps"]:
             raise ConfigError(f"regime1.stop ({cfg['regime1.stop']}) is beyond outer.steps ({cfg['outer.steps']})")
+    if cfg["spectra.esd_rows"] > cfg["spectra.train_rows"]:
+        raise ConfigError(f"spectra.esd_rows ({cfg['spectra.esd_rows']}) must be <= spectra.train_rows "
+                          f"({cfg['spectra.train_rows']}): the training-input ESD uses the first rows of that subset")
     if cfg["aging.tw_min"] >= cfg["aging.steps"]:
         raise ConfigError(f"aging.tw_min ({cfg['aging.tw_min']}) must be below aging.steps ({cfg['aging.steps']})")
 

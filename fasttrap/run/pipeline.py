@@ -2,7 +2,8 @@
 
 ``python -m fasttrap.run`` → :func:`fasttrap.run.cli.main` → :func:`execute`, which hands the run to
 the ``execute`` of its analysis in :mod:`fasttrap.run.stages` (``traps``: data → outer → inner →
-indicators → traps → stats → report; ``aging``: data → one aging run per network → report). A new
+indicators → traps → stats → report; ``aging``: data → one aging run per network → report; ``spectra``: data → training on real and
+random labels → spectra → report). A new
 analysis is a new module there with the same ``execute(run, progress)``, and one line below.
 """
 
@@ -15,9 +16,9 @@ from .rundir import Run, RunError, open_run  # noqa: F401  (re-exported: fasttra
 
 
 def _analyses() -> dict[str, Callable[[Run, Any], str]]:
-    from .stages import aging, traps
+    from .stages import aging, spectra, traps
 
-    return {"traps": traps.execute, "aging": aging.execute}
+    return {"traps": traps.execute, "aging": aging.execute, "spectra": spectra.execute}
 
 
 def execute(run: Run, progress: bool | None = None) -> str:

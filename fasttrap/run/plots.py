@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..analysis.aging import seed_mean
+from ..analysis.esd import hard_rank
 from ..analysis.traps import log_histogram
 from ..common.store import save_figure
 
@@ -293,3 +294,150 @@ def certificates(steps: Any, cert: dict[str, Any], boundary_steps: Any, stem: st
                                    "lambda_min": cert["lambda_min"], "lambda_max": cert["lambda_max"],
                                    "index": cert["index"], "gf_residual": cert["gf_residual"],
                                    "boundary_steps": bx})
+
+
+# ---- the spectra analysis ----------------------------------------------------------------------
+
+LABEL_COLOURS = {"real": "C0", "random": "C3"}
+
+
+def _log_density(x: np.ndarray, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram density of positive x on log-spaced bins: (bin centres, density)."""
+    x = x[x > 0]
+    if x.size < 2 or x.max() <= x.min():
+        return np.array([]), np.array([])
+    edges = np.geomspace(x.min(), x.max() * (1 + 1e-12), bins + 1)
+    h, _ = np.histogram(x, edges, density=True)
+    c = np.sqrt(edges[:-1] * edges[1:])
+    return c[h > 0], h[h > 0]
+
+
+def spectra_esd(esd: dict[str, dict[str, np.ndarray]], fits: dict[str, dict[str, Any]], stem: str | Path,
+                title: str = "") -> list[Path]:
+    """The Jacobian ESDs of one seed on log-log axes, real against random labels, with the fitted tails
+    (non-zero eigenvalues only: above the hard-rank threshold).
+
+    Args:
+        esd: ``{label: {"<inputs>_<checkpoint>": eigenvalues}}``.
+        fits: ``{label: {"<inputs>_<checkpoint>": {"alpha", "xmin", "n_tail"} (spikes removed)}}``.
+    """
+    keys = [k for k in next(iter(esd.values()))]
+    inputs = sorted({k.split("_")[0] for k in keys}, key=["train", "test"].index)
+    cks = [c for c in ("init", "mid", "end") if any(k.endswith(c) for k in keys)]
+    fig = Figure(figsize=(4 * len(cks), 3.4 * len(inputs)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(inputs), len(cks), squeeze=False))
+    arrays: dict[str, np.ndarray] = {}
+    for i, inp in enumerate(inputs):
+        for j, ck in enumerate(cks):
+            ax = axes[i, j]
+            key = f"{inp}_{ck}"
+            for lab, per in esd.items():
+                ev = np.asarray(per[key], float)
+                ev = ev[: hard_rank(ev)]            # the non-zero eigenvalues (the rest is the null space)
+                c, h = _log_density(ev)
+                col = LABEL_COLOURS.get(lab, "k")
+                ax.loglog(c, h, "o-", ms=2.5, lw=0.8, color=col, label=f"{lab} labels")
+                f = fits.get(lab, {}).get(key, {})
+                a, xm = f.get("alpha"), f.get("xmin")
+                if a and xm and np.isfinite(a) and np.isfinite(xm):
+                    pos = ev[ev > 0]
+                    frac = (pos >= xm).sum() / max(pos.size, 1)
+                    xs = np.geomspace(xm, pos.max(), 20)
+                    ax.loglog(xs, frac * (a - 1) / xm * (xs / xm) ** (-a), "--", color=col, lw=1.2,
+                              label=f"α = {a:.2f} (λ ≥ {xm:.2g})")
+                arrays[f"{lab}_{key}"] = ev
+            ax.set_title(f"{inp} inputs, {ck}", fontsize=9)
+            ax.set_xlabel("eigenvalue λ of JᵀJ (J stacked)")
+            if j == 0:
+                ax.set_ylabel("density")
+            ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, stem, arrays)
+
+
+def spectra_metrics(table: dict[str, dict[str, dict[str, dict[str, float]]]], stem: str | Path,
+                    title: str = "") -> list[Path]:
+    """Metrics along training (init, mid, end): seed mean and 95% interval per label kind.
+
+    Args:
+        table: ``{panel title: {label: {checkpoint: seed_interval dict}}}``.
+    """
+    n = len(table)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(3.6 * cols, 3.0 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    arrays: dict[str, np.ndarray] = {}
+    for ax, (panel, per) in zip(axes, table.items()):
+        for o, (lab, cks) in enumerate(per.items()):
+            names = list(cks)
+            x = np.arange(len(names)) + (o - 0.5) * 0.08
+            m = np.array([cks[c]["mean"] for c in names])
+            lo = np.array([cks[c]["lo"] for c in names])
+            hi = np.array([cks[c]["hi"] for c in names])
+            err = np.vstack([np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)])
+            ax.errorbar(x, m, yerr=err, fmt="o-", ms=4, capsize=3, color=LABEL_COLOURS.get(lab, "k"), label=lab)
+            ax.set_xticks(np.arange(len(names)), names)
+            arrays[f"{panel}|{lab}"] = np.vstack([m, lo, hi])
+        vals = np.concatenate([[c["mean"] for c in cks.values()] for cks in per.values()])
+        vals = vals[np.isfinite(vals)]
+        if vals.size and vals.min() > 0 and vals.max() / vals.min() > 100:
+            ax.set_yscale("log")                # e.g. λ_max, which grows by decades
+        ax.set_title(panel, fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, stem, {k.replace("|", "__").replace(" ", "_").replace(",", ""): v for k, v in arrays.items()})
+
+
+def spectra_hessian(densities: dict[str, Any], stem: str | Path, sigma_rel: float = 0.01,
+                    title: str = "") -> list[Path]:
+    """The Hessian's SLQ density at the end of training, real against random labels (one seed each).
+
+    Args:
+        densities: ``{label: (nodes [probes, m], weights [probes, m])}``.
+    """
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    arrays: dict[str, np.ndarray] = {}
+    lo = min(float(np.min(n[w > 0])) for n, w in densities.values())
+    hi = max(float(np.max(n[w > 0])) for n, w in densities.values())
+    sig = max(sigma_rel * (hi - lo), 1e-12)
+    grid = np.linspace(lo - 3 * sig, hi + 3 * sig, 800)
+    for lab, (nodes, weights) in densities.items():
+        z = (grid[None, None, :] - nodes[..., None]) / sig
+        dens = (weights[..., None] * np.exp(-0.5 * z * z)).sum(axis=1).mean(axis=0) / (sig * np.sqrt(2 * np.pi))
+        ax.semilogy(grid, np.maximum(dens, 1e-12), color=LABEL_COLOURS.get(lab, "k"), label=f"{lab} labels")
+        arrays[f"{lab}_density"] = dens
+    arrays["grid"] = grid
+    ax.set_ylim(bottom=max(1e-8, ax.get_ylim()[0]))
+    ax.set_xlabel("Hessian eigenvalue")
+    ax.set_ylabel(f"SLQ density (Gaussian width {sig:.2g})")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, stem, arrays)
+
+
+def spectra_training(curves: dict[str, dict[str, np.ndarray]], target: float, stem: str | Path) -> list[Path]:
+    """Training loss and accuracy on the memorised subset, every seed, real against random labels."""
+    fig = Figure(figsize=(10, 4))
+    a1, a2 = fig.subplots(1, 2)
+    arrays: dict[str, np.ndarray] = {}
+    for lab, c in curves.items():
+        x = np.maximum(np.asarray(c["steps"], float), 0.5)
+        col = LABEL_COLOURS.get(lab, "k")
+        for s in range(c["loss"].shape[0]):
+            a1.loglog(x, c["loss"][s], "-", color=col, lw=0.8, alpha=0.7, label=f"{lab} labels" if s == 0 else None)
+            a2.semilogx(x, c["acc"][s], "-", color=col, lw=0.8, alpha=0.7, label=f"{lab} labels" if s == 0 else None)
+        arrays |= {f"{lab}_steps": c["steps"], f"{lab}_loss": c["loss"], f"{lab}_acc": c["acc"]}
+    a1.axhline(target, color="k", ls=":", lw=1, label=f"target {target:g}")
+    a1.set_ylabel("training loss (memorised subset)")
+    a2.set_ylabel("training accuracy")
+    for ax in (a1, a2):
+        ax.set_xlabel("SGD step (0 shown at 0.5)")
+        ax.legend(fontsize=7)
+    return save_figure(fig, stem, arrays)

@@ -59,3 +59,53 @@ def test_bad_input():
         esd_metrics([1.0, np.nan])
     with pytest.raises(ValueError, match="n_spikes"):
         esd_metrics([1.0, 2.0], n_spikes=-1)
+
+
+def _coverage(rng, studies, S, draw):
+    from fasttrap.analysis.esd import seed_interval
+
+    hits = 0
+    for _ in range(studies):
+        ci = seed_interval(draw(rng, S))
+        hits += ci["lo"] <= 2.0 <= ci["hi"]
+    return hits / studies
+
+
+def test_seed_interval_covers_the_true_mean(rng):
+    """5 seeds of normal values with mean 2: the 95% interval covers 2 in about 95% of 4,000 studies."""
+    cov = _coverage(rng, 4000, 5, lambda r, S: r.normal(2.0, 0.7, S))
+    print(f"coverage of the 95% seed interval (normal, S=5): {cov:.3f}")
+    assert abs(cov - 0.95) <= 4 * np.sqrt(0.95 * 0.05 / 4000)
+
+
+@pytest.mark.slow
+def test_seed_interval_coverage_slow(rng):
+    """Normal and skewed (gamma, shape 4: skewness 1) per-seed values at 5 and 10 seeds, 20,000
+    studies each; recorded in benchmarks/results/seed_interval_coverage.txt."""
+    rows = []
+    for name, draw in [("normal", lambda r, S: r.normal(2.0, 0.7, S)),
+                       ("gamma(4)", lambda r, S: r.gamma(4.0, 0.5, S))]:     # mean 2, skewness 1
+        for S in (5, 10):
+            cov = _coverage(rng, 20000, S, draw)
+            rows.append((name, S, cov))
+            print(f"{name:9s} S={S:2d}: coverage {cov:.4f} (nominal 0.95, binomial s.e. {np.sqrt(0.95 * 0.05 / 20000):.4f})")
+    for name, S, cov in rows:
+        if name == "normal":
+            assert abs(cov - 0.95) <= 4 * np.sqrt(0.95 * 0.05 / 20000)
+        else:
+            assert cov >= 0.92, (name, S, cov)
+
+
+def test_paired_difference_separates_and_does_not(rng):
+    from fasttrap.analysis.esd import paired_difference
+
+    base = rng.normal(3.0, 1.0, 8)                         # a large seed-to-seed spread, shared by the pair
+    r = paired_difference(base + 0.5 + rng.normal(0, 0.05, 8), base)
+    assert r["separated"] and r["direction"] == "a > b" and r["diff"]["lo"] > 0
+    same = paired_difference(base + rng.normal(0, 0.05, 8), base)
+    assert same["diff"]["lo"] <= 0.0 <= same["diff"]["hi"] or same["separated"]     # 5% false positives allowed
+    # the false-positive rate of "separated" under the null is the nominal 5%
+    fp = np.mean([paired_difference(rng.normal(0, 1, 5), rng.normal(0, 1, 5))["separated"] for _ in range(2000)])
+    assert abs(fp - 0.05) <= 4 * np.sqrt(0.05 * 0.95 / 2000)
+    with pytest.raises(ValueError, match="a, b"):
+        paired_difference([1.0, 2.0], [1.0])
