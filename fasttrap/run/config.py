@@ -115,6 +115,13 @@ SCHEMA: dict[str, Setting] = {
     "certify.k_max": S("int", 16, "the index search doubles k up to this (a larger index is reported as capped)", min=1),
     "certify.slq_probes": S("int", 1, "SLQ probe vectors for the negative fraction (0: none)", min=0),
     "certify.minres_iters": S("int", 40, "MINRES steps for the gradient-flat residual", min=1),
+    # sharpness along the outer path (off by default): the Hessian at the outer points, beside the traps
+    "sharpness.every": S("int", 0, "record the full-batch Hessian's top eigenvalues and SLQ density at every "
+                         "this-many outer points of each seed's window, to read beside the trap changes (0: off)", min=0),
+    "sharpness.rows": S("int", 5000, "training rows of the full-batch loss (0: all)", min=0),
+    "sharpness.k": S("int", 3, "top Hessian eigenvalues per point (Lanczos)", min=1),
+    "sharpness.probes": S("int", 2, "SLQ probes per point for the density and the trace", min=1),
+    "sharpness.steps": S("int", 40, "Lanczos steps per SLQ probe", min=2),
     # statistics
     "stats.n_bootstrap": S("int", 200, "bootstrap sets for the power-law goodness-of-fit p (0: skip)", min=0),
     "stats.min_samples": S("int", 10, "fewest complete trapping times for which a fit is attempted", min=10),

@@ -296,6 +296,26 @@ def certificates(steps: Any, cert: dict[str, Any], boundary_steps: Any, stem: st
                                    "boundary_steps": bx})
 
 
+def sharpness(h: dict[str, Any], boundary_steps: Any, stem: str | Path, title: str = "") -> list[Path]:
+    """The Hessian's top eigenvalues and trace at the outer points, with the trap boundaries."""
+    steps = np.asarray(h["steps"])
+    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    a1, a2 = fig.subplots(2, 1, sharex=True)
+    for j in range(h["top"].shape[1]):
+        a1.plot(steps, h["top"][:, j], "o-" if j == 0 else ".-", ms=3, lw=1 if j == 0 else 0.6,
+                color="C0", alpha=1.0 if j == 0 else 0.5, label="λ_max" if j == 0 else (f"λ_2 … λ_{h['top'].shape[1]}" if j == 1 else None))
+    a1.set_ylabel("top Hessian eigenvalues")
+    a1.legend(fontsize=7)
+    a2.plot(steps, h["trace"], "s-", ms=3, color="C1")
+    a2.set_ylabel("tr H (Hutchinson)")
+    a2.set_xlabel("outer step")
+    bx = np.asarray(boundary_steps)
+    for ax in (a1, a2):
+        _vlines(ax, bx, color="k", lw=0.5, alpha=0.3)
+    a1.set_title(title or "sharpness along the outer path (grey: trap boundaries)", fontsize=9)
+    return save_figure(fig, stem, {"steps": steps, "top": h["top"], "trace": h["trace"], "boundary_steps": bx})
+
+
 # ---- the spectra analysis ----------------------------------------------------------------------
 
 LABEL_COLOURS = {"real": "C0", "random": "C3"}

@@ -7,6 +7,7 @@ Layout of a run directory::
     inner/block_<b>.npz           endpoints θ*, statuses, G records, endpoint loss/G/accuracy
     inner_seed/, inner_half/      the same for the reruns with another batch seed and with half the budget
     certify/seed_<s>.npz          certificates of the endpoints: ‖∇L‖², λ_min, λ_max, index, kind
+    sharpness/seed_<s>.npz        the Hessian's top eigenvalues and SLQ density at outer points (optional)
     indicators/seed_<s>.npz       the indicator series and the endpoints' pairwise distances
     indicators_seed/, indicators_half/   the same for the reruns
     identity.npz  identity.json   the within-trap scale, the clusters of every seed, visits and returns
@@ -230,6 +231,13 @@ def certificates(run: Run, s: int) -> dict[str, np.ndarray] | None:
     return store.read_npz(p) if p.exists() else None
 
 
+def sharpness(run: Run, s: int) -> dict[str, np.ndarray] | None:
+    """The Hessian at seed ``s``'s outer points (``steps`` [M], ``top`` [M, k] descending, ``residuals``,
+    ``trace`` [M], SLQ ``nodes`` / ``weights`` [M, probes, m]), or None when not recorded."""
+    p = run.dir / "sharpness" / f"seed_{s}.npz"
+    return store.read_npz(p) if p.exists() else None
+
+
 def pairwise_distances(run: Run, s: int, variant: str = "main") -> np.ndarray:
     """The endpoints' pairwise distance matrix [T, T] of seed ``s``, as the indicator stage stored it."""
     return store.read_npz(indicators_dir(run, variant) / f"seed_{s}.npz")["pairwise"]
@@ -257,6 +265,7 @@ class RunData:
             per seed), or None.
         sensitivity: ``sensitivity.json`` (the statistics under each change, with intervals), or None.
         regime1: the regime-1 companion run (``<run>/regime1``) as a :class:`RunData`, or None.
+        sharpness: per seed, the Hessian at its outer points (:func:`sharpness`), or None.
     """
 
     path: Path
@@ -275,6 +284,7 @@ class RunData:
     identity: dict[str, Any] | None = None
     sensitivity: dict[str, Any] | None = None
     regime1: "RunData | None" = None
+    sharpness: dict[int, dict[str, np.ndarray]] | None = None
 
     def run(self) -> Run:
         """The :class:`Run` (directory and manifest) behind this data, for the readers above."""
@@ -327,5 +337,6 @@ def open_run(path: str | os.PathLike[str]) -> RunData:
     idn = store.read_json(d / "identity.json") if (d / "identity.json").exists() else None
     sen = store.read_json(d / "sensitivity.json") if (d / "sensitivity.json").exists() else None
     r1 = open_run(d / "regime1") if (d / "regime1" / "manifest.json").is_file() else None
-    return RunData(certificates=certs, identity=idn, sensitivity=sen, regime1=r1, path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
+    sharp = {s: h for s in seeds if (h := sharpness(run, s)) is not None} or None
+    return RunData(sharpness=sharp, certificates=certs, identity=idn, sensitivity=sen, regime1=r1, path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
                    start_steps=st, start_seeds=sd, inner=inner, indicators=ind, traps=tr, stats=stats)

@@ -122,3 +122,26 @@ def test_the_verdict_follows_the_paired_interval():
     assert head.startswith("**No detectable separation**")
     head, _ = answer(comparisons(_fake_metrics(base[:1], base[:1] + 1)))
     assert "fewer than 2 seeds" in head
+
+
+def test_sharpness_along_the_outer_path(tmp_path):
+    """Off by default; on, the traps run stores the Hessian at every n-th outer point, equal to a fresh
+    Lanczos on the stored weights, and the report sets it beside the trap boundaries."""
+    from test_run import TINY as TRAPS_TINY
+
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *TRAPS_TINY, "--set", "sharpness.every=4",
+                 "--set", "sharpness.rows=500", "--set", "sharpness.k=2", "--set", "sharpness.steps=12"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = fasttrap.open_run(out)
+    h = data.sharpness[0]
+    np.testing.assert_array_equal(h["steps"], data.outer[0]["steps"][::4])
+    assert h["top"].shape == (h["steps"].size, 2) and h["nodes"].shape[:2] == (h["steps"].size, 2)
+    ds = datamod.load("mnist", normalize=data.config["data.normalize"])
+    mlp = fasttrap.MLP([784, 24, 10])
+    th = data.outer[0]["thetas"][::4][:2].astype(np.float64)
+    ref = fasttrap.hessian_eigs(mlp, th, ds.X_train[:500].astype(np.float64), ds.y_train[:500], k=2)
+    np.testing.assert_allclose(h["top"][:2], ref.values, rtol=1e-9)
+    rep = (out / "report.md").read_text()
+    assert "## Sharpness along the outer path" in rep and (out / "figures" / "sharpness_seed0.png").is_file()
+    assert config.resolve("quick")["sharpness.every"] == 0

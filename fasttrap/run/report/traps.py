@@ -91,6 +91,11 @@ def figures(run: rundir.Run, x: _Inputs) -> None:
         within = {k[len("within_"):]: v for k, v in x.identity_npz.items() if k.startswith("within_")}
         plots.distance_histogram(cons, within, x.identity["cut"], fig / "distances",
                                  title="distances between consecutive endpoints, and within one trap")
+    for s in x.seeds[:3]:
+        h = rundir.sharpness(run, s)
+        if h is not None:
+            plots.sharpness(h, x.traps_npz[f"boundary_steps_{s}"], fig / f"sharpness_seed{s}",
+                            title=f"seed {s}: the Hessian at the outer points (grey: trap boundaries)")
     for s in list(x.certs)[:3]:
         c = x.certs[s]
         plots.certificates(c["steps"], c, x.traps_npz[f"boundary_steps_{s}"], fig / f"certificates_seed{s}",
@@ -166,6 +171,32 @@ def section_inner(x: _Inputs) -> list[str]:
     first = x.seeds[0]
     return lines + ["", f"![G at start and end](figures/G_start_end_seed{first}.png)", "",
                     f"![G along inner runs](figures/G_traces_seed{first}.png)"]
+
+
+def section_sharpness(run: rundir.Run, x: _Inputs) -> list[str]:
+    """The Hessian along the outer path, next to the trap boundaries (only when recorded)."""
+    hs = {s: h for s in x.seeds if (h := rundir.sharpness(run, s)) is not None}
+    if not hs:
+        return []
+    cfg = x.cfg
+    lines = ["", "## Sharpness along the outer path", "",
+             f"The full-batch Hessian on the first {cfg['sharpness.rows'] or 'all'} training rows at every "
+             f"{cfg['sharpness.every']}-th outer point: top {cfg['sharpness.k']} eigenvalues by Lanczos, the trace by "
+             f"SLQ ({cfg['sharpness.probes']} probes × {cfg['sharpness.steps']} steps). λ_max at the points within one "
+             "window step of a trap boundary is set beside λ_max elsewhere (medians).", "",
+             "| seed | points | λ_max median (min–max) | tr H median | λ_max near a boundary | λ_max elsewhere |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    every = cfg["window.every"]
+    for s, h in hs.items():
+        lam = h["top"][:, 0]
+        b = np.asarray(x.traps_npz[f"boundary_steps_{s}"])
+        near = np.array([b.size > 0 and np.abs(b - t).min() <= every for t in h["steps"]], dtype=bool)
+        lines.append(f"| {s} | {lam.size} | {fmt(np.median(lam))} ({fmt(lam.min())}–{fmt(lam.max())}) | "
+                     f"{fmt(np.median(h['trace']))} | {fmt(np.median(lam[near])) if near.any() else '–'} | "
+                     f"{fmt(np.median(lam[~near])) if (~near).any() else '–'} |")
+    for s in list(hs)[:3]:
+        lines += ["", f"![sharpness, seed {s}](figures/sharpness_seed{s}.png)"]
+    return lines
 
 
 def section_certificates(x: _Inputs) -> list[str]:
@@ -411,7 +442,7 @@ def write_report(run: rundir.Run) -> str:
     x = _load(run)
     figures(run, x)
     lines = (section_header(x) + section_training(x) + section_inner(x) + section_certificates(x) + section_identity(x)
-             + section_traps(x) + section_power_law(x) + section_sensitivity(x) + section_regime1(run, x)
+             + section_traps(x) + section_sharpness(run, x) + section_power_law(x) + section_sensitivity(x) + section_regime1(run, x)
              + section_settings(x))
     store.write_text(run.dir / "report.md", "\n".join(lines))
     return summary(run.dir, x)

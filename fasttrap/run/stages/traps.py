@@ -24,6 +24,7 @@ from ...common import store
 from ...common.progress import Progress
 from ...dynamics.inner import inner_descent
 from ...linalg.hessian import lambda_max
+from ...linalg.spectra import hessian_density, hessian_eigs
 from ...dynamics.outer import outer_sgd
 from ...model import data as datamod
 from .. import config as cfgmod, rundir
@@ -203,6 +204,42 @@ def stage_certify(run: Run, ds: datamod.Dataset, executor: Any = None) -> None:
         hvps += entry["hvps"]
     rows = cfg["certify.rows"] or len(ds.y_train)
     run.stage_done("certify", time.perf_counter() - t0, rows=int(rows), every=cfg["certify.every"], hvps=int(hvps))
+
+
+def stage_sharpness(run: Run, ds: datamod.Dataset, executor: Any = None) -> None:
+    """The full-batch Hessian at every ``sharpness.every``-th outer point of each seed's window (off by
+    default): top eigenvalues by Lanczos and the SLQ density, ``sharpness/seed_<s>.npz``, a task per seed."""
+    cfg = run.cfg
+    if not cfg["sharpness.every"]:
+        return
+    todo = [Task(f"sharpness-{s}", sharpness_seed, (s,), run.dir / "sharpness" / f"seed_{s}.npz", 1)
+            for s in run.seeds]
+    todo = [t for t in todo if not t.output.exists()]
+    if not todo:
+        return
+    t0 = time.perf_counter()
+    for _ in (executor or LocalExecutor()).run(run, ds, todo, Progress(len(todo), "sharpness", "seed", enabled=False)):
+        pass
+    run.stage_done("sharpness", time.perf_counter() - t0, every=cfg["sharpness.every"],
+                   rows=int(cfg["sharpness.rows"] or len(ds.y_train)))
+
+
+def sharpness_seed(run: Run, ds: datamod.Dataset, s: int, bar: Any = None, offset: int = 0) -> dict[str, Any]:
+    """One task: the Hessian at seed ``s``'s outer points, written to ``sharpness/seed_<s>.npz``."""
+    cfg = run.cfg
+    mlp = mlp_of(cfg)
+    out = store.read_npz(run.dir / "outer" / f"seed_{s}.npz")
+    pick = np.arange(out["steps"].size)[:: cfg["sharpness.every"]]
+    rows = cfg["sharpness.rows"] or len(ds.y_train)
+    X, y = np.asarray(ds.X_train[:rows], np.float64), ds.y_train[:rows]
+    th = out["thetas"][pick].astype(np.float64)
+    t0 = time.perf_counter()
+    top = hessian_eigs(mlp, th, X, y, k=min(cfg["sharpness.k"], mlp.n_params), backend=cfg["run.backend"])
+    dens = hessian_density(mlp, th, X, y, probes=cfg["sharpness.probes"],
+                           steps=min(cfg["sharpness.steps"], mlp.n_params), seed=s, backend=cfg["run.backend"])
+    store.write_npz(run.dir / "sharpness" / f"seed_{s}.npz", steps=out["steps"][pick], top=top.values,
+                    residuals=top.residuals, trace=dens.trace, nodes=dens.nodes, weights=dens.weights)
+    return {"seconds": round(time.perf_counter() - t0, 3)}
 
 
 def certify_seed(run: Run, ds: datamod.Dataset, s: int, bar: Any = None, offset: int = 0) -> dict[str, Any]:
@@ -455,6 +492,7 @@ def execute(run: Run, progress: bool | None = None) -> str:
         for v in rundir.variants(run):
             stage_inner(run, ds, progress, v, ex)
         stage_certify(run, ds, ex)
+        stage_sharpness(run, ds, ex)
     finally:
         ex.close()
     for v in rundir.variants(run):
