@@ -6,7 +6,7 @@
 * **Jacobian ESD** of the reference net (784-100-100-10, ReLU, trained 300 SGD steps) on the 10,000
   MNIST test images, float32 Jacobians, float64 eigensolver:
   - fasttrap: :func:`fasttrap.jacobian_esd` (the compiled Jacobian, one GEMM per layer per block,
-    𝒥ᵀ𝒥 accumulated by SYRK, then ``eigvalsh`` of the 7,840 × 7,840 matrix);
+    𝒥ᵀ𝒥 accumulated by SYRK, then torch's ``eigvalsh`` of the 7,840 × 7,840 matrix);
   - the draft's method (``ww-phys_theory/Jacobian/jacobian.py``), written in torch: one backward pass
     per class on batches of inputs, 𝒥 stacked whole [10,000, 7,840], 𝒥ᵀ𝒥 by one matmul, then the
     same ``eigvalsh``.
@@ -34,6 +34,7 @@ import torch
 
 import fasttrap
 from fasttrap import data, reference
+from fasttrap.linalg.spectra import symmetric_eigvalsh
 
 MLP = fasttrap.MLP((784, 100, 100, 10))
 _cache: dict = {}
@@ -87,7 +88,7 @@ def fasttrap_jacobian_esd(mlp: fasttrap.MLP, theta: np.ndarray, X: np.ndarray) -
     t0 = time.perf_counter()
     M = jacobian_gram(mlp, np.asarray(theta, np.float32)[None], np.asarray(X, np.float32), 256, backend="cpu")[0]
     t1 = time.perf_counter()
-    ev = np.linalg.eigvalsh(M.astype(np.float64))[::-1]
+    ev = symmetric_eigvalsh(M)[::-1]                       # what fasttrap.jacobian_esd uses: torch's LAPACK
     t2 = time.perf_counter()
     return np.maximum(ev, 0), {"jacobian_s": t1 - t0, "eigh_s": t2 - t1}
 
