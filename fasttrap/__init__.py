@@ -28,6 +28,7 @@ from . import _compat
 from .analysis.certify import Certificate, certify
 from .dynamics.inner import InnerResult, inner_descent
 from .dynamics.outer import OuterResult, outer_sgd
+from .dynamics.swap import Swap
 from .model.mlp import MLP
 from .ops import evaluate, grad_G, hvp, input_jacobian, per_sample_grad_sq, value_and_grad
 from .ops.backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_device_count, get_num_threads,
@@ -50,6 +51,7 @@ __all__ = [
     "InnerResult",
     "OuterResult",
     "RunData",
+    "Swap",
     "data",
     "inner_descent",
     "open_run",

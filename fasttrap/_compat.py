@@ -26,6 +26,7 @@ ALIASES: dict[str, str] = {
     "rng": "fasttrap.model.rng",
     "outer": "fasttrap.dynamics.outer",
     "inner": "fasttrap.dynamics.inner",
+    "swap": "fasttrap.dynamics.swap",
     "traps": "fasttrap.analysis.traps",
     "stats": "fasttrap.analysis.powerlaw",
     "aging": "fasttrap.analysis.aging",

@@ -20,6 +20,7 @@ from ..ops.validate import check_float, check_int, check_mlp
 from ..model.data import Dataset
 from ..model.mlp import MLP
 from ..common.progress import Progress
+from . import swap
 
 
 class DivergenceError(RuntimeError):
@@ -47,6 +48,11 @@ class OuterResult:
         curve_steps: [C] log-spaced steps at which the curves were evaluated.
         train_loss, train_acc, test_loss, test_acc: [S, C] on the full sets.
         lr, batch_size: the settings.
+        moves: what the swap moves did (:class:`fasttrap.swap.MoveLog`), or None without moves.
+        alignment: [S, Σ hidden widths] the paired-swap relabelling at the end (pass it back as
+            ``alignment0`` to continue the run), or None without moves.
+        theta_end: [S, P] θ at the last step as the dynamics hold it (not aligned), or None without
+            moves (then it equals the last recorded θ when that is the last step).
     """
 
     thetas: np.ndarray
@@ -59,6 +65,9 @@ class OuterResult:
     test_acc: np.ndarray
     lr: float
     batch_size: int
+    moves: Any = None
+    alignment: np.ndarray | None = None
+    theta_end: np.ndarray | None = None
 
     def curves(self) -> dict[str, np.ndarray]:
         return {"step": self.curve_steps, "train_loss": self.train_loss, "train_acc": self.train_acc,
@@ -90,7 +99,8 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
               steps: int = 150, record: Any = "all", curve_points: int = 30, eval_rows: int | None = None,
               dtype: Any = np.float32, backend: str = "auto", progress: bool | None | Progress = True,
               theta0: np.ndarray | None = None, start: int = 0,
-              observe: Callable[[int, np.ndarray], None] | None = None) -> OuterResult:
+              observe: Callable[[int, np.ndarray], None] | None = None, moves: Sequence[Any] | None = None,
+              alignment0: np.ndarray | None = None, align: bool = True) -> OuterResult:
     """Train one model per seed with minibatch SGD on the loss, recording θ_t.
 
     Args:
@@ -113,6 +123,12 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
         observe: called as ``observe(t, θ_t)`` at every step t = start..steps with θ [S, P]
             (a read-only view, valid only during the call): the hook for streaming observables
             such as :class:`fasttrap.aging.TwoTimeStream`.
+        moves: swap moves (:class:`fasttrap.Swap`) applied between steps, for every seed (see
+            :mod:`fasttrap.swap`); None or [] gives exactly the run without moves.
+        alignment0: the paired-swap relabelling at step ``start`` (``OuterResult.alignment`` of the
+            run being continued); None: none yet.
+        align: record (and show ``observe``) θ in the original labelling of the hidden units, undoing
+            paired swaps, which are symmetries; other moves are real changes and are never undone.
 
     Returns:
         :class:`OuterResult`.
@@ -122,6 +138,12 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
     """
     seed_list, lr, batch_size, steps, start, curve_points, dt = _settings(
         mlp, data, seeds, lr, batch_size, steps, start, theta0, observe, curve_points, dtype)
+    mv = swap.check_moves(moves, mlp, data.image_shape)
+    al = swap.Alignment(mlp, len(seed_list), None if alignment0 is None else np.asarray(alignment0))
+    log = swap.MoveLog.empty(len(mv), len(seed_list))
+
+    def minibatch_loss(th: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.asarray(ops.value_and_grad(mlp, th, X, y, backend=backend)[0])
     rec = _record_steps(record, steps, start)
     cs_all = log_spaced_steps(steps, curve_points)
     cs = cs_all[cs_all >= start]
@@ -140,19 +162,24 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
     view.flags.writeable = False
     try:
         for t in range(start, steps + 1):
+            shown = al.align(view) if (mv and align) else view          # the original labelling
             if ri < len(rec) and rec[ri] == t:
-                thetas[:, ri] = theta
+                thetas[:, ri] = shown
                 ri += 1
             if curves.done < len(cs) and cs[curves.done] == t:
                 curves.evaluate(theta)
             if observe is not None:
-                observe(t, view)
+                if shown is not view:
+                    shown.flags.writeable = False
+                observe(t, shown)
             if t == steps:
                 break
             # all seeds share N and B, so their batches have one length: one gather for all of them
             idx = np.stack([rng.batch_indices(streams[i], t, N, batch_size, _cache=caches[i]) for i in range(S)])
             Xb = Xtr[idx]                 # [S, B, n0]
             yb = data.y_train[idx]        # [S, B]
+            if mv:
+                Xb = swap.apply_moves(mv, mlp, theta, Xb, yb, t, seed_list, data.image_shape, log, al, minibatch_loss)
             _, g = ops.value_and_grad(mlp, theta, Xb, yb, backend=backend)
             with np.errstate(over="ignore", invalid="ignore"):
                 theta -= dt.type(lr) * np.asarray(g, dtype=dt)
@@ -167,7 +194,8 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
             bar.close()
     c = curves.arrays
     return OuterResult(thetas, rec, np.array(seed_list), cs, c["train_loss"], c["train_acc"], c["test_loss"],
-                       c["test_acc"], lr, batch_size)
+                       c["test_acc"], lr, batch_size, moves=log if mv else None, alignment=al.state if mv else None,
+                       theta_end=theta.copy() if mv else None)
 
 
 def _settings(mlp: MLP, data: Any, seeds: Any, lr: Any, batch_size: Any, steps: Any, start: Any, theta0: Any,

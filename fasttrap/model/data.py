@@ -8,7 +8,11 @@ licensed CC BY-SA 3.0 (see the README there). It is verified against its SHA-256
 (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``, ``t10k-…``), for example
 Fashion-MNIST from Debian's ``dataset-fashion-mnist``. Every file is checked: gzip integrity,
 magic number, dimensions, payload size, image/label counts and label range; a fault raises
-:class:`DataError` naming the file and what is wrong.
+:class:`DataError` naming the file and what is wrong. A directory holding the CIFAR-10 or CIFAR-100
+"python version" batch files is read by :mod:`fasttrap.model.cifar`, as strictly.
+
+Images are flattened to rows, channel-major (C, H, W) as the files store them; ``Dataset.image_shape``
+says how to fold a row back: (1, 28, 28) for MNIST, (3, 32, 32) for CIFAR.
 
 Example:
     >>> data = load("mnist")                 # PyTorch's usual MNIST normalisation
@@ -79,6 +83,14 @@ class Dataset:
     @property
     def n_features(self) -> int:
         return int(self.X_train.shape[1])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one row: from the files, else (1, n0, 1) for plain features."""
+        shp = self.info.get("image_shape")
+        if shp is not None and int(np.prod(shp)) == self.n_features:
+            return tuple(int(v) for v in shp)  # type: ignore[return-value]
+        return (1, self.n_features, 1)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
         """The first n_train / n_test rows (for quick runs and tests)."""
@@ -172,7 +184,12 @@ def _verify_sums(directory: Path, files: dict[str, Path], required: bool) -> Non
 def _load_raw(directory: str, verify: bool, required: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
     d = Path(directory)
     if not d.is_dir():
-        raise DataError(f"{d}: not a directory (give 'mnist', 'fashion-mnist' or a directory of IDX files)")
+        raise DataError(f"{d}: not a directory (give 'mnist', 'fashion-mnist', a directory of IDX files or one of "
+                        "the CIFAR-10/100 python-version batch files)")
+    from . import cifar
+
+    if cifar.is_cifar_dir(d):
+        return cifar.read_cifar(d)
     files = {k: _find(d, v) for k, v in _FILES.items()}
     if verify:
         _verify_sums(d, files, required)
@@ -198,7 +215,8 @@ def _load_raw(directory: str, verify: bool, required: bool) -> tuple[np.ndarray,
     if arrays["test_labels"].max() >= n_classes:
         raise DataError(f"{files['test_labels']}: label {int(arrays['test_labels'].max())} never occurs in training "
                         f"(labels out of range [0, {n_classes}))")
-    info = {"files": {k: str(p) for k, p in files.items()}, "n_classes": n_classes}
+    info = {"files": {k: str(p) for k, p in files.items()}, "n_classes": n_classes,
+            "image_shape": (1, *arrays["train_images"].shape[1:])}
     return (arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"], info)
 
 
@@ -220,8 +238,9 @@ def load(name_or_dir: str | os.PathLike = "mnist", normalize: str = "default", v
     """Load a data set as float32 arrays with int64 labels.
 
     Args:
-        name_or_dir: ``"mnist"`` (embedded), ``"fashion-mnist"`` (Debian's package), or a directory
-            of MNIST-layout IDX files (gzip or raw).
+        name_or_dir: ``"mnist"`` (embedded), ``"fashion-mnist"`` (Debian's package), a directory
+            of MNIST-layout IDX files (gzip or raw), or a directory of the CIFAR-10 / CIFAR-100
+            python-version batch files (the name of the data set is then "cifar-10" / "cifar-100").
         normalize: ``"default"`` (``"mnist"`` for MNIST, ``"fashion-mnist"`` for Fashion-MNIST,
             ``"standardize"`` otherwise), ``"mnist"`` ((x - 0.1307)/0.3081 on [0, 1] pixels, PyTorch's
             usual MNIST transform), ``"fashion-mnist"``, ``"standardize"`` (the training set's mean and
@@ -241,6 +260,8 @@ def load(name_or_dir: str | os.PathLike = "mnist", normalize: str = "default", v
     name, directory, required, default_norm = _resolve(name_or_dir)
     xtr, ytr, xte, yte, info = _load_raw(str(directory.resolve()), bool(verify), required)
     norm = default_norm if normalize == "default" else normalize
+    if "variant" in info:                       # CIFAR: name it by what it is
+        name = info["variant"]
     n0 = int(np.prod(xtr.shape[1:]))
     scale = 255.0 if xtr.dtype == np.uint8 else 1.0
     Xtr = xtr.reshape(len(xtr), n0).astype(np.float32) / np.float32(scale)

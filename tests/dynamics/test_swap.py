@@ -1,0 +1,172 @@
+"""Swap moves during SGD: exact symmetry of paired swaps, data never touched, resumability bit for bit,
+the Metropolis rate, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fasttrap
+from fasttrap import data, reference
+from fasttrap.dynamics import swap
+from fasttrap.dynamics.swap import Alignment, MoveLog, Swap, apply_data, apply_moves, apply_weight
+from fasttrap.model.data import Dataset
+
+
+@pytest.fixture(scope="module")
+def small():
+    return data.load("mnist").subset(1000, 200)
+
+
+def _colour(rng, n=300, classes=4):
+    X = rng.standard_normal((n, 3 * 4 * 4)).astype(np.float32)
+    y = rng.integers(0, classes, n)
+    return Dataset(X, y, X[:50], y[:50], "synthetic", "none", classes, {"image_shape": (3, 4, 4)})
+
+
+def test_paired_swap_leaves_outputs_and_loss_unchanged(rng):
+    mlp = fasttrap.MLP((20, 9, 7, 3), "tanh")
+    th = mlp.init(1, 0, np.float64)[0] + 0.1 * rng.standard_normal(mlp.n_params)
+    X, y = rng.standard_normal((40, 20)), rng.integers(0, 3, 40)
+    g = np.random.default_rng(1)
+    for layer in (1, 2):
+        new, pairs = apply_weight(Swap("paired", layer=layer, pairs=4), mlp, th, g)
+        assert not np.array_equal(new, th) and len(pairs) == 4
+        z0 = reference.outputs(mlp, reference.as_tensor(th[None]), reference.as_tensor(X)).numpy()
+        z1 = reference.outputs(mlp, reference.as_tensor(new[None]), reference.as_tensor(X)).numpy()
+        np.testing.assert_allclose(z1, z0, rtol=0, atol=1e-12)
+        L0 = fasttrap.value_and_grad(mlp, th[None], X, y, backend="cpu")[0]
+        L1 = fasttrap.value_and_grad(mlp, new[None], X, y, backend="cpu")[0]
+        assert abs(L1[0] - L0[0]) <= 1e-12
+    # a rows swap is not a symmetry: it changes the outputs
+    new, _ = apply_weight(Swap("rows", layer=1), mlp, th, g)
+    z1 = reference.outputs(mlp, reference.as_tensor(new[None]), reference.as_tensor(X)).numpy()
+    assert np.abs(z1 - z0).max() > 1e-3
+
+
+def test_paired_swaps_under_sgd_give_the_permuted_baseline_path(small):
+    """The negative control: with paired swaps at every step, the aligned path equals the plain path."""
+    mlp = fasttrap.MLP((784, 12, 8, 10))
+    kw = dict(lr=0.1, batch_size=32, steps=40, record="all", curve_points=0, progress=False, dtype=np.float64)
+    base = fasttrap.outer_sgd(mlp, small, [0, 1], **kw)
+    moves = [Swap("paired", layer=1, pairs=2), Swap("paired", layer=2, every=3)]
+    sw = fasttrap.outer_sgd(mlp, small, [0, 1], moves=moves, **kw)
+    raw = fasttrap.outer_sgd(mlp, small, [0, 1], moves=moves, align=False, **kw)
+    assert not Alignment(mlp, 2, sw.alignment).identity
+    assert np.abs(raw.thetas[:, -1] - base.thetas[:, -1]).max() > 1e-2       # the raw weights did move apart
+    np.testing.assert_allclose(sw.thetas, base.thetas, rtol=0, atol=1e-10)   # but only by a relabelling
+    np.testing.assert_allclose(Alignment(mlp, 2, sw.alignment).align(sw.theta_end), base.thetas[:, -1], atol=1e-10)
+    assert sw.moves.proposed[0].tolist() == [40, 40] and sw.moves.proposed[1].tolist() == [14, 14]
+
+
+def test_data_swaps_never_change_the_stored_data(small, rng):
+    mlp = fasttrap.MLP((784, 8, 10))
+    before = small.X_train.copy()
+    fasttrap.outer_sgd(mlp, small, [0], steps=20, moves=[Swap("pixels", pairs=50, images=0)], record=[20],
+                       curve_points=0, progress=False)
+    np.testing.assert_array_equal(small.X_train, before)
+    col = _colour(rng)
+    before = col.X_train.copy()
+    fasttrap.outer_sgd(fasttrap.MLP((48, 8, 4)), col, [0], steps=20, moves=[Swap("channels", images=0)],
+                       record=[20], curve_points=0, progress=False)
+    np.testing.assert_array_equal(col.X_train, before)
+
+
+def test_data_moves_exchange_what_they_say(rng):
+    x = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 48)
+    g = np.random.default_rng(0)
+    out = apply_data(Swap("channels", images=0), x, (3, 4, 4), g)
+    for b in range(2):
+        a, o = x[b].reshape(3, 16), out[b].reshape(3, 16)
+        same = [c for c in range(3) if np.array_equal(a[c], o[c])]
+        assert len(same) == 1 and sorted(map(tuple, o.tolist())) == sorted(map(tuple, a.tolist()))
+    out = apply_data(Swap("pixels", images=1, pairs=1), x, (3, 4, 4), g)
+    changed = np.flatnonzero((out != x).any(axis=1))
+    assert changed.size == 1                                      # one image of the two
+    d = (out[changed[0]] != x[changed[0]]).reshape(3, 16)
+    assert d.sum() == 6 and np.all(d.sum(axis=0)[d.any(axis=0)] == 3)   # two pixels, every channel
+    np.testing.assert_array_equal(np.sort(out, axis=1), np.sort(x, axis=1))
+
+
+def test_kick_has_the_norm_of_a_swap(rng):
+    mlp = fasttrap.MLP((10, 6, 3))
+    th = rng.standard_normal(mlp.n_params)
+    new_rows, _ = apply_weight(Swap("rows", layer=1, pairs=2), mlp, th, np.random.default_rng(4))
+    new_kick, _ = apply_weight(Swap("kick", layer=1, pairs=2), mlp, th, np.random.default_rng(4))
+    assert np.linalg.norm(new_kick - th) == pytest.approx(np.linalg.norm(new_rows - th), rel=1e-12)
+    ow, _, oe = mlp.layer_offsets()[0]
+    np.testing.assert_array_equal(new_kick[oe:], th[oe:])            # only layer 1 moves
+    assert np.count_nonzero(new_kick[ow:oe] - th[ow:oe]) > 20         # in a random direction, not a swap
+
+
+@pytest.mark.parametrize("moves", [
+    [Swap("pixels", pairs=3, images=4)],
+    [Swap("rows", layer=1, prob=0.3)],
+    [Swap("columns", layer=2, every=2, pairs=2)],
+    [Swap("paired", layer=1, temperature=0.05)],
+    [Swap("kick", layer=1, temperature=0.0), Swap("pixels", prob=0.5, temperature=0.01)],
+], ids=lambda m: "+".join(x.label() for x in m))
+def test_moves_are_reproducible_and_resumable_bit_for_bit(small, moves):
+    mlp = fasttrap.MLP((784, 10, 10))
+    kw = dict(lr=0.05, batch_size=16, curve_points=0, progress=False)
+    full = fasttrap.outer_sgd(mlp, small, [0, 5], steps=30, record=[30], moves=moves, **kw)
+    again = fasttrap.outer_sgd(mlp, small, [0, 5], steps=30, record=[30], moves=moves, **kw)
+    a = fasttrap.outer_sgd(mlp, small, [0, 5], steps=13, record=[13], moves=moves, **kw)
+    b = fasttrap.outer_sgd(mlp, small, [0, 5], steps=30, start=13, theta0=a.theta_end, alignment0=a.alignment,
+                           record=[30], moves=moves, **kw)
+    assert full.thetas.tobytes() == again.thetas.tobytes() == b.thetas.tobytes()
+    assert full.theta_end.tobytes() == b.theta_end.tobytes()
+    assert np.array_equal(full.moves.proposed, a.moves.proposed + b.moves.proposed)
+    assert np.array_equal(full.moves.accepted, a.moves.accepted + b.moves.accepted)
+    assert full.moves.proposed.sum() > 0
+    plain = fasttrap.outer_sgd(mlp, small, [0, 5], steps=30, record=[30], **kw)
+    assert not np.array_equal(plain.thetas, full.thetas) or all(m.kind == "paired" for m in moves)
+
+
+def test_no_moves_is_exactly_todays_run(small):
+    mlp = fasttrap.MLP((784, 10, 10))
+    kw = dict(steps=15, record=[15], curve_points=0, progress=False)
+    a = fasttrap.outer_sgd(mlp, small, [2], **kw)
+    b = fasttrap.outer_sgd(mlp, small, [2], moves=[], **kw)
+    assert a.thetas.tobytes() == b.thetas.tobytes() and b.moves is None
+
+
+@pytest.mark.parametrize("dL, T", [(0.1, 0.1), (0.5, 0.25), (0.02, 0.1), (-0.3, 0.1), (0.2, 0.0)])
+def test_metropolis_accepts_at_the_right_rate(dL, T):
+    """Every proposal has the same known ΔL: the acceptance fraction over 4,000 seeds is min(1, e^(−ΔL/T))."""
+    mlp = fasttrap.MLP((6, 5, 3))
+    S = 4000
+    theta = np.tile(mlp.init(1, 0, np.float64), (S, 1))
+    Xb, yb = np.zeros((S, 2, 6)), np.zeros((S, 2), np.int64)
+    current = theta
+
+    def loss(th, X, y):
+        return np.zeros(S) if th is current else np.full(S, dL)
+
+    log = MoveLog.empty(1, S)
+    apply_moves([Swap("rows", layer=1, temperature=T)], mlp, theta, Xb, yb, 0, list(range(S)), (1, 6, 1), log,
+                Alignment(mlp, S), loss)
+    rate = log.accepted.sum() / S
+    want = 1.0 if dL <= 0 else (0.0 if T == 0 else np.exp(-dL / T))
+    assert abs(rate - want) <= 4 * np.sqrt(max(want * (1 - want), 1e-4) / S), (rate, want)
+    assert len(log.delta[0]) == S and all(abs(r[2] - dL) < 1e-15 for r in log.delta[0])
+
+
+@pytest.mark.parametrize("make, err, words", [
+    (lambda: Swap("rows", layer=3), ValueError, ["layer 3 does not exist", "1..2"]),
+    (lambda: Swap("paired", layer=2), ValueError, ["needs layer 3"]),
+    (lambda: Swap("channels"), ValueError, ["at least 2 channels", "has 1"]),
+    (lambda: Swap("rows", layer=1, temperature=-1.0), ValueError, ["temperature", ">= 0"]),
+    (lambda: Swap("rows"), ValueError, ["needs the layer"]),
+    (lambda: Swap("swirl"), ValueError, ["pixels, channels, rows"]),
+    (lambda: Swap("pixels", prob=1.5), ValueError, ["prob"]),
+    (lambda: Swap("pixels", every=0), ValueError, ["every"]),
+    (lambda: "rows", TypeError, ["list of fasttrap.Swap"]),
+])
+def test_bad_moves_get_clear_errors(small, make, err, words):
+    mlp = fasttrap.MLP((784, 8, 10))
+    with pytest.raises(err) as e:
+        m = make()
+        fasttrap.outer_sgd(mlp, small, [0], steps=2, moves=m if isinstance(m, str) else [m], progress=False)
+    for w in words:
+        assert w in str(e.value), str(e.value)
