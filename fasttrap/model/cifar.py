@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataError
+
 IMAGE_SHAPE = (3, 32, 32)
 ROW = 3 * 32 * 32
 
@@ -48,8 +50,6 @@ class _Restricted(pickle.Unpickler):
 
 
 def _err(msg: str) -> Exception:
-    from .data import DataError
-
     return DataError(msg)
 
 

@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cifar
+from .errors import DataError  # noqa: F401  (re-exported: fasttrap.data.DataError)
+
 EMBEDDED = Path(__file__).resolve().parent.parent / "datasets" / "mnist"
 FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 
@@ -52,9 +55,6 @@ _FILES = {
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
-
-class DataError(ValueError):
-    """A data file is missing, corrupt or inconsistent. The message names the file."""
 
 
 @dataclass(frozen=True)
@@ -186,8 +186,6 @@ def _load_raw(directory: str, verify: bool, required: bool) -> tuple[np.ndarray,
     if not d.is_dir():
         raise DataError(f"{d}: not a directory (give 'mnist', 'fashion-mnist', a directory of IDX files or one of "
                         "the CIFAR-10/100 python-version batch files)")
-    from . import cifar
-
     if cifar.is_cifar_dir(d):
         return cifar.read_cifar(d)
     files = {k: _find(d, v) for k, v in _FILES.items()}
