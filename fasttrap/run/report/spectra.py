@@ -20,8 +20,17 @@ from ...analysis.esd import paired_difference, seed_interval
 from ...common import store
 from ...model.data import Dataset
 from .. import plots
-from ..stages.spectra import CHECKPOINTS, INPUTS, LABELS, n_spikes
 from .common import fmt, stage_table
+
+# The design of the study, shared with its stage (fasttrap.run.stages.spectra imports them from here).
+LABELS = ("real", "random")
+CHECKPOINTS = ("init", "mid", "end")
+INPUTS = ("train", "test")
+
+
+def n_spikes(cfg: dict[str, Any], ds: Dataset) -> int:
+    """How many top eigenvalues count as class spikes: ``spectra.spikes``, or the number of classes."""
+    return ds.n_classes if cfg["spectra.spikes"] < 0 else cfg["spectra.spikes"]
 
 # (key in the metrics, what the report calls it, how to read it from one ESD's metrics dict)
 JAC_METRICS = [

@@ -39,12 +39,9 @@ from ...model import data as datamod
 from ...model import rng as rngmod
 from ...ops import evaluate
 from ..executor import LocalExecutor, Task, make_executor
+from ..report.spectra import CHECKPOINTS, INPUTS, LABELS, n_spikes, write_spectra_report  # noqa: F401
 from ..rundir import Run, log
 from .data import mlp_of, stage_data
-
-LABELS = ("real", "random")
-CHECKPOINTS = ("init", "mid", "end")
-INPUTS = ("train", "test")
 
 
 def random_labels(cfg: dict[str, Any], ds: datamod.Dataset) -> np.ndarray:
@@ -120,10 +117,6 @@ def train_label(run: Run, ds: datamod.Dataset, label: str, bar: Any = None, offs
     return {"seconds": round(time.perf_counter() - t0, 3), "steps": int(t)}
 
 
-def n_spikes(cfg: dict[str, Any], ds: datamod.Dataset) -> int:
-    return ds.n_classes if cfg["spectra.spikes"] < 0 else cfg["spectra.spikes"]
-
-
 def esd_seed(run: Run, ds: datamod.Dataset, label: str, i: int, bar: Any = None, offset: int = 0) -> dict[str, Any]:
     """One task: every spectrum of seed index ``i`` on ``label`` labels at the three checkpoints."""
     cfg = run.cfg
@@ -193,8 +186,6 @@ def stage_esd(run: Run, ds: datamod.Dataset, progress: bool | None, executor: An
 
 def execute(run: Run, progress: bool | None = None) -> str:
     """Run (or resume) the spectra analysis; returns the short summary."""
-    from ..report.spectra import write_spectra_report
-
     cfg = run.cfg
     t_all = time.perf_counter()
     ds = stage_data(run)
