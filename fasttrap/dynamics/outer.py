@@ -162,7 +162,8 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
     view.flags.writeable = False
     try:
         for t in range(start, steps + 1):
-            shown = al.align(view) if (mv and align) else view          # the original labelling
+            want = (ri < len(rec) and rec[ri] == t) or observe is not None
+            shown = al.align(view) if (mv and align and want) else view   # the original labelling
             if ri < len(rec) and rec[ri] == t:
                 thetas[:, ri] = shown
                 ri += 1

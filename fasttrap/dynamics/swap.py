@@ -12,16 +12,18 @@ move applied between two SGD steps, for every seed:
   units' incoming weights (rows of W_l with their biases); ``columns`` exchanges two columns of W_l;
   ``paired`` exchanges rows i, j of W_l and b_l *and* columns i, j of W_{l+1}, an exact symmetry of the
   network (the negative control: the loss does not change, and under plain SGD the later path is
-  the permuted image of the unswapped one); ``kick`` draws a ``rows`` swap and instead displaces
-  W_l, b_l by a random direction of the same norm (the control for "any perturbation of that size").
+  the permuted image of the unswapped one); ``kick`` draws a ``rows`` swap and instead displaces the
+  same rows of [W_l | b_l] by a random direction of the same norm (the control for "any
+  perturbation of that size there").
   ``pairs`` exchanges per move.
 * **acceptance**: always (``temperature=None``), or Metropolis on the step's minibatch loss at
   temperature T: accept with probability min(1, exp(−ΔL/T)) (T = 0: only moves that do not raise
   the loss). Each proposal then costs one loss evaluation.
 * **frequency**: every ``every`` steps, or with probability ``prob`` per step.
 
-Randomness comes from the counter-based streams (:mod:`fasttrap.rng`, stage ``"swap"``): one
-generator per (seed, step), so a run cut at any step and resumed draws exactly the same moves.
+Randomness comes from the counter-based streams (:mod:`fasttrap.rng`, stage ``"swap"``), hashed per
+(seed, step, draw) and vectorised over seeds (:class:`Draws`), so a run cut at any step and resumed
+draws exactly the same moves, and the moves cost little next to a step (``benchmarks/bench_swap.py``).
 
 Paired swaps are symmetries, so a trajectory observable (a weight distance, aging's Δ) must compare
 weights up to that relabelling: :class:`Alignment` tracks, per seed and layer, the permutation the
@@ -132,39 +134,88 @@ def check_moves(moves: Any, mlp: MLP, image_shape: tuple[int, int, int] | None) 
     return list(moves)
 
 
-def fires(m: Swap, t: int, g: np.random.Generator) -> bool:
-    """Does move ``m`` fire at step t (``g``: the (seed, step) generator, drawn from only for ``prob``)?"""
+class Draws:
+    """The random numbers of one step's moves for every seed: counter-based and vectorised over seeds.
+
+    Seed s at step t has the key k = :func:`fasttrap.rng.stream_ids` (s, "swap", t); its n-th number
+    is splitmix64(k ⊕ splitmix64(n)), the finaliser that also drives the batch order. Every call draws
+    the same count for every seed, whether or not its move fires there, so a seed's numbers depend
+    only on (seed, step, moves): a seed run alone, or a run cut at any step and resumed, draws
+    exactly the same moves. Integers in [0, n) are taken modulo n (bias below n / 2^64).
+    """
+
+    def __init__(self, seeds: Sequence[int], step: int):
+        self.key = rngmod.stream_ids(np.asarray(list(seeds), dtype=np.int64), "swap", int(step))
+        self.n = 0
+
+    def bits(self, *shape: int) -> np.ndarray:
+        """uint64 [S, *shape]."""
+        k = int(np.prod(shape)) if shape else 1
+        ctr = rngmod.mix64_array(np.arange(self.n, self.n + k, dtype=np.uint64))
+        self.n += k
+        return rngmod.mix64_array(self.key[:, None] ^ ctr[None, :]).reshape(len(self.key), *shape)
+
+    def uniform(self, *shape: int) -> np.ndarray:
+        """float64 in [0, 1), [S, *shape]."""
+        return (self.bits(*shape) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+    def integers(self, high: int, *shape: int) -> np.ndarray:
+        """int64 in [0, high), [S, *shape]."""
+        return (self.bits(*shape) % np.uint64(high)).astype(np.int64)
+
+    def pairs(self, high: int, *shape: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two distinct indices in [0, high), each pair uniform over the ordered pairs: ([S, *shape], same)."""
+        i = self.integers(high, *shape)
+        j = (i + 1 + self.integers(high - 1, *shape)) % high
+        return i, j
+
+    def skip(self, k: int) -> None:
+        """Advance every seed's counter by k numbers without computing them."""
+        self.n += int(k)
+
+    def normal(self, *shape: int) -> np.ndarray:
+        """Standard normals [S, *shape] (Box–Muller)."""
+        u1, u2 = self.uniform(*shape), self.uniform(*shape)
+        return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def fires(m: Swap, t: int, d: Draws) -> np.ndarray:
+    """[S] bool: does move ``m`` fire at step t for each seed (``prob`` draws one uniform per seed)."""
     if m.prob is not None:
-        return bool(g.random() < m.prob)
-    return t % m.every == 0
+        return d.uniform(1)[:, 0] < m.prob
+    return np.full(len(d.key), t % m.every == 0)
 
 
-def generator(seed: int, step: int) -> np.random.Generator:
-    """The generator of the moves of (seed, step): counter-based, independent of how the run was cut."""
-    return np.random.Generator(np.random.PCG64(rngmod.stream_id(int(seed), "swap", int(step))))
+def apply_data(m: Swap, Xb: np.ndarray, image_shape: tuple[int, int, int], d: Draws, sel: np.ndarray) -> None:
+    """Data move ``m`` on the minibatch Xb [S, B, n0], in place, for the seeds where ``sel`` [S] is True.
 
-
-def _pair(g: np.random.Generator, n: int) -> tuple[int, int]:
-    i, j = g.choice(n, size=2, replace=False)
-    return int(i), int(j)
-
-
-def apply_data(m: Swap, xb: np.ndarray, image_shape: tuple[int, int, int], g: np.random.Generator) -> np.ndarray:
-    """Move ``m`` on one seed's minibatch xb [B, n0]; returns a modified copy (xb is not touched)."""
+    ``images`` images of each selected seed's batch (0: all) get ``pairs`` exchanges each: of two pixels
+    (every channel) for ``pixels``, of two channels (every pixel) for ``channels``.
+    """
     C, H, W = image_shape
-    B = xb.shape[0]
-    out = xb.copy()
-    img = out.reshape(B, C, H * W)
-    idx = np.arange(B) if m.images == 0 or m.images >= B else g.choice(B, size=m.images, replace=False)
-    for b in idx:
-        for _ in range(m.pairs):
-            if m.kind == "pixels":
-                p, q = _pair(g, H * W)
-                img[b, :, [p, q]] = img[b, :, [q, p]]
-            else:
-                c1, c2 = _pair(g, C)
-                img[b, [c1, c2], :] = img[b, [c2, c1], :]
-    return out
+    S, B = Xb.shape[:2]
+    v = Xb.reshape(S, B, C, H * W)
+    n_img = B if m.images == 0 or m.images >= B else m.images
+    if n_img == B:                                   # every image: no choice to make, the same draws used
+        d.skip(B)
+        order = np.broadcast_to(np.arange(B), (S, B))
+    else:
+        order = np.argsort(d.uniform(B), axis=1, kind="stable")[:, :n_img]    # [S, n_img] distinct images
+    i, j = d.pairs(H * W if m.kind == "pixels" else C, n_img, m.pairs)          # [S, n_img, pairs]
+    s_idx = np.flatnonzero(sel)
+    if s_idx.size == 0:
+        return
+    ss, bb = s_idx[:, None], order[s_idx]
+    for k in range(m.pairs):
+        a, b = i[s_idx, :, k], j[s_idx, :, k]
+        if m.kind == "pixels":
+            tmp = v[ss, bb, :, a].copy()              # [s, n_img, C]
+            v[ss, bb, :, a] = v[ss, bb, :, b]
+            v[ss, bb, :, b] = tmp
+        else:
+            tmp = v[ss, bb, a, :].copy()              # [s, n_img, HW]
+            v[ss, bb, a, :] = v[ss, bb, b, :]
+            v[ss, bb, b, :] = tmp
 
 
 def _views(mlp: MLP, theta: np.ndarray, l: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,31 +224,82 @@ def _views(mlp: MLP, theta: np.ndarray, l: int) -> tuple[np.ndarray, np.ndarray]
     return theta[ow:ob].reshape(mlp.widths[l], mlp.widths[l - 1]), theta[ob:oe]
 
 
-def apply_weight(m: Swap, mlp: MLP, theta: np.ndarray, g: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Move ``m`` on one parameter row θ [P]; returns (the new row, the exchanged index pairs)."""
-    out = theta.copy()
+def _block(mlp: MLP, theta: np.ndarray, l: int) -> tuple[np.ndarray, np.ndarray]:
+    """Views W_l [S, n_l, n_{l-1}] and b_l [S, n_l] into θ [S, P]."""
+    ow, ob, oe = mlp.layer_offsets()[l - 1]
+    S = theta.shape[0]
+    return theta[:, ow:ob].reshape(S, mlp.widths[l], mlp.widths[l - 1]), theta[:, ob:oe]
+
+
+def _exchange(A: np.ndarray, s: np.ndarray, i: np.ndarray, j: np.ndarray, axis: int) -> None:
+    """Exchange index i and j (per seed s) of A [S, n, m] along axis 1 (rows) or 2 (columns), in place."""
+    if axis == 1:
+        tmp = A[s, i].copy()
+        A[s, i] = A[s, j]
+        A[s, j] = tmp
+    else:
+        tmp = A[s, :, i].copy()
+        A[s, :, i] = A[s, :, j]
+        A[s, :, j] = tmp
+
+
+def apply_weight(m: Swap, mlp: MLP, theta: np.ndarray, d: Draws, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weight move ``m`` on θ [S, P], in place, for the seeds where ``sel`` [S] is True.
+
+    Returns:
+        The exchanged index pairs (i, j), each [S, pairs] (drawn for every seed, applied where selected).
+    """
     l = int(m.layer)  # type: ignore[arg-type]
-    Wl, bl = _views(mlp, out, l)
-    pairs = []
-    for _ in range(m.pairs):
-        n = Wl.shape[1] if m.kind == "columns" else Wl.shape[0]
-        i, j = _pair(g, n)
-        pairs.append((i, j))
-        if m.kind == "columns":
-            Wl[:, [i, j]] = Wl[:, [j, i]]
-        elif m.kind in ("rows", "paired", "kick"):
-            Wl[[i, j]] = Wl[[j, i]]
-            bl[[i, j]] = bl[[j, i]]
-            if m.kind == "paired":
-                Wn, _ = _views(mlp, out, l + 1)
-                Wn[:, [i, j]] = Wn[:, [j, i]]
+    n = mlp.widths[l - 1] if m.kind == "columns" else mlp.widths[l]
+    i, j = d.pairs(n, m.pairs)
+    s_idx = np.flatnonzero(sel)
+    W, b = _block(mlp, theta, l)
     if m.kind == "kick":
-        # the same norm as the swap just drawn, in a random direction of layer l's weights and biases
-        ow, _, oe = mlp.layer_offsets()[l - 1]
-        norm = float(np.linalg.norm((out[ow:oe] - theta[ow:oe]).astype(np.float64)))
-        d = g.standard_normal(oe - ow)
-        out[ow:oe] = theta[ow:oe] + (norm / max(float(np.linalg.norm(d)), 1e-300) * d).astype(theta.dtype)
-    return out, pairs
+        keys = d.bits(1)[:, 0]                        # one key per seed for its direction's normals
+        shape = (2 * m.pairs, mlp.widths[l - 1] + 1)
+        G = {int(s): np.random.Generator(np.random.SFC64(int(keys[s]))).standard_normal(shape) for s in s_idx}
+        if m.pairs == 1 and s_idx.size:               # the common case, vectorised over seeds
+            a, c = i[s_idx, 0], j[s_idx, 0]
+            Ra = np.concatenate([W[s_idx, a], b[s_idx, a][:, None]], axis=1).astype(np.float64)
+            Rc = np.concatenate([W[s_idx, c], b[s_idx, c][:, None]], axis=1).astype(np.float64)
+            norm = np.sqrt(2.0) * np.linalg.norm(Ra - Rc, axis=1)                       # the swap's norm
+            D = np.stack([G[int(s)] for s in s_idx])                                    # [s, 2, n+1]
+            D *= (norm / np.maximum(np.linalg.norm(D.reshape(len(s_idx), -1), axis=1), 1e-300))[:, None, None]
+            Ra += D[:, 0]
+            Rc += D[:, 1]
+            W[s_idx, a], b[s_idx, a] = Ra[:, :-1], Ra[:, -1]
+            W[s_idx, c], b[s_idx, c] = Rc[:, :-1], Rc[:, -1]
+            return i, j
+        for s in s_idx:
+            _kick(W[s], b[s], i[s], j[s], G[int(s)])
+        return i, j
+    for k in range(m.pairs):
+        a, c = i[s_idx, k], j[s_idx, k]
+        if m.kind == "columns":
+            _exchange(W, s_idx, a, c, axis=2)
+            continue
+        _exchange(W, s_idx, a, c, axis=1)
+        _exchange(b[:, :, None], s_idx, a, c, axis=1)
+        if m.kind == "paired":
+            Wn, _ = _block(mlp, theta, l + 1)
+            _exchange(Wn, s_idx, a, c, axis=2)
+    return i, j
+
+
+def _kick(W: np.ndarray, b: np.ndarray, i: np.ndarray, j: np.ndarray, g: np.ndarray) -> None:
+    """One seed's kick: the rows swap (i, j) would move the rows U = i ∪ j of [W_l | b_l] by some norm;
+    move those rows instead by that norm along the random direction g (the first |U| rows of it)."""
+    U = np.unique(np.concatenate([i, j]))
+    R = np.concatenate([W[U], b[U, None]], axis=1).astype(np.float64)           # [|U|, n_{l-1} + 1]
+    loc = {int(u): r for r, u in enumerate(U)}
+    P = R.copy()
+    for a, c in zip(i, j):
+        P[[loc[int(a)], loc[int(c)]]] = P[[loc[int(c)], loc[int(a)]]]
+    norm = float(np.linalg.norm(P - R))
+    D = g[: U.size]
+    R += norm / max(float(np.linalg.norm(D)), 1e-300) * D
+    W[U] = R[:, :-1].astype(W.dtype)
+    b[U] = R[:, -1].astype(b.dtype)
 
 
 @dataclass
@@ -250,24 +352,33 @@ class Alignment:
             raise ValueError(f"alignment: expected an array [{S}, {n}], got {list(state.shape)}")
         self.state = np.array(state, dtype=np.int64)          # [S, Σ hidden widths], layer after layer
         self._off = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self._ref = np.concatenate([np.arange(k) for k in sizes] or [np.zeros(0, np.int64)])
+        self.dirty = not np.array_equal(self.state, np.broadcast_to(self._ref, self.state.shape))
 
     def pos(self, s: int, l: int) -> np.ndarray:
         return self.state[s, self._off[l - 1]:self._off[l]]
 
     @property
     def identity(self) -> bool:
-        return all(np.array_equal(self.pos(s, l), np.arange(self.mlp.widths[l]))
-                   for s in range(self.state.shape[0]) for l in range(1, self.L))
+        """No relabelling at all (every seed, every layer)."""
+        return np.array_equal(self.state, np.broadcast_to(self._ref, self.state.shape))
 
     def swapped(self, s: int, l: int, i: int, j: int) -> None:
         """Current units i and j of layer l (seed index s) were exchanged by a paired move."""
         p = self.pos(s, l)
         a, b = p == i, p == j
         p[a], p[b] = j, i
+        self.dirty = True
+
+    def record(self, sel: np.ndarray, l: int, i: np.ndarray, j: np.ndarray) -> None:
+        """Paired exchanges (i[s, k], j[s, k]) in layer l, in order k, for the seeds where ``sel``."""
+        for s in np.flatnonzero(sel):
+            for a, b in zip(i[s], j[s]):
+                self.swapped(int(s), l, int(a), int(b))
 
     def align(self, theta: np.ndarray) -> np.ndarray:
         """θ [S, P] in the original labelling of the hidden units (a copy; θ if nothing was swapped)."""
-        if self.identity:
+        if not self.dirty:
             return theta
         out = theta.copy()
         for s in range(theta.shape[0]):
@@ -288,51 +399,51 @@ class Alignment:
 def apply_moves(moves: Sequence[Swap], mlp: MLP, theta: np.ndarray, Xb: np.ndarray, yb: np.ndarray, t: int,
                 seeds: Sequence[int], image_shape: tuple[int, int, int], log: MoveLog, alignment: Alignment,
                 loss: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-    """Every move that fires at step t, for every seed; θ [S, P] is updated in place.
+    """Every move that fires at step t, for every seed; θ [S, P] and Xb are updated in place.
 
     Args:
-        Xb, yb: the step's minibatch [S, B, n0], [S, B]; returns the (possibly data-swapped) copy of Xb.
+        Xb, yb: the step's minibatch [S, B, n0], [S, B] (Xb is the step's own copy of the rows, never
+            the stored data set); data moves change it in place.
         loss: (θ [S, P], X [S, B, n0], y [S, B]) → L [S], the minibatch loss (for Metropolis).
 
     Returns:
-        Xb for the gradient of this step (Xb itself when no data move fired).
+        Xb for the gradient of this step.
     """
-    S = theta.shape[0]
-    gens = [generator(s, t) for s in seeds]
+    d = Draws(seeds, t)
     for k, m in enumerate(moves):
-        on = np.array([fires(m, t, gens[i]) for i in range(S)])
-        if not on.any():
+        on = fires(m, t, d)
+        if m.temperature is None:
+            # accepted by construction: change θ or the batch in place, no copies
+            if m.is_data:
+                apply_data(m, Xb, image_shape, d, on)
+            else:
+                i, j = apply_weight(m, mlp, theta, d, on)
+                if m.kind == "paired":
+                    alignment.record(on, int(m.layer), i, j)  # type: ignore[arg-type]
+            log.proposed[k] += on
+            log.accepted[k] += on
             continue
         if m.is_data:
-            prop = Xb.copy()
-            for i in np.flatnonzero(on):
-                prop[i] = apply_data(m, Xb[i], image_shape, gens[i])
-            new_theta, pairs = theta, None
+            prop_X, prop_th = Xb.copy(), theta
+            apply_data(m, prop_X, image_shape, d, on)
         else:
-            new_theta = theta.copy()
-            pairs = {}
-            for i in np.flatnonzero(on):
-                new_theta[i], pairs[i] = apply_weight(m, mlp, theta[i], gens[i])
-            prop = Xb
-        ok = on.copy()
-        if m.temperature is not None:
-            dL = np.asarray(loss(new_theta, prop, yb), np.float64) - np.asarray(loss(theta, Xb, yb), np.float64)
-            for i in np.flatnonzero(on):
-                u = gens[i].random()
-                T = float(m.temperature)
-                acc = bool(dL[i] <= 0 or (T > 0 and u < np.exp(-dL[i] / T)))
-                ok[i] = acc
-                log.delta[k].append((t, i, float(dL[i]), acc))
+            prop_X, prop_th = Xb, theta.copy()
+            i, j = apply_weight(m, mlp, prop_th, d, on)
+        u = d.uniform(1)[:, 0]
+        dL = np.asarray(loss(prop_th, prop_X, yb), np.float64) - np.asarray(loss(theta, Xb, yb), np.float64)
+        T = float(m.temperature)
+        with np.errstate(over="ignore", divide="ignore"):
+            ok = on & ((dL <= 0) | ((T > 0) & (u < np.exp(-dL / max(T, 1e-300)))))
+        for s in np.flatnonzero(on):
+            log.delta[k].append((t, int(s), float(dL[s]), bool(ok[s])))
         log.proposed[k] += on
         log.accepted[k] += ok
         if not ok.any():
             continue
         if m.is_data:
-            Xb = np.where(ok[:, None, None], prop, Xb)
+            Xb[ok] = prop_X[ok]
         else:
-            theta[ok] = new_theta[ok]
+            theta[ok] = prop_th[ok]
             if m.kind == "paired":
-                for i in np.flatnonzero(ok):
-                    for a, b in pairs[i]:
-                        alignment.swapped(i, int(m.layer), a, b)  # type: ignore[arg-type]
+                alignment.record(ok, int(m.layer), i, j)  # type: ignore[arg-type]
     return Xb

@@ -35,6 +35,19 @@ def stream_id(seed: int, stage: str, index: int = 0) -> int:
     return mix64(mix64(mix64(int(seed) & _M64) ^ STAGES[stage]) ^ (int(index) & _M64))
 
 
+def mix64_array(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on a uint64 array (elementwise, mod 2^64): :func:`mix64` vectorised."""
+    return _mix64_np(np.asarray(x, dtype=np.uint64))
+
+
+def stream_ids(seeds: np.ndarray, stage: str, index: int = 0) -> np.ndarray:
+    """:func:`stream_id` for many seeds at once: uint64 [S]."""
+    if stage not in STAGES:
+        raise ValueError(f"stage: expected one of {sorted(STAGES)}, got {stage!r}")
+    s = np.asarray(seeds).astype(np.uint64)
+    return _mix64_np(_mix64_np(_mix64_np(s) ^ np.uint64(STAGES[stage])) ^ np.uint64(int(index) & _M64))
+
+
 def epoch_key(stream: int, epoch: int) -> int:
     return mix64(mix64(int(stream) & _M64) ^ (int(epoch) & _M64))
 

@@ -9,7 +9,14 @@ import pytest
 import fasttrap
 from fasttrap import data, reference
 from fasttrap.dynamics import swap
-from fasttrap.dynamics.swap import Alignment, MoveLog, Swap, apply_data, apply_moves, apply_weight
+from fasttrap.dynamics.swap import Alignment, Draws, MoveLog, Swap, apply_data, apply_moves, apply_weight
+
+
+def _one(m, mlp, th, step=0):
+    """Move m on one parameter row (seed 0 at ``step``): the new row and its pairs."""
+    out = th[None].copy()
+    i, j = apply_weight(m, mlp, out, Draws([0], step), np.array([True]))
+    return out[0], list(zip(i[0], j[0]))
 from fasttrap.model.data import Dataset
 
 
@@ -28,9 +35,8 @@ def test_paired_swap_leaves_outputs_and_loss_unchanged(rng):
     mlp = fasttrap.MLP((20, 9, 7, 3), "tanh")
     th = mlp.init(1, 0, np.float64)[0] + 0.1 * rng.standard_normal(mlp.n_params)
     X, y = rng.standard_normal((40, 20)), rng.integers(0, 3, 40)
-    g = np.random.default_rng(1)
     for layer in (1, 2):
-        new, pairs = apply_weight(Swap("paired", layer=layer, pairs=4), mlp, th, g)
+        new, pairs = _one(Swap("paired", layer=layer, pairs=4), mlp, th, step=layer)
         assert not np.array_equal(new, th) and len(pairs) == 4
         z0 = reference.outputs(mlp, reference.as_tensor(th[None]), reference.as_tensor(X)).numpy()
         z1 = reference.outputs(mlp, reference.as_tensor(new[None]), reference.as_tensor(X)).numpy()
@@ -39,7 +45,7 @@ def test_paired_swap_leaves_outputs_and_loss_unchanged(rng):
         L1 = fasttrap.value_and_grad(mlp, new[None], X, y, backend="cpu")[0]
         assert abs(L1[0] - L0[0]) <= 1e-12
     # a rows swap is not a symmetry: it changes the outputs
-    new, _ = apply_weight(Swap("rows", layer=1), mlp, th, g)
+    new, _ = _one(Swap("rows", layer=1), mlp, th, step=7)
     z1 = reference.outputs(mlp, reference.as_tensor(new[None]), reference.as_tensor(X)).numpy()
     assert np.abs(z1 - z0).max() > 1e-3
 
@@ -74,13 +80,16 @@ def test_data_swaps_never_change_the_stored_data(small, rng):
 
 def test_data_moves_exchange_what_they_say(rng):
     x = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 48)
-    g = np.random.default_rng(0)
-    out = apply_data(Swap("channels", images=0), x, (3, 4, 4), g)
+    out = x[None].copy()
+    apply_data(Swap("channels", images=0), out, (3, 4, 4), Draws([3], 0), np.array([True]))
+    out = out[0]
     for b in range(2):
         a, o = x[b].reshape(3, 16), out[b].reshape(3, 16)
         same = [c for c in range(3) if np.array_equal(a[c], o[c])]
         assert len(same) == 1 and sorted(map(tuple, o.tolist())) == sorted(map(tuple, a.tolist()))
-    out = apply_data(Swap("pixels", images=1, pairs=1), x, (3, 4, 4), g)
+    out = x[None].copy()
+    apply_data(Swap("pixels", images=1, pairs=1), out, (3, 4, 4), Draws([3], 1), np.array([True]))
+    out = out[0]
     changed = np.flatnonzero((out != x).any(axis=1))
     assert changed.size == 1                                      # one image of the two
     d = (out[changed[0]] != x[changed[0]]).reshape(3, 16)
@@ -91,12 +100,22 @@ def test_data_moves_exchange_what_they_say(rng):
 def test_kick_has_the_norm_of_a_swap(rng):
     mlp = fasttrap.MLP((10, 6, 3))
     th = rng.standard_normal(mlp.n_params)
-    new_rows, _ = apply_weight(Swap("rows", layer=1, pairs=2), mlp, th, np.random.default_rng(4))
-    new_kick, _ = apply_weight(Swap("kick", layer=1, pairs=2), mlp, th, np.random.default_rng(4))
+    for pairs in (2, 3):                          # several exchanges (which may undo each other) have a norm too
+        new_rows, _ = _one(Swap("rows", layer=1, pairs=pairs), mlp, th, step=9)
+        new_kick, _ = _one(Swap("kick", layer=1, pairs=pairs), mlp, th, step=9)
+        assert np.linalg.norm(new_kick - th) == pytest.approx(np.linalg.norm(new_rows - th), rel=1e-12, abs=1e-14)
+    new_rows, pr = _one(Swap("rows", layer=1), mlp, th, step=4)
+    new_kick, pk = _one(Swap("kick", layer=1), mlp, th, step=4)
+    assert pr == pk                                                   # the same swap drawn
     assert np.linalg.norm(new_kick - th) == pytest.approx(np.linalg.norm(new_rows - th), rel=1e-12)
-    ow, _, oe = mlp.layer_offsets()[0]
-    np.testing.assert_array_equal(new_kick[oe:], th[oe:])            # only layer 1 moves
-    assert np.count_nonzero(new_kick[ow:oe] - th[ow:oe]) > 20         # in a random direction, not a swap
+    assert np.linalg.norm(new_rows - th) > 0
+    ow, ob, oe = mlp.layer_offsets()[0]
+    np.testing.assert_array_equal(new_kick[oe:], th[oe:])            # only layer 1 moves,
+    rows = sorted({int(v) for p in pk for v in p})
+    W0, Wk = th[ow:ob].reshape(6, 10), new_kick[ow:ob].reshape(6, 10)
+    others = [r for r in range(6) if r not in rows]
+    np.testing.assert_array_equal(Wk[others], W0[others])            # only the rows the swap touches,
+    assert np.count_nonzero(Wk[rows] - W0[rows]) == 10 * len(rows)   # in a random direction, not a swap
 
 
 @pytest.mark.parametrize("moves", [
