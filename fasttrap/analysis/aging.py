@@ -393,7 +393,7 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
               steps: int = 10_000, t_w: Any = None, lags: Any = None, curve_points: int = 30,
               noise_rows: int | None = None, eval_rows: int | None = None, dtype: Any = np.float32,
               backend: str = "auto", progress: bool | None | Progress = True, checkpoint: str | Path | None = None,
-              checkpoint_every: int = 0) -> AgingResult:
+              checkpoint_every: int = 0, moves: Sequence[Any] | None = None) -> AgingResult:
     """Train one network with SGD and measure its aging and diffusion on the way.
 
     The outer path is :func:`fasttrap.outer.outer_sgd` (same seeds give the same path as the trap
@@ -419,6 +419,9 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
         checkpoint: a file to checkpoint to (atomically) and to resume from if it exists. A
             resumed run gives bit-identical results.
         checkpoint_every: steps between checkpoints (0: about 20 per run).
+        moves: swap moves (:class:`fasttrap.Swap`) inside the SGD (:func:`fasttrap.outer.outer_sgd`).
+            Δ is measured on the permutation-aligned weights, so paired swaps, which are symmetries,
+            do not show up as motion; the other moves are real motion and do.
 
     Returns:
         :class:`AgingResult`.
@@ -442,17 +445,21 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
     cs = log_spaced_steps(steps, curve_points)
     obs = _Observer(mlp, data, len(seed_list), t_w, lags, cs, noise_rows, eval_rows, backend, dt)
     ident = {"widths": np.asarray(mlp.widths), "seeds": np.asarray(seed_list), "t_w": t_w, "lags": lags,
-             "curve_steps": cs, "hyper": np.array([lr, batch_size, steps, noise_rows or 0, eval_rows or 0], dtype=np.float64)}
+             "curve_steps": cs, "hyper": np.array([lr, batch_size, steps, noise_rows or 0, eval_rows or 0], dtype=np.float64),
+             "moves": np.asarray([repr(m) for m in (moves or [])], dtype=str)}
 
-    t0, theta = 0, None
+    t0, theta, align = 0, None, None
     ck = Path(checkpoint) if checkpoint is not None else None
     if ck is not None and ck.exists():
         st = store.read_npz(ck)
         for k, v in ident.items():
+            if k == "moves" and k not in st and v.size == 0:      # written before moves existed, and none now
+                continue
             if k not in st or not np.array_equal(st[k], v):
                 raise ValueError(f"checkpoint: {ck} was written by a run with other settings ({k} differs); "
                                  "remove it or use the settings it was made with")
         t0, theta = int(st["t"]), st["theta"].astype(dt)
+        align = st.get("alignment")
         obs.load_state(st)
 
     own_bar = not isinstance(progress, Progress)
@@ -462,10 +469,14 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
         while True:
             t1 = min(steps, t0 + every)
             res = outer_sgd(mlp, data, seed_list, lr=lr, batch_size=batch_size, steps=t1, record=[t1], curve_points=0,
-                            dtype=dt, backend=backend, progress=bar, theta0=theta, start=t0, observe=obs)
-            theta, t0 = res.thetas[:, 0], t1
+                            dtype=dt, backend=backend, progress=bar, theta0=theta, start=t0, observe=obs,
+                            moves=moves, alignment0=align)
+            # continue from θ as the dynamics hold it (and the paired-swap relabelling), not the aligned copy
+            theta, t0 = (res.theta_end if res.theta_end is not None else res.thetas[:, 0]), t1
+            align, shown = res.alignment, res.thetas[:, 0]
             if ck is not None:
-                store.write_npz(ck, t=np.array(t0), theta=theta, **ident, **obs.state())
+                extra = {"alignment": align} if align is not None else {}
+                store.write_npz(ck, t=np.array(t0), theta=theta, **ident, **extra, **obs.state())
             if t0 >= steps:
                 break
     finally:
@@ -473,7 +484,7 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
             bar.close()
     c = obs.c
     return AgingResult(list(mlp.widths), np.asarray(seed_list), obs.tt.result(), cs, c["train_loss"], c["train_acc"],
-                       c["test_loss"], c["test_acc"], c["noise_D"], c["noise_mean_sq"], c["noise_grad_sq"], theta,
+                       c["test_loss"], c["test_acc"], c["noise_D"], c["noise_mean_sq"], c["noise_grad_sq"], shown,
                        {"lr": lr, "batch_size": batch_size, "steps": steps, "noise_rows": noise_rows,
                         "eval_rows": eval_rows})
 

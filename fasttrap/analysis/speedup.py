@@ -10,8 +10,11 @@ percentile and BCa intervals cover 0.91 at 10 seeds for a nominal 0.95, the expa
 (tested; the slow test's record is ``benchmarks/results/speedup_coverage.txt``). The verdict is
 "faster" when the whole interval lies above 1, "slower" when below, else "no difference".
 
-A seed that does not reach the target within the run has no step count: the speed-up is then not
-measurable at that target (reported as such, never imputed).
+A seed that does not reach the target within the run has no step count. Given the run's length
+(``budget``), it took more than ``budget`` steps: counting it at ``budget`` gives a bound, not an
+estimate. When only the protocol's seeds are censored the speed-up computed so is an *upper* bound,
+so "slower" stays a valid verdict if the whole bounded interval lies below 1 (and "faster" likewise
+when only the baseline's are); any other case is reported as not measurable, never imputed.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def steps_to_target(steps: Any, curve: Any, target: float, kind: str = "acc") ->
     return out
 
 
-def speedup(base: Any, prot: Any, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def speedup(base: Any, prot: Any, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+            budget: float | None = None) -> dict[str, Any]:
     """The speed-up T̄_b / T̄_p with its expanded paired bootstrap interval over seeds, and the verdict.
 
     Args:
@@ -53,10 +57,12 @@ def speedup(base: Any, prot: Any, level: float = 0.95, n_boot: int = 2000, seed:
         level: confidence level.
         n_boot: bootstrap resamples.
         seed: seed of the resampling.
+        budget: the runs' length in steps; a censored seed (NaN) then counts as ``budget`` where
+            that gives a one-sided bound (see the module docstring).
 
     Returns:
         ``{"estimate", "ci": [lo, hi], "verdict": "faster" | "slower" | "no difference" | "not measurable",
-        "n": seeds, "reason"?}``.
+        "n": seeds, "bound"?: "upper" | "lower", "reason"?}``.
     """
     from scipy import stats
 
@@ -66,10 +72,15 @@ def speedup(base: Any, prot: Any, level: float = 0.95, n_boot: int = 2000, seed:
         raise ValueError(f"base, prot: expected one value per seed for both, got {b.size} and {p.size}")
     if not 0 < level < 1:
         raise ValueError(f"level: must be in (0, 1), got {level}")
-    miss = int((~np.isfinite(b) | ~np.isfinite(p)).sum())
-    if miss:
-        return {"estimate": float("nan"), "ci": [float("nan"), float("nan")], "verdict": "not measurable",
-                "n": int(b.size), "reason": f"{miss} seed(s) did not reach the target in one of the two arms"}
+    mb, mp = int((~np.isfinite(b)).sum()), int((~np.isfinite(p)).sum())
+    bound = None
+    if mb or mp:
+        nan = {"estimate": float("nan"), "ci": [float("nan"), float("nan")], "verdict": "not measurable",
+               "n": int(b.size), "reason": f"{mb + mp} seed(s) did not reach the target in one of the two arms"}
+        if budget is None or (mb and mp):
+            return nan
+        bound = "upper" if mp else "lower"       # only the protocol censored: T̄_p underestimated
+        b, p = np.where(np.isfinite(b), b, budget), np.where(np.isfinite(p), p, budget)
     est = float(b.mean() / p.mean())
     S = b.size
     if S < 2:
@@ -82,8 +93,19 @@ def speedup(base: Any, prot: Any, level: float = 0.95, n_boot: int = 2000, seed:
         q_lo, q_hi = np.quantile(r, [a, 1 - a])
         grow = stats.t.ppf(1 - a, S - 1) / stats.norm.ppf(1 - a) * np.sqrt(S / (S - 1))
         e = np.log(est)
-        lo, hi = float(np.exp(e - grow * (e - q_lo))), float(np.exp(e + grow * (q_hi - e)))
+        # the expansion is about the estimate; a bootstrap distribution lying wholly on one side of it
+        # (a degenerate, discrete grid) must not put the estimate outside its own interval
+        lo = float(np.exp(e - grow * max(e - q_lo, 0.0)))
+        hi = float(np.exp(e + grow * max(q_hi - e, 0.0)))
+        lo, hi = min(lo, est), max(hi, est)            # exp(log est) may round away from est
     verdict = "faster" if lo > 1 else ("slower" if hi < 1 else "no difference")
     if not np.isfinite(lo):
         verdict = "no difference"
-    return {"estimate": est, "ci": [lo, hi], "verdict": verdict, "n": int(b.size)}
+    out = {"estimate": est, "ci": [lo, hi], "verdict": verdict, "n": int(b.size)}
+    if bound is not None:
+        out["bound"] = bound
+        out["reason"] = (f"{mp or mb} {'protocol' if mp else 'baseline'} seed(s) did not reach the target in "
+                         f"{budget:g} steps; counted at {budget:g}, so the speed-up is an {bound} bound")
+        if not ((bound == "upper" and verdict == "slower") or (bound == "lower" and verdict == "faster")):
+            out["verdict"] = "not measurable"
+    return out

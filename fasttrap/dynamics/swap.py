@@ -57,6 +57,9 @@ class Swap:
         pairs: exchanges per move (per image for data moves).
         images: images of the minibatch a data move touches (0: all of them).
         temperature: None (accept every move), or T ≥ 0 for Metropolis on the minibatch loss.
+        measure_every: without a temperature, still measure ΔL (two minibatch losses) at the steps t
+            with t % measure_every == 0 where the move fires, for the record; it never changes
+            what the move does (0: never).
     """
 
     kind: str
@@ -66,11 +69,12 @@ class Swap:
     pairs: int = 1
     images: int = 1
     temperature: float | None = None
+    measure_every: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"Swap.kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
-        for name, lo in (("every", 1), ("pairs", 1), ("images", 0)):
+        for name, lo in (("every", 1), ("pairs", 1), ("images", 0), ("measure_every", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"Swap.{name}: expected an int >= {lo}, got {v!r}")
@@ -88,8 +92,9 @@ class Swap:
         return self.kind in DATA_KINDS
 
     def label(self) -> str:
-        """A short name: ``rows@1 x4 /10 T=0.01``."""
+        """A short name: ``rows@1 x4 /10 T=0.01``, ``pixels[all img] x8``."""
         s = self.kind + (f"@{self.layer}" if not self.is_data else "")
+        s += (f"[{'all' if self.images == 0 else self.images} img]" if self.is_data and self.images != 1 else "")
         s += f" x{self.pairs}" if self.pairs != 1 else ""
         s += f" p={self.prob:g}" if self.prob is not None else (f" /{self.every}" if self.every != 1 else "")
         return s + (f" T={self.temperature:g}" if self.temperature is not None else "")
@@ -412,7 +417,8 @@ def apply_moves(moves: Sequence[Swap], mlp: MLP, theta: np.ndarray, Xb: np.ndarr
     d = Draws(seeds, t)
     for k, m in enumerate(moves):
         on = fires(m, t, d)
-        if m.temperature is None:
+        measure = m.temperature is not None or (m.measure_every > 0 and t % m.measure_every == 0 and on.any())
+        if not measure:
             # accepted by construction: change θ or the batch in place, no copies
             if m.is_data:
                 apply_data(m, Xb, image_shape, d, on)
@@ -429,11 +435,14 @@ def apply_moves(moves: Sequence[Swap], mlp: MLP, theta: np.ndarray, Xb: np.ndarr
         else:
             prop_X, prop_th = Xb, theta.copy()
             i, j = apply_weight(m, mlp, prop_th, d, on)
-        u = d.uniform(1)[:, 0]
         dL = np.asarray(loss(prop_th, prop_X, yb), np.float64) - np.asarray(loss(theta, Xb, yb), np.float64)
-        T = float(m.temperature)
-        with np.errstate(over="ignore", divide="ignore"):
-            ok = on & ((dL <= 0) | ((T > 0) & (u < np.exp(-dL / max(T, 1e-300)))))
+        if m.temperature is None:            # measured for the record only: every move is accepted
+            ok = on.copy()
+        else:
+            u = d.uniform(1)[:, 0]
+            T = float(m.temperature)
+            with np.errstate(over="ignore", divide="ignore"):
+                ok = on & ((dL <= 0) | ((T > 0) & (u < np.exp(-dL / max(T, 1e-300)))))
         for s in np.flatnonzero(on):
             log.delta[k].append((t, int(s), float(dL[s]), bool(ok[s])))
         log.proposed[k] += on

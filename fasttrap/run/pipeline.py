@@ -16,9 +16,9 @@ from .rundir import Run, RunError, open_run  # noqa: F401  (re-exported: fasttra
 
 
 def _analyses() -> dict[str, Callable[[Run, Any], str]]:
-    from .stages import aging, spectra, traps
+    from .stages import aging, spectra, swap, traps
 
-    return {"traps": traps.execute, "aging": aging.execute, "spectra": spectra.execute}
+    return {"traps": traps.execute, "aging": aging.execute, "spectra": spectra.execute, "swap": swap.execute}
 
 
 def execute(run: Run, progress: bool | None = None) -> str:

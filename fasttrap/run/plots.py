@@ -461,3 +461,83 @@ def spectra_training(curves: dict[str, dict[str, np.ndarray]], target: float, st
         ax.set_xlabel("SGD step (0 shown at 0.5)")
         ax.legend(fontsize=7)
     return save_figure(fig, stem, arrays)
+
+
+# ---- the swap study ----------------------------------------------------------------------------
+
+def swap_curves(conds: list[dict[str, Any]], data: list[dict[str, np.ndarray]], stem: str | Path) -> list[Path]:
+    """Training loss and accuracy against the step, one panel pair per protocol kind, the baseline in
+    every panel; seed mean with the range over seeds as a band; intensities as line styles."""
+    kinds = [k for k in dict.fromkeys(c["kind"] for c in conds) if k != "baseline"] or ["baseline"]
+    fig = Figure(figsize=(4.2 * len(kinds), 6.2), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(2, len(kinds), squeeze=False))
+    arrays: dict[str, np.ndarray] = {}
+    styles = ["-", "--", ":", "-."]
+    for j, kind in enumerate(kinds):
+        members = [(c, z) for c, z in zip(conds, data) if c["kind"] in ("baseline", kind)]
+        for n, (c, z) in enumerate(members):
+            x = z["eval_steps"]
+            col = "k" if c["kind"] == "baseline" else f"C{(n - 1) % 10}"
+            ls = "-" if c["kind"] == "baseline" else styles[(n - 1) % len(styles)]
+            for i, key in enumerate(("train_loss", "train_acc")):
+                ax = axes[i, j]
+                m = np.nanmean(z[key], axis=0)
+                ax.plot(x, m, ls, color=col, lw=1.2, label=c["label"])
+                ax.fill_between(x, np.nanmin(z[key], axis=0), np.nanmax(z[key], axis=0), color=col, alpha=0.15, lw=0)
+            arrays[f"{c['label']}__train_acc".replace(" ", "_")] = z["train_acc"]
+        axes[0, j].set_yscale("log")
+        axes[0, j].set_title(kind, fontsize=9)
+        axes[1, j].set_xlabel("SGD step")
+        axes[1, j].legend(fontsize=6)
+    axes[0, 0].set_ylabel("training loss")
+    axes[1, 0].set_ylabel("training accuracy")
+    arrays["eval_steps"] = data[0]["eval_steps"]
+    return save_figure(fig, stem, arrays)
+
+
+def swap_speedups(res: dict[str, Any], stem: str | Path) -> list[Path]:
+    """The speed-up of every condition against the baseline with its 95% interval, one panel per target
+    (a forest plot; conditions whose speed-up is not measurable at a target are marked ×)."""
+    rows = [(label, r) for label, r in res["protocols"].items() if r.get("targets")]
+    targets = list(rows[0][1]["targets"]) if rows else []
+    n = max(len(targets), 1)
+    fig = Figure(figsize=(3.2 * n + 1.5, 0.32 * max(len(rows), 1) + 1.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n, sharey=True, squeeze=False)).ravel()
+    arrays: dict[str, np.ndarray] = {}
+    ys = np.arange(len(rows))
+    for ax, t in zip(axes, targets):
+        for y, (label, r) in zip(ys, rows):
+            p = r["targets"][t]
+            est, (lo, hi) = p["estimate"], p["ci"]
+            arrays[f"{label}__{t}".replace(" ", "_")] = np.array([est, lo, hi], dtype=float)
+            if not np.isfinite(est):
+                ax.plot([1.0], [y], "x", color="0.5")
+                continue
+            col = {"faster": "C2", "slower": "C3"}.get(p["verdict"], "C0")
+            err = [[max(est - lo, 0.0)], [max(hi - est, 0.0)]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar(est, y, xerr=err, fmt="o", ms=4, capsize=2, color=col)
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(t, fontsize=9)
+        ax.set_xlabel("speed-up (> 1: faster)")
+    axes[0].set_yticks(ys, [label for label, _ in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    return save_figure(fig, stem, arrays)
+
+
+def swap_delta(conds: list[dict[str, Any]], data: list[dict[str, np.ndarray]], stem: str | Path) -> list[Path]:
+    """Histograms of ΔL of the measured moves, per condition."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    arrays = {}
+    for n, (c, z) in enumerate(zip(conds, data)):
+        d = z.get("move_delta_0")
+        if d is None or not d.shape[0]:
+            continue
+        ax.hist(d[:, 2], bins=60, histtype="step", color=f"C{n % 10}", label=c["label"], density=True)
+        arrays[c["label"].replace(" ", "_")] = d[:, 2]
+    ax.axvline(0, color="k", lw=0.7)
+    ax.set_xlabel("ΔL of a move on its minibatch")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=6)
+    return save_figure(fig, stem, arrays)

@@ -68,3 +68,20 @@ def test_verdicts(rng):
     assert r["estimate"] == 1.0 and r["verdict"] == "no difference"
     with pytest.raises(ValueError, match="base, prot"):
         speedup([1, 2], [1])
+
+
+def test_censored_seeds_give_bounds_not_estimates():
+    base = np.array([100.0, 120, 110, 90, 105])
+    # the protocol never reaches the target in 1000 steps for 2 seeds, and is far slower on the others
+    prot = np.array([600.0, np.nan, 700, np.nan, 650])
+    r = speedup(base, prot, budget=1000)
+    assert r["verdict"] == "slower" and r["bound"] == "upper" and "upper bound" in r["reason"]
+    assert speedup(base, prot)["verdict"] == "not measurable"                  # without the budget: no claim
+    # censoring that does not let the bound decide: not measurable
+    close = np.array([100.0, np.nan, 115, 95, 100])
+    assert speedup(base, close, budget=130)["verdict"] == "not measurable"
+    # the baseline censored and the protocol fast: a lower bound that clears 1 means faster
+    r = speedup(np.array([900.0, np.nan, 950, 880, np.nan]), base, budget=1000)
+    assert r["verdict"] == "faster" and r["bound"] == "lower"
+    # both arms censored: no claim
+    assert speedup(np.array([np.nan, 1.0, 2.0]), np.array([1.0, np.nan, 2.0]), budget=10)["verdict"] == "not measurable"

@@ -189,3 +189,60 @@ def test_bad_moves_get_clear_errors(small, make, err, words):
         fasttrap.outer_sgd(mlp, small, [0], steps=2, moves=m if isinstance(m, str) else [m], progress=False)
     for w in words:
         assert w in str(e.value), str(e.value)
+
+
+def test_measuring_dL_never_changes_the_moves(small):
+    mlp = fasttrap.MLP((784, 10, 10))
+    kw = dict(lr=0.05, batch_size=16, steps=20, record=[20], curve_points=0, progress=False)
+    for kind in ("rows", "pixels"):
+        m = dict(layer=1) if kind == "rows" else {}
+        a = fasttrap.outer_sgd(mlp, small, [0, 1], moves=[Swap(kind, **m)], **kw)
+        b = fasttrap.outer_sgd(mlp, small, [0, 1], moves=[Swap(kind, measure_every=3, **m)], **kw)
+        assert a.thetas.tobytes() == b.thetas.tobytes()
+        assert len(b.moves.delta[0]) == 2 * 7 and all(r[3] for r in b.moves.delta[0])   # t = 0, 3, …, 18
+        assert np.array_equal(b.moves.accepted, b.moves.proposed)
+
+
+class _KillAt(fasttrap.progress.Progress):
+    """A progress bar that interrupts the run when it reaches a step (a kill, for resume tests)."""
+
+    def __init__(self, total, at):
+        super().__init__(total, "test", enabled=False)
+        self.at = at
+
+    def update_to(self, n, **kw):
+        if n >= self.at:
+            raise KeyboardInterrupt
+        super().update_to(n, **kw)
+
+
+def test_aging_with_swaps_aligns_symmetries_and_resumes(small, tmp_path):
+    """Paired swaps do not show up as motion in Δ (aligned weights); rows swaps do; an interrupted
+    aging run with moves resumes from its checkpoint to the same bytes."""
+    from fasttrap import aging
+
+    mlp = fasttrap.MLP((784, 16, 10))
+    kw = dict(seeds=[0, 1], lr=0.05, batch_size=32, steps=300, t_w=[10, 50], lags=[1, 10, 100], curve_points=4,
+              noise_rows=200, eval_rows=200, dtype=np.float64, progress=False)
+    plain = aging.run_aging(mlp, small, **kw)
+    paired = aging.run_aging(mlp, small, moves=[Swap("paired", layer=1, pairs=2)], **kw)
+    rows = aging.run_aging(mlp, small, moves=[Swap("rows", layer=1)], **kw)
+    np.testing.assert_allclose(paired.two_time.msd, plain.two_time.msd, rtol=1e-8, equal_nan=True)
+    assert not np.allclose(rows.two_time.msd, plain.two_time.msd, rtol=1e-3, equal_nan=True)
+    ck = tmp_path / "ck.npz"
+    moves = [Swap("rows", layer=1, prob=0.5), Swap("paired", layer=1)]
+    full = aging.run_aging(mlp, small, moves=moves, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        aging.run_aging(mlp, small, moves=moves, checkpoint=ck, checkpoint_every=100, **(kw | {"progress": _KillAt(300, 170)}))
+    assert int(store_npz(ck)["t"]) == 100 and "alignment" in store_npz(ck)
+    resumed = aging.run_aging(mlp, small, moves=moves, checkpoint=ck, checkpoint_every=100, **kw)
+    for a, b in zip(full.to_arrays().values(), resumed.to_arrays().values()):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    with pytest.raises(ValueError, match="moves differs"):
+        aging.run_aging(mlp, small, moves=[Swap("rows", layer=1)], checkpoint=ck, **kw)
+
+
+def store_npz(p):
+    from fasttrap import store
+
+    return store.read_npz(p)

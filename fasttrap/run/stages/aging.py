@@ -21,6 +21,7 @@ from ..executor import LocalExecutor, Task, make_executor
 from ..report.aging import write_aging_report
 from ..rundir import Run, log
 from .data import stage_data
+from .swap import applied_moves
 
 
 def aging_nets(cfg: dict[str, Any], ds: datamod.Dataset) -> dict[str, MLP]:
@@ -59,7 +60,7 @@ def aging_net(run: Run, ds: datamod.Dataset, name: str, bar: Any = None, offset:
                     noise_rows=cfg["aging.noise_rows"] or None, eval_rows=cfg["aging.eval_rows"] or None,
                     dtype=np.float32 if cfg["aging.dtype"] == "float32" else np.float64,
                     backend=cfg["run.backend"], progress=bar, checkpoint=ck,
-                    checkpoint_every=cfg["aging.checkpoint_every"])
+                    checkpoint_every=cfg["aging.checkpoint_every"], moves=applied_moves(cfg))
     store.write_npz(run.dir / "aging" / f"net_{name}.npz", **res.to_arrays())
     ck.unlink(missing_ok=True)
     return {"seconds": round(time.perf_counter() - t0, 3), "params": mlp.n_params}

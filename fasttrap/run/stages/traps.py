@@ -32,6 +32,7 @@ from ..executor import LocalExecutor, Task, make_executor
 from ..report.traps import write_report
 from ..rundir import Run, log
 from .data import mlp_of, stage_data
+from .swap import applied_moves
 
 
 def stage_outer(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
@@ -42,13 +43,17 @@ def stage_outer(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
     t0 = time.perf_counter()
     steps = cfgmod.window_steps(cfg)
     dtype = np.float32 if cfg["inner.dtype"] == "float32" else np.float64
+    # swap.apply: a move inside the outer SGD; the recorded θ_t are permutation-aligned, so paired swaps
+    # (symmetries) never look like motion to the trap analysis
     res = outer_sgd(mlp_of(cfg), ds, seeds=missing, lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"],
                     steps=cfg["outer.steps"], record=steps, curve_points=cfg["outer.curve_points"], dtype=dtype,
-                    backend=cfg["run.backend"], progress=progress)
+                    backend=cfg["run.backend"], progress=progress, moves=applied_moves(cfg))
     for i, s in enumerate(missing):
+        mv = ({"move_proposed": res.moves.proposed[:, i], "move_accepted": res.moves.accepted[:, i]}
+              if res.moves is not None else {})
         store.write_npz(run.dir / "outer" / f"seed_{s}.npz", thetas=res.thetas[i], steps=res.steps,
                         curve_steps=res.curve_steps, train_loss=res.train_loss[i], train_acc=res.train_acc[i],
-                        test_loss=res.test_loss[i], test_acc=res.test_acc[i])
+                        test_loss=res.test_loss[i], test_acc=res.test_acc[i], **mv)
     run.stage_done("outer", time.perf_counter() - t0)
 
 
