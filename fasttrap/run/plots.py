@@ -6,6 +6,7 @@ Every figure is saved as PNG and PDF, with the arrays it shows in an .npz beside
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -481,9 +482,12 @@ def swap_curves(conds: list[dict[str, Any]], data: list[dict[str, np.ndarray]], 
             ls = "-" if c["kind"] == "baseline" else styles[(n - 1) % len(styles)]
             for i, key in enumerate(("train_loss", "train_acc")):
                 ax = axes[i, j]
-                m = np.nanmean(z[key], axis=0)
+                with warnings.catch_warnings():      # a condition that diverged has all-NaN columns
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    m = np.nanmean(z[key], axis=0)
+                    lo, hi = np.nanmin(z[key], axis=0), np.nanmax(z[key], axis=0)
                 ax.plot(x, m, ls, color=col, lw=1.2, label=c["label"])
-                ax.fill_between(x, np.nanmin(z[key], axis=0), np.nanmax(z[key], axis=0), color=col, alpha=0.15, lw=0)
+                ax.fill_between(x, lo, hi, color=col, alpha=0.15, lw=0)
             arrays[f"{c['label']}__train_acc".replace(" ", "_")] = z["train_acc"]
         axes[0, j].set_yscale("log")
         axes[0, j].set_title(kind, fontsize=9)

@@ -115,3 +115,14 @@ def test_traps_analysis_with_paired_swaps_sees_no_motion(tmp_path):
     np.testing.assert_allclose(runs["paired"]["thetas"], runs["plain"]["thetas"], rtol=1e-4, atol=1e-5)
     assert int(runs["paired"]["move_proposed"][0]) == 30 and "move_proposed" not in runs["plain"]
     assert np.abs(runs["rows"]["thetas"][-1] - runs["plain"]["thetas"][-1]).max() > 1e-2
+
+
+def test_a_protocol_that_blows_training_up_is_a_result_not_a_crash(tmp_path):
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *TINY, "--set", "swap.protocols=baseline,kick",
+                 "--set", "swap.pairs=[32]", "--set", "outer.lr=0.3", "--set", "swap.target_acc=[0.6]"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "diverged at step" in r.stderr
+    res = store.read_json(out / "swap.json")["protocols"]["kick@1 x32"]
+    assert res["diverged"]["step"] > 0 and res["verdict"] == "slower"
+    assert "diverged at step" in (out / "report.md").read_text()

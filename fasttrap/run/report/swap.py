@@ -49,7 +49,9 @@ def summarise(cfg: dict[str, Any], conds: list[dict[str, Any]], data: list[dict[
                                                                           if p["verdict"] == "not measurable"
                                                                           else "no difference")
         for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            row[f"final_{k}"] = float(np.nanmean(z[k][:, -1]))
+            row[f"final_{k}"] = float(np.nanmean(z[k][:, -1])) if np.isfinite(z[k][:, -1]).any() else float("nan")
+        if "diverged_step" in z:
+            row["diverged"] = {"step": int(z["diverged_step"]), "seeds": z["diverged_seeds"].tolist()}
         if "move_proposed" in z:
             prop, acc = int(z["move_proposed"].sum()), int(z["move_accepted"].sum())
             row["acceptance"] = acc / prop if prop else float("nan")
@@ -106,6 +108,8 @@ def write_swap_report(run: Any, conds: list[dict[str, Any]]) -> str:
         ci = f"{fmt(p['estimate'])} [{fmt(p['ci'][0])}, {fmt(p['ci'][1])}]" if np.isfinite(p["estimate"]) else "–"
         if p.get("bound") == "upper" and np.isfinite(p["estimate"]):
             ci = "≤ " + ci
+        if "diverged" in r:
+            dls += f" (training diverged at step {r['diverged']['step']})"
         lines.append(f"| {c['label']} | {fmt(r.get('acceptance'))} | {dls} | {fmt(b_mean)} → "
                      f"{fmt(np.nanmean(z[base_key]) if np.isfinite(z[base_key]).any() else np.nan)} | {ci} | "
                      f"{r['verdict']}{' (' + p['reason'] + ')' if 'reason' in p else ''} |")
@@ -124,6 +128,10 @@ def write_swap_report(run: Any, conds: list[dict[str, Any]]) -> str:
               "| condition | train loss | train acc | test loss | test acc |", "|---|---:|---:|---:|---:|"]
     for c in conds:
         r = res["protocols"][c["label"]]
+        if "diverged" in r:
+            lines.append(f"| {c['label']} | diverged at step {r['diverged']['step']} (seeds "
+                         f"{', '.join(map(str, r['diverged']['seeds']))}) | | | |")
+            continue
         lines.append(f"| {c['label']} | {fmt(r['final_train_loss'], 4)} | {fmt(r['final_train_acc'], 4)} | "
                      f"{fmt(r['final_test_loss'], 4)} | {fmt(r['final_test_acc'], 4)} |")
     lines += ["", "Training curves (seed mean and the range over seeds):", "", "![curves](figures/swap_curves.png)", ""]

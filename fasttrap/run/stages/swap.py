@@ -24,7 +24,7 @@ import numpy as np
 from ...analysis.speedup import steps_to_target
 from ...common import store
 from ...common.progress import Progress
-from ...dynamics.outer import outer_sgd
+from ...dynamics.outer import DivergenceError, outer_sgd
 from ...dynamics.swap import DATA_KINDS, KINDS, MoveLog, Swap, check_moves
 from ...model import data as datamod
 from ...ops import evaluate
@@ -105,11 +105,19 @@ def run_condition(run: Run, ds: datamod.Dataset, i: int, bar: Any = None, offset
     logs = []
     # run from one evaluation to the next, continuing the dynamics exactly (θ as the dynamics hold it,
     # and the paired-swap relabelling): the same path as one call, with the weights aligned only here
+    diverged = None
     for j, e in enumerate(ev_steps):
         if e > t:
-            res = outer_sgd(mlp, ds, seeds(cfg), lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"], steps=int(e),
-                            start=t, theta0=theta, alignment0=align, record=[int(e)], curve_points=0, backend=be,
-                            progress=False, moves=moves)
+            try:
+                res = outer_sgd(mlp, ds, seeds(cfg), lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"],
+                                steps=int(e), start=t, theta0=theta, alignment0=align, record=[int(e)], curve_points=0,
+                                backend=be, progress=False, moves=moves)
+            except DivergenceError as exc:
+                # a protocol may blow training up: that is a result. The condition stops there (every
+                # later evaluation stays NaN: targets not reached count as censored at swap.steps)
+                diverged = (exc.step, exc.seeds)
+                log(f"swap: {cond['label']} diverged at step {exc.step} (seeds {exc.seeds}); the condition stops there")
+                break
             shown = res.thetas[:, 0]
             theta = res.theta_end if moves else shown
             align, t = res.alignment, int(e)
@@ -123,6 +131,9 @@ def run_condition(run: Run, ds: datamod.Dataset, i: int, bar: Any = None, offset
         if isinstance(bar, Progress):
             bar.update_to(offset + t)
     out: dict[str, Any] = {"eval_steps": ev_steps, **curves}
+    if diverged is not None:
+        out["diverged_step"] = np.array(diverged[0])
+        out["diverged_seeds"] = np.asarray(diverged[1])
     for a in cfg["swap.target_acc"]:
         out[f"to_acc_{a:g}"] = steps_to_target(ev_steps, curves["train_acc"], a, "acc")
     for L in cfg["swap.target_loss"]:
