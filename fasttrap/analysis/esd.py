@@ -82,7 +82,7 @@ def fit_esd_tail(evals: Any, xmin: float | None = None) -> TailFit:
         return TailFit(float("nan"), float("nan"), float("nan"), float("nan"), int(x.size))
     _, alpha, xm, ks = fit_tail(x, discrete=False, xmin=xmin)
     n_tail = int((x >= xm).sum())
-    return TailFit(alpha, alpha_standard_error(alpha, xm, n_tail, discrete=False), xm, ks, n_tail)
+    return TailFit(float(alpha), float(alpha_standard_error(alpha, xm, n_tail, discrete=False)), float(xm), float(ks), n_tail)
 
 
 def hard_rank(evals: Any, dim: int | None = None) -> int:
