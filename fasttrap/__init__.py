@@ -30,6 +30,7 @@ from .dynamics.inner import InnerResult, inner_descent
 from .dynamics.outer import OuterResult, outer_sgd
 from .dynamics.swap import Swap
 from .model.mlp import MLP
+from .model.torchmodel import TorchModel
 from .ops import evaluate, grad_G, hvp, input_jacobian, per_sample_grad_sq, value_and_grad
 from .ops.backend import (BackendUnavailable, built_with_cuda, cuda_available, cuda_device_count, get_num_threads,
                           set_num_threads)
@@ -52,6 +53,7 @@ __all__ = [
     "OuterResult",
     "RunData",
     "Swap",
+    "TorchModel",
     "data",
     "inner_descent",
     "open_run",

@@ -2,7 +2,9 @@
 
 Each function has a twin of the same name and signature in :mod:`fasttrap.reference.dataset` (without
 ``backend``) and a kernel of the same name in the compiled core; validation, routing and conversion
-happen once, in :mod:`fasttrap.ops._dispatch`.
+happen once, in :mod:`fasttrap.ops._dispatch`. Every op also takes a :class:`fasttrap.TorchModel`
+(any ``torch.nn.Module``) in place of the MLP; it runs on the torch.func path
+(:mod:`fasttrap.reference.module`), and ``backend="cpu"`` is refused for it.
 
 Shapes: θ [K, P]; X [N, n0]; y [N].
 

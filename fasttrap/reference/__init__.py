@@ -4,7 +4,8 @@ The package mirrors :mod:`fasttrap.ops` file for file: :mod:`.grad` (value_and_g
 grad_G), :mod:`.dataset` (evaluate, per_sample_grad_sq), :mod:`.descent` (descent_loop, the
 inner-descent loop), :mod:`.certify` (dense certificates of endpoints, for tiny nets) and :mod:`.spectra`
 (input_jacobian, jacobian_gram), each function under its op's name and with its signature (without
-``backend``). :mod:`.common` holds the forward pass and the losses they share.
+``backend``). :mod:`.common` holds the forward pass and the losses they share. :mod:`.module` is
+the torch.func path of the same ops for any ``torch.nn.Module`` (:class:`fasttrap.TorchModel`).
 """
 
 from __future__ import annotations
