@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import ops
 from ..common import store
-from ..ops.validate import check_int, check_mlp
+from ..ops.validate import check_int, check_model
 from ..model.data import Dataset
 from .diffusion import gradient_noise
 from ..model.mlp import MLP
@@ -426,7 +426,7 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
     Returns:
         :class:`AgingResult`.
     """
-    check_mlp(mlp)
+    check_model(mlp)
     steps = check_int(steps, "steps", lo=2)
     if t_w is None or lags is None:
         dtw, dlg = default_grids(steps)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ..ops.validate import check_mlp
+from ..ops.validate import check_model
 from ..model.mlp import MLP
 
 
@@ -59,7 +59,7 @@ def gradient_noise(mlp: MLP, theta: Any, X: Any, y: Any, block: int = 1024, *,
     Returns:
         :class:`GradientNoise` with NumPy float64 arrays.
     """
-    check_mlp(mlp)
+    check_model(mlp)
     sq, g = ops.per_sample_grad_sq(mlp, theta, X, y, True, block, backend=backend)
     sq = _np64(sq)
     g = _np64(g)

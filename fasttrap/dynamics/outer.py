@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from ..model import rng
-from ..ops.validate import check_float, check_int, check_mlp
+from ..ops.validate import check_float, check_int, check_model
 from ..model.data import Dataset
 from ..model.mlp import MLP
 from ..common.progress import Progress
@@ -202,13 +202,14 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
 def _settings(mlp: MLP, data: Any, seeds: Any, lr: Any, batch_size: Any, steps: Any, start: Any, theta0: Any,
               observe: Any, curve_points: Any, dtype: Any) -> tuple[list[int], float, int, int, int, int, np.dtype]:
     """Every argument of :func:`outer_sgd` checked: (seeds, lr, batch_size, steps, start, curve_points, dtype)."""
-    check_mlp(mlp)
+    check_model(mlp)
     if not isinstance(data, Dataset):
         raise TypeError(f"data: expected a fasttrap.data.Dataset, got {type(data).__name__}")
-    if data.n_features != mlp.n_in:
-        raise ValueError(f"data: has {data.n_features} input features but the MLP expects {mlp.n_in}")
-    if data.n_classes > mlp.n_out:
-        raise ValueError(f"data: has {data.n_classes} classes but the MLP has {mlp.n_out} outputs")
+    what = "the MLP" if isinstance(mlp, MLP) else "the module"
+    if mlp.n_in is not None and data.n_features != mlp.n_in:
+        raise ValueError(f"data: has {data.n_features} input features but {what} expects {mlp.n_in}")
+    if mlp.n_out is not None and data.n_classes > mlp.n_out:
+        raise ValueError(f"data: has {data.n_classes} classes but {what} has {mlp.n_out} outputs")
     seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool) else list(seeds)
     if not seed_list:
         raise ValueError("seeds: need at least one seed")

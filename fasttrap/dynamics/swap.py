@@ -116,7 +116,7 @@ def check_moves(moves: Any, mlp: MLP, image_shape: tuple[int, int, int] | None) 
     if not isinstance(moves, (list, tuple)) or not all(isinstance(m, Swap) for m in moves):
         raise TypeError("moves: expected a list of fasttrap.Swap")
     L = len(mlp.widths) - 1
-    C, H, W = image_shape if image_shape is not None else (1, mlp.n_in, 1)
+    C, H, W = image_shape if image_shape is not None else (1, mlp.n_in or 1, 1)
     for i, m in enumerate(moves):
         where = f"moves[{i}] ({m.kind})"
         if m.is_data:
@@ -126,6 +126,9 @@ def check_moves(moves: Any, mlp: MLP, image_shape: tuple[int, int, int] | None) 
             if m.kind == "pixels" and H * W < 2:
                 raise ValueError(f"{where}: pixel swaps need at least 2 pixels per image")
             continue
+        if not isinstance(mlp, MLP):
+            raise ValueError(f"{where}: weight swaps act on the layers of a fasttrap.MLP; a TorchModel takes the "
+                             "data moves (pixels, channels) only")
         if not isinstance(m.layer, (int, np.integer)) or isinstance(m.layer, bool) or not 1 <= m.layer <= L:
             raise ValueError(f"{where}: layer {m.layer!r} does not exist; this network has layers 1..{L} "
                              f"(widths {list(mlp.widths)})")

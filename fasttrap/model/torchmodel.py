@@ -92,6 +92,11 @@ class TorchModel:
         """Features of one flattened input (None without input_shape)."""
         return None if self.input_shape is None else int(np.prod(self.input_shape))
 
+    @property
+    def widths(self) -> tuple[int, int]:
+        """(inputs, outputs), what the analyses record as a network's widths (0 where not known yet)."""
+        return (self.n_in or 0, self.n_out or 0)
+
     def __repr__(self) -> str:
         return (f"TorchModel({type(self.module).__name__}, P={self.n_params:,}, loss={self.loss!r}, "
                 f"output={self.output!r}, input_shape={self.input_shape})")

@@ -63,6 +63,15 @@ def check_mlp(mlp: Any) -> MLP:
     return mlp
 
 
+def check_model(model: Any) -> Any:
+    """A fasttrap.MLP or a fasttrap.TorchModel (the analyses that run on the torch path for modules)."""
+    from ..model.torchmodel import TorchModel
+
+    if not isinstance(model, (MLP, TorchModel)):
+        raise TypeError(f"mlp: expected a fasttrap.MLP or a fasttrap.TorchModel, got {type(model).__name__}")
+    return model
+
+
 def check_finite(a: np.ndarray, name: str) -> None:
     """Raise ValueError naming ``name`` if ``a`` holds a NaN or an infinity."""
     # A finite sum proves every element finite (NaN and ±inf propagate); it needs no temporary.

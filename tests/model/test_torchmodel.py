@@ -133,3 +133,47 @@ def test_refusals(rng):
         fasttrap.value_and_grad(tm, np.zeros((1, 9)), np.zeros((2, 4)), np.array([0, 1]))
     with pytest.raises(ValueError, match=r"expected \[batch, classes\]"):
         TorchModel(torch.nn.Conv2d(1, 2, 3), input_shape=(1, 5, 5))
+
+
+def _fashion_or_mnist():
+    from fasttrap import data
+
+    try:
+        return data.load("fashion-mnist").subset(600, 200)
+    except data.DataError:
+        return data.load("mnist").subset(600, 200)      # CI without Debian's package
+
+
+def test_outer_sgd_and_aging_run_on_a_small_conv_net():
+    """Outer SGD, aging (Δ, Δ₄) and the gradient noise on the small conv net, on a slice of
+    Fashion-MNIST (MNIST where that package is missing); the path learns and resumes exactly."""
+    from fasttrap import aging
+
+    ds = _fashion_or_mnist()
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = torch.nn.Conv2d(1, 4, 5, stride=2), torch.nn.Conv2d(4, 8, 5, stride=2)
+            self.f1, self.f2 = torch.nn.Linear(8 * 4 * 4, 32), torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.c2(torch.relu(self.c1(x))))
+            return self.f2(torch.relu(self.f1(x.flatten(1))))
+
+    tm = TorchModel(Net(), input_shape=(1, 28, 28))
+    out = fasttrap.outer_sgd(tm, ds, [0, 1], lr=0.05, batch_size=32, steps=60, record=[0, 30, 60], curve_points=3,
+                             progress=False)
+    assert out.thetas.shape == (2, 3, tm.n_params)
+    assert np.all(out.train_loss[:, -1] < out.train_loss[:, 0])
+    a = fasttrap.outer_sgd(tm, ds, [0, 1], lr=0.05, batch_size=32, steps=30, record=[30], curve_points=0, progress=False)
+    b = fasttrap.outer_sgd(tm, ds, [0, 1], lr=0.05, batch_size=32, steps=60, start=30, theta0=a.thetas[:, 0],
+                           record=[60], curve_points=0, progress=False)
+    assert b.thetas[:, 0].tobytes() == out.thetas[:, 2].tobytes()
+    r = aging.run_aging(tm, ds, seeds=[0, 1], lr=0.05, batch_size=32, steps=80, t_w=[5, 20], lags=[1, 10, 50],
+                        curve_points=3, noise_rows=100, eval_rows=100, progress=False,
+                        moves=[fasttrap.Swap("pixels", images=0)])
+    assert np.isfinite(r.two_time.msd[:, 0, :]).all() and (r.two_time.msd[:, 0, :] > 0).all()
+    assert np.isfinite(r.noise_D).all() and (r.noise_D > 0).all()
+    with pytest.raises(ValueError, match="weight swaps act on the layers of a fasttrap.MLP"):
+        fasttrap.outer_sgd(tm, ds, [0], steps=2, moves=[fasttrap.Swap("rows", layer=1)], progress=False)
