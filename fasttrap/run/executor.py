@@ -261,6 +261,22 @@ def jobqueue_cluster(cfg: dict[str, Any]) -> Any:
     return cls(**kw)
 
 
+def run_tasks(executor: Any, run: Any, ds: Any, todo: list[Task], desc: str, unit: str,
+              progress: bool | None) -> list[tuple[Task, dict[str, Any]]]:
+    """Every task of ``todo`` on ``executor`` under one progress bar over their ``work``: fed by the
+    tasks themselves in this process, advanced as tasks finish on a cluster. Returns (task, entry) pairs."""
+    bar = Progress(sum(t.work for t in todo), desc, unit, enabled=progress)
+    done = []
+    try:
+        for t, entry in executor.run(run, ds, todo, bar):
+            if executor.name != "local":
+                bar.update_to(bar.n + t.work)
+            done.append((t, entry))
+    finally:
+        bar.close()
+    return done
+
+
 def make_executor(cfg: dict[str, Any], run_dir: Path) -> LocalExecutor | DaskExecutor:
     """The executor the settings ask for."""
     if cfg["run.executor"] == "dask":

@@ -38,7 +38,7 @@ from ...linalg.spectra import hessian_density, hessian_eigs, jacobian_esd
 from ...model import data as datamod
 from ...model import rng as rngmod
 from ...ops import evaluate
-from ..executor import LocalExecutor, Task, make_executor
+from ..executor import Task, make_executor, run_tasks
 from ..report.spectra import CHECKPOINTS, INPUTS, LABELS, n_spikes, write_spectra_report  # noqa: F401
 from ..rundir import Run, log
 from .data import mlp_of, stage_data
@@ -173,14 +173,8 @@ def stage_esd(run: Run, ds: datamod.Dataset, progress: bool | None, executor: An
     todo = [t for t in todo if not t.output.exists()]
     if not todo:
         return
-    bar = Progress(sum(t.work for t in todo), "spectra", "checkpoint", enabled=progress)
     t0 = time.perf_counter()
-    try:
-        for _t, _entry in executor.run(run, ds, todo, bar):
-            if executor.name != "local":
-                bar.update_to(bar.n + _t.work)
-    finally:
-        bar.close()
+    run_tasks(executor, run, ds, todo, "spectra", "checkpoint", progress)
     run.stage_done("spectra_esd", time.perf_counter() - t0, tasks=len(todo))
 
 
@@ -190,7 +184,7 @@ def execute(run: Run, progress: bool | None = None) -> str:
     t_all = time.perf_counter()
     ds = stage_data(run)
     log(f"data: {ds!r}")
-    ex = make_executor(cfg, run.dir) if cfg["run.executor"] != "local" else LocalExecutor()
+    ex = make_executor(cfg, run.dir)
     try:
         stage_train(run, ds, progress, ex)
         stage_esd(run, ds, progress, ex)

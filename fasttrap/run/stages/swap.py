@@ -28,7 +28,7 @@ from ...dynamics.outer import DivergenceError, outer_sgd
 from ...dynamics.swap import DATA_KINDS, KINDS, MoveLog, Swap, check_moves
 from ...model import data as datamod
 from ...ops import evaluate
-from ..executor import LocalExecutor, Task, make_executor
+from ..executor import Task, make_executor, run_tasks
 from ..report.swap import write_swap_report
 from ..config import ConfigError
 from ..rundir import Run, log
@@ -153,15 +153,9 @@ def stage_conditions(run: Run, ds: datamod.Dataset, progress: bool | None, execu
     todo = [t for t in todo if not t.output.exists()]
     if not todo:
         return
-    bar = Progress(sum(t.work for t in todo), f"swap study ({len(conds)} conditions × {run.cfg['swap.seeds']} seeds)",
-                   "step", enabled=progress)
     t0 = time.perf_counter()
-    try:
-        for t, _entry in executor.run(run, ds, todo, bar):
-            if executor.name != "local":
-                bar.update_to(bar.n + t.work)
-    finally:
-        bar.close()
+    run_tasks(executor, run, ds, todo, f"swap study ({len(conds)} conditions × {run.cfg['swap.seeds']} seeds)", "step",
+              progress)
     run.stage_done("swap_runs", time.perf_counter() - t0, conditions=len(todo))
 
 
@@ -173,7 +167,7 @@ def execute(run: Run, progress: bool | None = None) -> str:
     log(f"data: {ds!r}")
     conds = conditions(cfg, ds)                         # refuses impossible protocols before any run
     log(f"swap study: {len(conds)} conditions: {', '.join(c['label'] for c in conds)}")
-    ex = make_executor(cfg, run.dir) if cfg["run.executor"] != "local" else LocalExecutor()
+    ex = make_executor(cfg, run.dir)
     try:
         stage_conditions(run, ds, progress, ex)
     finally:
