@@ -29,6 +29,7 @@ So any executor computes the same bytes:
 from __future__ import annotations
 
 import asyncio
+import time
 import importlib
 import secrets
 from concurrent.futures import CancelledError
@@ -283,3 +284,29 @@ def make_executor(cfg: dict[str, Any], run_dir: Path) -> LocalExecutor | DaskExe
         return DaskExecutor(cfg, run_dir)
     return LocalExecutor()
 
+
+def run_analysis(run: Any, progress: bool | None, stages: list[Callable[..., None]],
+                 report: Callable[[Any, Any], str]) -> str:
+    """The skeleton every task-based analysis shares: the data, its stages on one executor (closed
+    whatever happens), the report, the run's wall time. Returns the report's summary.
+
+    Args:
+        stages: ``stage(run, ds, progress, executor)``, in order; each skips what is already done.
+        report: ``report(run, ds)`` → the short summary printed at the end.
+    """
+    from .stages.data import stage_data
+
+    t_all = time.perf_counter()
+    ds = stage_data(run)
+    log(f"data: {ds!r}")
+    ex = make_executor(run.cfg, run.dir)
+    try:
+        for stage in stages:
+            stage(run, ds, progress, ex)
+    finally:
+        ex.close()
+    t0 = time.perf_counter()
+    summary = report(run, ds)
+    run.stage_done("report", time.perf_counter() - t0)
+    run.finished(time.perf_counter() - t_all)
+    return summary

@@ -17,10 +17,9 @@ from ...model import data as datamod
 from ...model.mlp import MLP
 from .. import config as cfgmod
 from ...common.progress import Progress
-from ..executor import LocalExecutor, Task, make_executor
+from ..executor import LocalExecutor, Task, run_analysis
 from ..report.aging import write_aging_report
 from ..rundir import Run, log
-from .data import stage_data
 from .swap import applied_moves
 
 
@@ -68,17 +67,4 @@ def aging_net(run: Run, ds: datamod.Dataset, name: str, bar: Any = None, offset:
 
 def execute(run: Run, progress: bool | None = None) -> str:
     """Run (or resume) the aging analysis; returns the short summary."""
-    cfg = run.cfg
-    t_all = time.perf_counter()
-    ds = stage_data(run)
-    log(f"data: {ds!r}")
-    ex = make_executor(cfg, run.dir)
-    try:
-        stage_aging(run, ds, progress, ex)
-    finally:
-        ex.close()
-    t0 = time.perf_counter()
-    summary = write_aging_report(run, aging_nets(cfg, ds))
-    run.stage_done("report", time.perf_counter() - t0)
-    run.finished(time.perf_counter() - t_all)
-    return summary
+    return run_analysis(run, progress, [stage_aging], lambda r, ds: write_aging_report(r, aging_nets(r.cfg, ds)))

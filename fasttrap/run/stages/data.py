@@ -35,3 +35,4 @@ def stage_data(run: Run) -> datamod.Dataset:
 
 def mlp_of(cfg: dict[str, Any]) -> MLP:
     return MLP(cfg["model.widths"], cfg["model.activation"], cfg["model.loss"], cfg["model.output"])
+

@@ -38,10 +38,10 @@ from ...linalg.spectra import hessian_density, hessian_eigs, jacobian_esd
 from ...model import data as datamod
 from ...model import rng as rngmod
 from ...ops import evaluate
-from ..executor import Task, make_executor, run_tasks
+from ..executor import Task, run_analysis, run_tasks
 from ..report.spectra import CHECKPOINTS, INPUTS, LABELS, n_spikes, write_spectra_report  # noqa: F401
 from ..rundir import Run, log
-from .data import mlp_of, stage_data
+from .data import mlp_of
 
 
 def random_labels(cfg: dict[str, Any], ds: datamod.Dataset) -> np.ndarray:
@@ -180,18 +180,4 @@ def stage_esd(run: Run, ds: datamod.Dataset, progress: bool | None, executor: An
 
 def execute(run: Run, progress: bool | None = None) -> str:
     """Run (or resume) the spectra analysis; returns the short summary."""
-    cfg = run.cfg
-    t_all = time.perf_counter()
-    ds = stage_data(run)
-    log(f"data: {ds!r}")
-    ex = make_executor(cfg, run.dir)
-    try:
-        stage_train(run, ds, progress, ex)
-        stage_esd(run, ds, progress, ex)
-    finally:
-        ex.close()
-    t0 = time.perf_counter()
-    summary = write_spectra_report(run, ds)
-    run.stage_done("report", time.perf_counter() - t0)
-    run.finished(time.perf_counter() - t_all)
-    return summary
+    return run_analysis(run, progress, [stage_train, stage_esd], write_spectra_report)

@@ -28,11 +28,11 @@ from ...dynamics.outer import DivergenceError, outer_sgd
 from ...dynamics.swap import DATA_KINDS, KINDS, MoveLog, Swap, check_moves
 from ...model import data as datamod
 from ...ops import evaluate
-from ..executor import Task, make_executor, run_tasks
+from ..executor import Task, run_analysis, run_tasks
 from ..report.swap import write_swap_report
 from ..config import ConfigError
 from ..rundir import Run, log
-from .data import mlp_of, stage_data
+from .data import mlp_of
 
 
 def _move(cfg: dict[str, Any], kind: str, pairs: int, every: int) -> Swap:
@@ -159,21 +159,13 @@ def stage_conditions(run: Run, ds: datamod.Dataset, progress: bool | None, execu
     run.stage_done("swap_runs", time.perf_counter() - t0, conditions=len(todo))
 
 
+def check_conditions(run: Run, ds: datamod.Dataset, progress: bool | None, executor: Any) -> None:
+    """The first stage: refuse impossible protocols before any run, and say what will run."""
+    conds = conditions(run.cfg, ds)
+    log(f"swap study: {len(conds)} conditions: {', '.join(c['label'] for c in conds)}")
+
+
 def execute(run: Run, progress: bool | None = None) -> str:
     """Run (or resume) the swap study; returns the short summary."""
-    cfg = run.cfg
-    t_all = time.perf_counter()
-    ds = stage_data(run)
-    log(f"data: {ds!r}")
-    conds = conditions(cfg, ds)                         # refuses impossible protocols before any run
-    log(f"swap study: {len(conds)} conditions: {', '.join(c['label'] for c in conds)}")
-    ex = make_executor(cfg, run.dir)
-    try:
-        stage_conditions(run, ds, progress, ex)
-    finally:
-        ex.close()
-    t0 = time.perf_counter()
-    summary = write_swap_report(run, conds)
-    run.stage_done("report", time.perf_counter() - t0)
-    run.finished(time.perf_counter() - t_all)
-    return summary
+    return run_analysis(run, progress, [check_conditions, stage_conditions],
+                        lambda r, ds: write_swap_report(r, conditions(r.cfg, ds)))
