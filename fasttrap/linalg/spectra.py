@@ -180,7 +180,7 @@ def jacobian_esd(mlp: MLP, theta: Any, X: Any, *, block: int = 256, backend: str
     SYRK (:func:`fasttrap.ops.jacobian_gram`) when N ≥ C·n0, else the Gram 𝒥𝒥ᵀ [N, N] of the whole 𝒥
     (which is then smaller than 𝒥ᵀ𝒥). Either is diagonalised in float64 by LAPACK's ``syevd``, through
     ``torch.linalg.eigvalsh`` (on this project's 2-core CPU torch's LAPACK does a 7,840² matrix in
-    12 s, NumPy's and SciPy's OpenBLAS in 25–28 s).
+    12 s, NumPy's and SciPy's OpenBLAS in 25–28 s: benchmarks/results/cpu_eigvalsh.txt).
     Eigenvalues below zero by rounding are set to 0.
 
     Args:
