@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from ..model.mlp import MLP
-from ..ops.validate import check_dataset, check_float, check_int, check_mlp, check_theta
+from ..ops import resolve_for
+from ..ops.validate import check_dataset, check_float, check_int, check_model, check_theta
 from ..linalg.hessian import full_batch_gradient, full_batch_hvp
 from ..linalg.lanczos import lanczos, minres, ritz, slq
 from .kinds import KINDS, classify
@@ -94,7 +95,7 @@ class Certificate:
 def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_cut: Any, k: Any, k_max: Any,
              lanczos_steps: Any, slq_probes: Any, slq_steps: Any, minres_tol: Any, minres_iters: Any, block: Any,
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    check_mlp(mlp)
+    check_model(mlp)
     th = check_theta(mlp, theta).astype(np.float64)
     Xa, ya = check_dataset(mlp, X, y, np.float64)
     P = mlp.n_params
@@ -116,7 +117,7 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
     """Certify K endpoints: critical point (minimum or saddle), gradient-flat point, or not converged.
 
     Args:
-        mlp: the network.
+        mlp: the network: a :class:`fasttrap.MLP` or a :class:`fasttrap.TorchModel` (torch.func path).
         theta: [K, P] endpoints (any float dtype; the work is float64).
         X: [N, n0] the rows of the full-batch loss (all of them, or a documented subset).
         y: [N] labels.
@@ -141,6 +142,7 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
     th, Xa, ya, s = _checked(mlp, theta, X, y, grad_tol, eps, gf_cut, k, k_max, lanczos_steps, slq_probes,
                              slq_steps, minres_tol, minres_iters, block)
     K, P = th.shape
+    backend = resolve_for(mlp, backend)
     count = [0]
     H = full_batch_hvp(mlp, th, Xa, ya, s["block"], backend, counter=count)
     loss, g = full_batch_gradient(mlp, th, Xa, ya, s["block"], backend)

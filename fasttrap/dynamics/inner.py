@@ -22,8 +22,8 @@ import numpy as np
 
 from .. import ops
 from ..model import rng
-from ..ops import backend as _backend
-from ..ops.validate import check_dataset, check_float, check_int, check_mlp, check_theta
+from ..ops import resolve_for
+from ..ops.validate import check_dataset, check_float, check_int, check_model, check_theta
 from ..analysis.stability import auto_lr
 from ..linalg.hessian import lambda_max
 from .newton import newton_mr
@@ -114,9 +114,12 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
     """Run K inner descents on G = ½‖∇L‖² from the rows of θ0.
 
     Args:
-        mlp: the network.
+        mlp: the network: a :class:`fasttrap.MLP` (the compiled core) or a :class:`fasttrap.TorchModel`
+            (any module, on the torch path: the twin's loop on torch.func ops, on the GPU where torch
+            sees one).
         theta0: [K, P] start points (float32 or float64; the run keeps that dtype).
-        data: a :class:`Dataset` (its training set) or a tuple (X [N, n0], y [N]).
+        data: a :class:`Dataset` (its training set) or a tuple (X [N, n0], y [N]); for a TorchModel X may
+            also be [N, *input_shape].
         epochs: length in epochs (``steps`` = epochs × ceil(N / batch_size)); give this or ``steps``.
         steps: length in steps (for ``method="gd"`` one step is one full-batch step).
         lr: learning rate, a scalar, one per model [K], or ``"auto"``: lr = lr_c/λ_max² per start
@@ -154,7 +157,8 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
     Returns:
         :class:`InnerResult`.
     """
-    check_mlp(mlp)
+    check_model(mlp)
+    be = resolve_for(mlp, backend)
     th0 = check_theta(mlp, theta0, "theta0")
     X, y = _training_set(mlp, data, th0.dtype)
     lam = None
@@ -162,14 +166,13 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         if lr != "auto":
             raise ValueError(f"lr: expected a number, one per model, or 'auto', got {lr!r}")
         lr_rows = check_int(lr_rows, "lr_rows", lo=1)
-        lam = lambda_max(mlp, th0, X[:lr_rows], y[:lr_rows], backend=_backend.resolve(backend))
+        lam = lambda_max(mlp, th0, X[:lr_rows], y[:lr_rows], backend=be)
         lr = auto_lr(lam, check_float(lr_c, "lr_c", positive=True))
     cfg = _settings(th0.shape[0], X.shape[0], epochs=epochs, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                     batches=batches, method=method, record_every=record_every, G_tol=G_tol, growth=growth,
                     drop_last=drop_last, index_offset=index_offset)
     if not isinstance(evaluate, bool):
         raise TypeError(f"evaluate: expected a bool, got {type(evaluate).__name__}")
-    be = _backend.resolve(backend)
     newton_kw = dict(minres_tol=check_float(minres_tol, "minres_tol", lo=0),
                      minres_iters=check_int(minres_iters, "minres_iters", lo=1),
                      alpha0=check_float(alpha0, "alpha0", positive=True), backend=be)

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from ..model.mlp import MLP
-from ..ops.backend import resolve
 from ..ops import spectra as spectra_ops
-from ..ops.validate import check_dataset, check_inputs, check_int, check_mlp, check_theta
+from ..ops import resolve_for
+from ..ops.validate import check_dataset, check_inputs, check_int, check_mlp, check_model, check_theta
 from .hessian import full_batch_hvp
 from .lanczos import lanczos, ritz, slq
 
@@ -93,7 +93,7 @@ class HessianDensity(SpectralDensity):
 
 
 def _inputs(mlp: Any, theta: Any, X: Any, y: Any) -> tuple[MLP, np.ndarray, np.ndarray, np.ndarray]:
-    mlp = check_mlp(mlp)
+    mlp = check_model(mlp)
     th = np.ascontiguousarray(check_theta(mlp, theta, "theta"), dtype=np.float64)
     Xd, yd = check_dataset(mlp, X, y, np.dtype(np.float64), name="X")
     return mlp, th, Xd, yd
@@ -123,7 +123,7 @@ def hessian_eigs(mlp: MLP, theta: Any, X: Any, y: Any, k: int = 10, which: str =
     if which not in ("LA", "SA"):
         raise ValueError(f"which: expected 'LA' or 'SA', got {which!r}")
     m = check_int(min(P, max(3 * k, 40)) if steps is None else steps, "steps", lo=k, hi=P)
-    H = full_batch_hvp(mlp, th, Xd, yd, check_int(block, "block", lo=1), resolve(backend))
+    H = full_batch_hvp(mlp, th, Xd, yd, check_int(block, "block", lo=1), resolve_for(mlp, backend))
     lz = lanczos(H, np.random.default_rng([seed, 17]).standard_normal(th.shape), m)
     K = th.shape[0]
     vals, res = np.full((K, k), np.nan), np.full((K, k), np.nan)
@@ -152,7 +152,7 @@ def hessian_density(mlp: MLP, theta: Any, X: Any, y: Any, *, probes: int = 4, st
     probes = check_int(probes, "probes", lo=1)
     m = check_int(steps, "steps", lo=1, hi=P)
     rep = np.repeat(th, probes, axis=0)                    # probe r of model k at row k·probes + r
-    H = full_batch_hvp(mlp, rep, Xd, yd, check_int(block, "block", lo=1), resolve(backend))
+    H = full_batch_hvp(mlp, rep, Xd, yd, check_int(block, "block", lo=1), resolve_for(mlp, backend))
     nodes, weights = slq(H, K, P, m, probes, seed)
     trace = (weights * nodes).sum(axis=(1, 2)) / probes * P
     return HessianDensity(nodes=nodes, weights=weights, trace=trace, dim=P)

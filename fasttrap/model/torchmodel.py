@@ -177,3 +177,21 @@ class TorchModel:
             return X.reshape(*X.shape[:lead], *self.input_shape)
         raise ValueError(f"X: each input must have shape {list(self.input_shape)} or be a flat row of {self.n_in}, "
                          f"got {list(tail)}")
+
+    def probe(self, X: Any) -> int:
+        """The number of outputs, learnt from the module's output on the first row of X [N, ...] if not known.
+
+        Raises:
+            ValueError: the output is not [batch, classes].
+        """
+        import torch
+
+        if self.n_out is None:
+            p0 = next(iter(self.module.parameters()))
+            x = torch.as_tensor(np.asarray(X[:1]) if not isinstance(X, torch.Tensor) else X[:1])
+            with torch.no_grad():
+                out = self.module(self.shape_inputs(x.to(p0.device, p0.dtype), 1))
+            if out.ndim != 2:
+                raise ValueError(f"module: its output for one input has shape {list(out.shape)}; expected [batch, classes]")
+            self.n_out = int(out.shape[1])
+        return self.n_out

@@ -282,13 +282,48 @@ def _twin_on(be: str, name: str, mlp: Any, th: np.ndarray, *args: Any) -> Any:
     return _twin(name)(mlp, th, *args)
 
 
+def resolve_for(model: Any, backend: str) -> str:
+    """The backend that runs ``model``'s work for the drivers (descents, certificates, aging).
+
+    An MLP: :func:`fasttrap.ops.backend.resolve` (``cpu``, ``cuda`` or ``torch``). A TorchModel runs
+    on the torch path: ``auto`` → ``cuda`` (torch on the GPU) where torch sees one, else ``torch``;
+    ``cpu`` (the compiled MLP core) is refused.
+    """
+    if not isinstance(model, TorchModel):
+        return _backend.resolve(backend)
+    return resolve_module_backend(backend)
+
+
+def resolve_module_backend(backend: str) -> str:
+    """``torch`` or ``cuda``: where a TorchModel's work runs for ``backend`` (see :func:`resolve_for`)."""
+    if backend == "cpu":
+        raise ValueError("backend: 'cpu' is the compiled core, which runs fasttrap.MLP only; a TorchModel runs on "
+                         "the torch path: use backend='auto' or 'torch' (or 'cuda' on a GPU)")
+    if backend not in ("auto", "torch", "cuda"):
+        raise ValueError(f"backend: expected 'auto', 'torch' or 'cuda' for a TorchModel, got {backend!r}")
+    import torch
+
+    if backend == "cuda" and not torch.cuda.is_available():
+        raise _backend.BackendUnavailable("backend 'cuda': torch sees no CUDA device")
+    if backend == "auto":
+        return "cuda" if torch.cuda.is_available() else "torch"
+    return backend
+
+
 def descent_loop(mlp: Any, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, lr: np.ndarray, *,
                  progress: np.ndarray, backend: str, **settings: Any) -> dict[str, np.ndarray]:
     """The inner-descent loop on the resolved backend ``backend`` (``cpu``, ``cuda`` or ``torch``).
 
     Arguments as :func:`fasttrap.reference.descent_loop`; the caller
-    (:func:`fasttrap.inner_descent`) has validated them all and resolved the backend.
+    (:func:`fasttrap.inner_descent`) has validated them all and resolved the backend. A TorchModel
+    runs the twin's loop on its torch.func ops, on the GPU for ``cuda`` (θ, X and y moved there once).
     """
+    if isinstance(mlp, TorchModel):
+        if backend == "cuda":
+            import torch
+
+            theta0, X, y = (torch.as_tensor(a).to("cuda") for a in (theta0, X, y))
+        return _twin("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)
     if backend == "torch":
         return _twin("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)
     if backend == "cuda":

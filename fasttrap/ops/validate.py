@@ -182,8 +182,23 @@ def check_float(x: Any, name: str, lo: float | None = None, positive: bool = Fal
 
 
 def check_inputs(mlp: MLP, X: Any, dtype: np.dtype, name: str = "X") -> np.ndarray:
-    """Inputs alone: X [N, n0] finite, in ``dtype``, N >= 1."""
+    """Inputs alone: X [N, n0] finite, in ``dtype``, N >= 1.
+
+    For a :class:`fasttrap.TorchModel`: X [N, *input_shape] or flat rows [N, prod(input_shape)]
+    (any trailing shape when the model has no input_shape); the model learns its number of outputs
+    from the first row if it does not know it yet.
+    """
     Xa = check_float_array(X, name, dtype)
+    if not isinstance(mlp, MLP):
+        if Xa.ndim < 2 or Xa.shape[0] < 1:
+            raise ValueError(f"{name}: expected [N, ...] inputs with N >= 1, got {list(Xa.shape)}")
+        try:
+            mlp.shape_inputs(Xa[:1], 1)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+        check_finite(Xa, name)
+        mlp.probe(Xa[:1])
+        return Xa
     if Xa.ndim != 2 or Xa.shape[1] != mlp.n_in or Xa.shape[0] < 1:
         raise ValueError(f"{name}: expected shape [N, {mlp.n_in}] with N >= 1, got {list(Xa.shape)}")
     check_finite(Xa, name)

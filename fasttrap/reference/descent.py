@@ -11,8 +11,8 @@ import torch
 from ..model import rng
 from ..model.mlp import MLP
 from .common import as_tensor
-from .dataset import evaluate
-from .grad import grad_G, hvp
+from . import dataset as _mlp_dataset, grad as _mlp_grad, module as _module
+from ..model.torchmodel import TorchModel
 
 
 STATUS_RUNNING, STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_DIVERGED, STATUS_NONFINITE, STATUS_INTERRUPTED = 0, 1, 2, 3, 4, 5
@@ -33,16 +33,22 @@ def descent_loop(mlp: MLP, theta0: Any, X: Any, y: Any, lr: Any, *, progress: np
                  eval_block: int, G_tol: float, growth: float, record_every: int) -> dict[str, np.ndarray]:
     """The torch twin of the core's inner descent: same batches, same stopping rules, same outputs.
 
-    θ0 [K, P], X [N, n0], y [N], lr [K], streams [K] (uint64). Returns the dict the core returns:
+    θ0 [K, P], X [N, n0] (for a TorchModel [N, ...]), y [N], lr [K], streams [K] (uint64); the loop
+    runs on θ0's device. Returns the dict the core returns:
     theta [K, P], status [K] (int8 codes), steps_done [K], G_first [K], G_last [K],
     G_trace [K, ceil(steps/record_every)]. ``progress`` [4] (int64), when given, is advanced as the
     core advances it: [0] steps begun, [1] model-steps executed, [3] models still running; a
     non-zero [2] asks the loop to stop at the end of the step.
     """
+    # the MLP's twin ops, or the torch.func ops of any module (same names, same signatures)
+    impl = _module if isinstance(mlp, TorchModel) else None
+    grad_G = impl.grad_G if impl else _mlp_grad.grad_G
+    hvp = impl.hvp if impl else _mlp_grad.hvp
+    evaluate = impl.evaluate if impl else _mlp_dataset.evaluate
     th = as_tensor(theta0).detach().clone()
     dtype = th.dtype
-    Xt, yt = as_tensor(X, dtype), as_tensor(y, torch.int64)
-    lr_t = as_tensor(lr, dtype)
+    Xt, yt = as_tensor(X, dtype).to(th.device), as_tensor(y, torch.int64).to(th.device)
+    lr_t = as_tensor(lr, dtype).to(th.device)
     K, N = th.shape[0], Xt.shape[0]
     n_rec = max(1, -(-steps // record_every))
     out_theta = th.clone()
@@ -109,5 +115,5 @@ def descent_loop(mlp: MLP, theta0: Any, X: Any, y: Any, lr: Any, *, progress: np
             status[k] = STATUS_INTERRUPTED
         else:
             status[k] = STATUS_MAX_STEPS if bool(torch.isfinite(th[k]).all()) else STATUS_NONFINITE
-    return {"theta": out_theta.numpy(), "status": status, "steps_done": steps_done, "G_first": G_first,
+    return {"theta": out_theta.cpu().numpy(), "status": status, "steps_done": steps_done, "G_first": G_first,
             "G_last": G_last, "G_trace": trace}

@@ -39,7 +39,14 @@ SCHEMA: dict[str, Setting] = {
     # data
     "data.name": S("str", "mnist", "data set: 'mnist' (embedded), 'fashion-mnist' (Debian's package) or a directory of IDX files"),
     "data.normalize": S("str", "default", "input normalisation", ("default", "mnist", "fashion-mnist", "standardize", "none")),
+    "data.train_rows": S("int", 0, "use the first this-many training images (0: all); normalisation statistics come "
+                         "from the whole set", min=0),
+    "data.test_rows": S("int", 0, "use the first this-many test images (0: all)", min=0),
     # model
+    "model.arch": S("str", "mlp", "network: 'mlp' (fasttrap.MLP with model.widths, the compiled core), 'toy' (one hidden "
+                    "ReLU layer, sigmoid output, MSE: an MLP), 'smallnet' (two conv + two dense layers) or 'resnet18' "
+                    "(GroupNorm; small-image stem); the conv nets are torch modules on the torch path",
+                    ("mlp", "toy", "smallnet", "resnet18")),
     "model.widths": S("ints", [784, 100, 100, 10], "layer widths n0, ..., nL (n0 must match the data, nL its classes)"),
     "model.activation": S("str", "relu", "hidden activation", ("relu", "tanh", "sigmoid", "linear")),
     "model.loss": S("str", "nll", "loss", ("nll", "mse")),
@@ -285,6 +292,49 @@ AGING_PROFILES: dict[str, dict[str, Any]] = {
         "aging.n_tw": 8,
         "aging.n_lags": 50,
     },
+    # The aging paper's settings (Baity-Jesi et al. 2018). Its fully connected net on MNIST at batch 128
+    # and lr 0.01: 100-100 against 5-5 (NLL), 10^5 steps, 3 seeds.
+    "paper-fc": {
+        "outer.seeds": 3,
+        "outer.lr": 0.01,
+        "outer.batch_size": 128,
+        "outer.curve_points": 40,
+        "aging.hidden": "100-100,5-5",
+        "aging.steps": 100000,
+        "aging.n_tw": 8,
+        "aging.n_lags": 50,
+    },
+    # Its toy model (one hidden ReLU layer, sigmoid output, MSE) at batch 100 and lr 0.1. The paper ran it
+    # on CIFAR-10; here on MNIST (set data.name to a CIFAR-10 directory to follow it): hidden width 100
+    # (P = 79,510 > N = 60,000, over-parametrised) against width 4 (P = 3,190, under-parametrised).
+    "paper-toy": {
+        "model.arch": "toy",
+        "model.loss": "mse",
+        "model.output": "sigmoid",
+        "outer.seeds": 3,
+        "outer.lr": 0.1,
+        "outer.batch_size": 100,
+        "outer.curve_points": 40,
+        "aging.hidden": "100,4",
+        "aging.steps": 100000,
+        "aging.n_tw": 8,
+        "aging.n_lags": 50,
+    },
+    # The small conv net (two conv + two dense layers, torch.func path) on Fashion-MNIST, 2 seeds, 3,000
+    # steps of batch 100 at lr 0.1, the curves and D(t) on 2,000 rows: a few minutes on 2 cores.
+    "smallnet": {
+        "model.arch": "smallnet",
+        "data.name": "fashion-mnist",
+        "outer.seeds": 2,
+        "outer.lr": 0.1,
+        "outer.batch_size": 100,
+        "outer.curve_points": 20,
+        "aging.steps": 3000,
+        "aging.n_tw": 6,
+        "aging.n_lags": 30,
+        "aging.noise_rows": 2000,
+        "aging.eval_rows": 2000,
+    },
 }
 
 
@@ -340,6 +390,17 @@ def profiles(analysis: str) -> dict[str, dict[str, Any]]:
     if analysis not in ANALYSES:
         raise ConfigError(f"unknown analysis {analysis!r}; valid analyses: {', '.join(ANALYSES)}")
     return ALL_PROFILES[analysis]
+
+
+def model_label(cfg: dict[str, Any]) -> str:
+    """The network of the settings in words, for reports."""
+    arch = cfg["model.arch"]
+    if arch == "mlp":
+        return f"MLP ({cfg['model.activation']}, {cfg['model.loss']})"
+    if arch == "toy":
+        return "toy model (one hidden ReLU layer, sigmoid output, MSE)"
+    what = "two conv + two dense layers" if arch == "smallnet" else "ResNet-18, GroupNorm"
+    return f"{arch} ({what}; {cfg['model.loss']}; torch.func path)"
 
 
 def hidden_widths(cfg: dict[str, Any]) -> list[list[int]]:
@@ -461,9 +522,9 @@ def resolve(profile: str = "quick", toml_path: str | Path | None = None, overrid
             raise ConfigError(f"--config {p}: not valid TOML ({exc})") from None
         for k, v in _flatten(data).items():
             cfg[k] = _coerce(k, _check_key(k), v)
+    cfg["analysis"] = analysis          # before the checks: some depend on the analysis
     cfg = apply_overrides(cfg, overrides or [])
     cfg["profile"] = profile
-    cfg["analysis"] = analysis
     return cfg
 
 
@@ -508,6 +569,16 @@ def validate(cfg: dict[str, Any]) -> None:
     if cfg["model.loss"] == "nll" and cfg["model.output"] != "identity":
         raise ConfigError("model.output: loss 'nll' needs output 'identity'")
     hidden_widths(cfg)
+    arch, analysis = cfg["model.arch"], cfg.get("analysis", "traps")
+    if arch in ("smallnet", "resnet18") and analysis in ("spectra", "swap"):
+        raise ConfigError(f"model.arch: the {analysis} analysis runs fasttrap.MLP networks ('mlp' or 'toy'); "
+                          f"{arch!r} is a torch module (the {analysis} kernels are the MLP core's)")
+    if arch == "toy" and analysis != "aging" and len(cfg["model.widths"]) != 3:
+        raise ConfigError(f"model.widths: the toy model has one hidden layer, so three widths [n0, h, C]; got "
+                          f"{cfg['model.widths']}")
+    if arch == "toy" and analysis == "aging" and any(len(h) != 1 for h in hidden_widths(cfg)):
+        raise ConfigError(f"aging.hidden: the toy model has one hidden layer; give one width per network, e.g. "
+                          f"'100,4' (got {cfg['aging.hidden']!r})")
     if cfg["certify.k_max"] < cfg["certify.k"]:
         raise ConfigError(f"certify.k_max ({cfg['certify.k_max']}) must be >= certify.k ({cfg['certify.k']})")
     if cfg["regime1.seeds"]:
@@ -619,7 +690,7 @@ def from_saved(path: str | Path, fill_missing: bool = False) -> dict[str, Any]:
         cfg |= {k: copy.deepcopy(SCHEMA[k].default) for k in missing}
     elif missing:
         raise ConfigError(f"{path.parent}: config.toml lacks {sorted(missing)} (made by an older fasttrap?)")
+    cfg["analysis"] = analysis
     validate(cfg)
     cfg["profile"] = profile or "?"
-    cfg["analysis"] = analysis
     return cfg

@@ -26,7 +26,13 @@ def execute(run: Run, progress: bool | None = None) -> str:
     cfg = run.cfg
     if cfg["run.threads"]:
         backend.set_num_threads(cfg["run.threads"])
-    run.manifest["backend_resolved"] = backend.resolve(cfg["run.backend"])
+    if cfg.get("model.arch", "mlp") in ("mlp", "toy"):
+        run.manifest["backend_resolved"] = backend.resolve(cfg["run.backend"])
+    else:       # a torch module: torch.func, on the GPU where torch sees one
+        from ..ops import resolve_module_backend
+
+        be = resolve_module_backend(cfg["run.backend"])
+        run.manifest["backend_resolved"] = "torch (GPU)" if be == "cuda" else "torch (CPU)"
     run.manifest["analysis"] = cfg.get("analysis", "traps")
     run.save_manifest()
     return _analyses()[cfg.get("analysis", "traps")](run, progress)

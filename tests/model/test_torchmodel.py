@@ -177,3 +177,131 @@ def test_outer_sgd_and_aging_run_on_a_small_conv_net():
     assert np.isfinite(r.noise_D).all() and (r.noise_D > 0).all()
     with pytest.raises(ValueError, match="weight swaps act on the layers of a fasttrap.MLP"):
         fasttrap.outer_sgd(tm, ds, [0], steps=2, moves=[fasttrap.Swap("rows", layer=1)], progress=False)
+
+
+# --- the inner descent, certificates and the trap analysis on a module ------------------------------------------
+
+
+@pytest.mark.parametrize("act, loss, output", [("tanh", "nll", "identity"), ("sigmoid", "mse", "sigmoid")])
+@pytest.mark.parametrize("batches", ["shared", "independent"])
+def test_inner_descent_of_an_mlp_as_a_module_equals_the_compiled_one(rng, act, loss, output, batches):
+    """A few inner steps on G from the same start points, same batches: the same endpoints (float64)."""
+    tm, mlp = _mlp_pair(act, loss=loss, output=output)
+    theta0 = mlp.init(3, 2, np.float64)
+    X, y = rng.standard_normal((40, 12)), rng.integers(0, 4, 40)
+    kw = dict(steps=7, lr=0.3, batch_size=8, seed=5, batches=batches, record_every=1, progress=False)
+    a = fasttrap.inner_descent(tm, theta0, (X, y), **kw)
+    b = fasttrap.inner_descent(mlp, theta0, (X, y), backend="cpu", **kw)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(a.G_trace, b.G_trace, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(a.train_G, b.train_G, rtol=1e-9, atol=1e-15)
+    assert list(a.status) == list(b.status) and a.settings["backend"] == "torch"
+    _, _, g0 = fasttrap.evaluate(tm, theta0, X, y, True)
+    assert np.all(a.train_G < 0.5 * (g0 * g0).sum(1))                  # the descent lowers the full-batch G
+
+
+def test_stopping_rules_on_a_module(rng):
+    """Converged (G below G_tol), diverged (growth) and running-out endpoints get the statuses and
+    step counts of the core."""
+    tm, mlp = _mlp_pair("tanh")
+    theta0 = mlp.init(2, 0, np.float64)
+    X, y = rng.standard_normal((16, 12)), rng.integers(0, 4, 16)
+    seen = set()
+    for kw in (dict(G_tol=1e3), dict(lr=3e3, growth=1.5), dict()):
+        args = dict(steps=5, lr=0.1, batch_size=16, progress=False) | kw
+        a = fasttrap.inner_descent(tm, theta0, (X, y), **args)
+        b = fasttrap.inner_descent(mlp, theta0, (X, y), backend="cpu", **args)
+        assert list(a.status) == list(b.status) and list(a.steps_done) == list(b.steps_done)
+        seen |= set(a.status)
+    assert seen == {"converged", "diverged", "max_steps"}
+
+
+def test_certify_a_module_equals_the_compiled_certificate(rng):
+    tm, mlp = _mlp_pair("tanh", widths=(6, 4, 3))
+    X, y = rng.standard_normal((30, 6)), rng.integers(0, 3, 30)
+    theta = mlp.init(2, 1, np.float64)
+    kw = dict(k=4, lanczos_steps=30, slq_probes=1, slq_steps=10, minres_iters=30)
+    a = fasttrap.certify(tm, theta, X, y, **kw)
+    b = fasttrap.certify(mlp, theta, X, y, backend="cpu", **kw)
+    for f in ("grad_sq", "loss", "lambda_min", "lambda_max", "gf_residual", "negative_fraction"):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-7, atol=1e-10, err_msg=f)
+    assert list(a.kind) == list(b.kind) and list(a.index) == list(b.index)
+    e = fasttrap.hessian_eigs(tm, theta, X, y, k=2)
+    np.testing.assert_allclose(e.values, fasttrap.hessian_eigs(mlp, theta, X, y, k=2, backend="cpu").values, rtol=1e-8)
+
+
+def test_a_module_is_refused_by_the_compiled_backend_of_the_drivers(rng):
+    tm, mlp = _mlp_pair()
+    theta0 = mlp.init(1, 0, np.float64)
+    X, y = rng.standard_normal((8, 12)), rng.integers(0, 4, 8)
+    with pytest.raises(ValueError, match="backend: 'cpu' is the compiled core"):
+        fasttrap.inner_descent(tm, theta0, (X, y), steps=1, backend="cpu", progress=False)
+    with pytest.raises(ValueError, match="backend: 'cpu' is the compiled core"):
+        fasttrap.certify(tm, theta0, X, y, backend="cpu")
+    with pytest.raises(ValueError, match=r"data X: each input must have shape \[12\]"):
+        fasttrap.inner_descent(tm, theta0, (X[:, :5], y), steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"y: labels must lie in \[0, 4\)"):
+        fasttrap.certify(tm, theta0, X, y + 4)
+
+
+def test_inner_descent_and_certificates_on_the_small_conv_net():
+    """The built-in small net on a slice of Fashion-MNIST: the descent lowers G, stops with statuses,
+    and the certificates read the endpoints (float64 Lanczos on torch.func HVPs)."""
+    from fasttrap.model import zoo
+
+    ds = _fashion_or_mnist()
+    tm = zoo.build("smallnet", ds.image_shape, ds.n_classes)
+    assert isinstance(tm, TorchModel) and tm.n_params == 21_840
+    theta0 = tm.init(2, 0)
+    r = fasttrap.inner_descent(tm, theta0, ds, steps=12, lr=0.05, batch_size=50, progress=False, eval_rows=200)
+    assert set(r.status) == {"max_steps"} and r.theta.dtype == np.float32
+    assert np.all(np.nanmin(r.G_trace, 1) < r.G_start)
+    X4 = ds.X_train[:100].reshape(100, *ds.image_shape)                 # images keep their shape, too
+    c = fasttrap.certify(tm, r.theta, X4, ds.y_train[:100], k=2, k_max=4, lanczos_steps=12, slq_probes=0,
+                         minres_iters=10)
+    assert set(c.kind) <= {"minimum", "saddle", "gradient_flat", "not_converged"}
+    assert np.all(c.lambda_max > 0) and np.all(c.lambda_min < c.lambda_max) and np.all(c.grad_sq > 0)
+
+
+# --- the aging paper's networks, built in -----------------------------------------------------------------------
+
+
+def test_the_built_in_networks():
+    from fasttrap.model import zoo
+
+    toy = zoo.build("toy", (1, 28, 28), 10, hidden=4)
+    assert isinstance(toy, fasttrap.MLP) and toy.widths == (784, 4, 10)
+    assert (toy.activation, toy.loss, toy.output) == ("relu", "mse", "sigmoid")
+    fc = zoo.build("mlp", (1, 28, 28), 10, hidden=[100, 100])
+    assert fc.widths == (784, 100, 100, 10)
+    sn = zoo.build("smallnet", (3, 32, 32), 10)                     # CIFAR-size images: 20·5·5 into the dense layers
+    assert sn.input_shape == (3, 32, 32) and sn.n_out == 10
+    assert sn.n_params == (3 * 25 * 10 + 10) + (10 * 25 * 20 + 20) + (500 * 50 + 50) + (50 * 10 + 10)
+    rn = zoo.build("resnet18", (3, 32, 32), 10)
+    assert rn.n_params == 11_173_962                                # ResNet-18 (CIFAR stem), 10 classes
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in rn.module.modules())
+    bn = zoo.resnet18((3, 32, 32), 100, norm="batch")
+    assert not bn.training and TorchModel(bn, input_shape=(3, 32, 32)).n_params == 11_173_962 + 513 * 90
+    with pytest.raises(ValueError, match="arch: expected one of"):
+        zoo.build("vgg", (1, 28, 28), 10)
+    with pytest.raises(ValueError, match="too small for two 5x5 convolutions"):
+        zoo.smallnet((1, 8, 8), 10)
+    with pytest.raises(ValueError, match="one hidden layer"):
+        zoo.build("toy", (1, 28, 28), 10, hidden=[5, 5])
+    with pytest.raises(ValueError, match="image_shape: expected"):
+        zoo.build("smallnet", (28, 28), 10)
+
+
+def test_resnet18_runs_through_the_ops(rng):
+    """The ResNet-18 (GroupNorm) gives finite loss, gradient and HVP on two CIFAR-size images, and its
+    HVP is linear in the direction (a cheap check that needs no dense Hessian of 11M parameters)."""
+    from fasttrap.model import zoo
+
+    rn = zoo.build("resnet18", (3, 32, 32), 10)
+    th = rn.init(1, 0)
+    X, y = rng.standard_normal((2, 3 * 32 * 32)).astype(np.float32), np.array([1, 7])
+    L, g = fasttrap.value_and_grad(rn, th, X, y)
+    assert np.isfinite(L).all() and np.isfinite(g).all() and np.abs(g).sum() > 0
+    v = rng.standard_normal(th.shape).astype(np.float32)
+    h1, h2 = fasttrap.hvp(rn, th, X, y, v), fasttrap.hvp(rn, th, X, y, 2 * v)
+    assert rel_l2(h2, 2 * h1) < 1e-5

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...analysis.aging import AgingResult, aging_verdict, seed_mean, timescales, timescales_per_seed
 from ...common import store
-from .. import plots
+from .. import config as cfgmod, plots
 from .common import fmt, stage_table
 
 
@@ -25,7 +25,7 @@ def write_aging_report(run: Any, nets: dict[str, Any]) -> str:
     lines = ["# fasttrap aging report", "",
              f"Profile **{cfg['profile']}**, {len(run.seeds)} seed(s) ({', '.join(map(str, run.seeds))}), "
              f"{man['data']['name']} ({man['data']['train'][0]:,} training images); SGD lr {cfg['outer.lr']}, batch "
-             f"{cfg['outer.batch_size']}, {steps:,} steps; {cfg['model.activation']}, {cfg['model.loss']}. "
+             f"{cfg['outer.batch_size']}, {steps:,} steps; {cfgmod.model_label(cfg)}. "
              f"Backend: {man.get('backend_resolved')}. fasttrap {man['versions']['fasttrap']}, torch {man['versions']['torch']}.",
              "", *stage_table(man)]
     lines += ["", "Δ(t_w, t_w+t) = (1/N) Σ_i (w_i(t_w+t) − w_i(t_w))² over all N weights and biases, "

@@ -112,7 +112,8 @@ def section_header(x: _Inputs) -> list[str]:
     lines = ["# fasttrap report", "",
              f"Profile **{cfg['profile']}**, {len(x.seeds)} seed(s) ({', '.join(map(str, x.seeds))}), "
              f"{man['data']['name']} ({man['data']['train'][0]:,} training images), "
-             f"MLP {'-'.join(map(str, cfg['model.widths']))} ({cfg['model.activation']}, {cfg['model.loss']}). "
+             + (f"MLP {'-'.join(map(str, cfg['model.widths']))} ({cfg['model.activation']}, {cfg['model.loss']}). "
+                if cfg.get("model.arch", "mlp") == "mlp" else f"{cfgmod.model_label(cfg)}. ") +
              f"Backend: {man.get('backend_resolved')}. fasttrap {man['versions']['fasttrap']}, torch {man['versions']['torch']}.",
              "", *stage_table(man)]
     ist = man["stages"].get("inner", {})

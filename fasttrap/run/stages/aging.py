@@ -20,13 +20,24 @@ from ...common.progress import Progress
 from ..executor import LocalExecutor, Task, run_analysis
 from ..report.aging import write_aging_report
 from ..rundir import Run, log
+from .data import mlp_of
 from .swap import applied_moves
 
 
-def aging_nets(cfg: dict[str, Any], ds: datamod.Dataset) -> dict[str, MLP]:
-    """The networks of the aging analysis, by name ('100-100'), input/output widths from the data."""
-    return {"-".join(map(str, h)): MLP([ds.n_features, *h, ds.n_classes], cfg["model.activation"], cfg["model.loss"],
-                                       cfg["model.output"]) for h in cfgmod.hidden_widths(cfg)}
+def aging_nets(cfg: dict[str, Any], ds: datamod.Dataset) -> dict[str, Any]:
+    """The networks of the aging analysis, by name, input/output widths from the data.
+
+    ``model.arch = "mlp"``: one MLP per entry of ``aging.hidden`` ('100-100'); ``"toy"``: one toy model
+    (one hidden ReLU layer, sigmoid output, MSE) per entry ('toy-100'); a conv net: that one network
+    ('smallnet', 'resnet18'), a TorchModel on the torch path (``aging.hidden`` is not used)."""
+    arch = cfg["model.arch"]
+    if arch == "mlp":
+        return {"-".join(map(str, h)): MLP([ds.n_features, *h, ds.n_classes], cfg["model.activation"],
+                                           cfg["model.loss"], cfg["model.output"]) for h in cfgmod.hidden_widths(cfg)}
+    if arch == "toy":
+        return {f"toy-{h[0]}": MLP([ds.n_features, h[0], ds.n_classes], "relu", "mse", "sigmoid")
+                for h in cfgmod.hidden_widths(cfg)}
+    return {arch: mlp_of(cfg, ds)}
 
 
 def stage_aging(run: Run, ds: datamod.Dataset, progress: bool | None, executor: Any = None) -> None:

@@ -45,7 +45,7 @@ def stage_outer(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
     dtype = np.float32 if cfg["inner.dtype"] == "float32" else np.float64
     # swap.apply: a move inside the outer SGD; the recorded θ_t are permutation-aligned, so paired swaps
     # (symmetries) never look like motion to the trap analysis
-    res = outer_sgd(mlp_of(cfg), ds, seeds=missing, lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"],
+    res = outer_sgd(mlp_of(cfg, ds), ds, seeds=missing, lr=cfg["outer.lr"], batch_size=cfg["outer.batch_size"],
                     steps=cfg["outer.steps"], record=steps, curve_points=cfg["outer.curve_points"], dtype=dtype,
                     backend=cfg["run.backend"], progress=progress, moves=applied_moves(cfg))
     for i, s in enumerate(missing):
@@ -132,14 +132,14 @@ def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi
         # λ_max(H) at every start point: it sets lr under inner.lr_rule = "auto", and flags a fixed lr
         # beyond the linear-stability limit 2/λ_max² of descent on G otherwise
         rows = cfg["inner.lr_rows"]
-        lam = lambda_max(mlp_of(cfg), theta0, ds.X_train[:rows], ds.y_train[:rows], backend=cfg["run.backend"])
+        lam = lambda_max(mlp_of(cfg, ds), theta0, ds.X_train[:rows], ds.y_train[:rows], backend=cfg["run.backend"])
         lrs = cfg["inner.lr"]
         lr_b = (stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto"
                 else np.where(steps <= cfg["inner.regime_split"], lrs[0], lrs[-1]))
     else:
         main = rundir.inner_fields(run, ("lambda_max", "lr"), lo=lo, hi=hi)
         lam, lr_b = main["lambda_max"], main["lr"]
-    res = inner_descent(mlp_of(cfg), theta0, ds, steps=n_steps, lr=lr_b, batch_size=cfg["inner.batch_size"],
+    res = inner_descent(mlp_of(cfg, ds), theta0, ds, steps=n_steps, lr=lr_b, batch_size=cfg["inner.batch_size"],
                         seed=_batch_seed(cfg, variant), batches=cfg["inner.batches"], method=cfg["inner.method"],
                         record_every=rec, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
                         eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo, backend=cfg["run.backend"],
@@ -181,7 +181,7 @@ def _honest_status(cfg: dict[str, Any], ds: datamod.Dataset, theta0: np.ndarray,
     ``collapsed`` for a catapult into a collapsed network (:func:`fasttrap.analysis.stability.flags`):
     neither is counted as a valid endpoint, whatever the descent's own status said."""
     rows = cfg["inner.eval_rows"] or None
-    loss0, acc0, _ = ops.evaluate(mlp_of(cfg), theta0, ds.X_train[:rows], ds.y_train[:rows], backend=cfg["run.backend"])
+    loss0, acc0, _ = ops.evaluate(mlp_of(cfg, ds), theta0, ds.X_train[:rows], ds.y_train[:rows], backend=cfg["run.backend"])
     fl = stability.flags(res.G_trace, res.G_start, theta0, res.theta, loss0, acc0, res.train_loss, res.train_acc,
                          ds.n_classes, blowup=cfg["inner.blowup"], norm_growth=cfg["inner.norm_growth"])
     status = res.status.astype("U18").copy()
@@ -232,7 +232,7 @@ def stage_sharpness(run: Run, ds: datamod.Dataset, executor: Any = None) -> None
 def sharpness_seed(run: Run, ds: datamod.Dataset, s: int, bar: Any = None, offset: int = 0) -> dict[str, Any]:
     """One task: the Hessian at seed ``s``'s outer points, written to ``sharpness/seed_<s>.npz``."""
     cfg = run.cfg
-    mlp = mlp_of(cfg)
+    mlp = mlp_of(cfg, ds)
     out = store.read_npz(run.dir / "outer" / f"seed_{s}.npz")
     pick = np.arange(out["steps"].size)[:: cfg["sharpness.every"]]
     rows = cfg["sharpness.rows"] or len(ds.y_train)
@@ -256,7 +256,7 @@ def certify_seed(run: Run, ds: datamod.Dataset, s: int, bar: Any = None, offset:
     theta = rundir.inner_fields(run, ("theta",), lo=int(mine[0]), hi=int(mine[-1]) + 1)["theta"]
     rows = cfg["certify.rows"] or len(ds.y_train)
     X, y = ds.X_train[:rows], ds.y_train[:rows]
-    mlp = mlp_of(cfg)
+    mlp = mlp_of(cfg, ds)
     hvps = 0
     local = np.arange(mine.size)[:: cfg["certify.every"]]
     local = local[np.isfinite(theta[local]).all(1)]
