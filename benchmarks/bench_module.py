@@ -123,7 +123,7 @@ def test_per_sample_norms_generic_against_a_naive_loop(benchmark, recorder):
     res = {}
     benchmark.pedantic(lambda: res.setdefault("g", fasttrap.per_sample_grad_sq(tm, th, X, y, False, 1024)),
                        rounds=1, iterations=1)
-    gen = res["g"][0].double()
+    gen = res["g"][0][0].double()                               # ‖∇ℓ_α‖² [N] of the one model
     naive_n = min(N, 256 if not benchmark.disabled else N)      # the loop is timed on a part, per image
     t_naive, ref = _timed(lambda: naive_per_sample_sq(tm, th[0], X[:naive_n], y[:naive_n]), reps=1)
     err = float((gen[:naive_n] - ref).norm() / ref.norm())

@@ -3,7 +3,7 @@
 # and the reference-analysis timing. Stages are time-boxed; every stage's full log goes to $OUT (keep
 # them beside the results: benchmarks/results/<device>/). The script exits non-zero if any stage
 # failed (a failed test, a timeout, a crash), so a green call means every stage passed.
-#   bash benchmarks/gpu_session.sh [tests|bench|analysis|all]...   (default: all)
+#   bash benchmarks/gpu_session.sh [tests|bench|analysis|module|all]...   (default: all)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 OUT=${OUT:-/tmp/fasttrap-out}
@@ -74,6 +74,20 @@ case " $stages " in *" thesis "*)
   (cd /tmp && find thesis -type f \( -name "*.md" -o -name "*.json" -o -name "*.toml" -o -name "*.png" \
       -o -path "*certify/*" -o -name "traps.npz" -o -name "identity.npz" \) -print0 | tar czf "$OUT/thesis_run.tar.gz" --null -T -)
   ls -la "$OUT" ;;
+esac
+case " $stages " in *" module "*)
+  # Any module (fasttrap.TorchModel) on the GPU: its tests, the generic-vs-naive benchmark, and the
+  # small conv net's aging run (quick "smallnet" profile, on MNIST: Fashion-MNIST is Debian's package,
+  # not on this machine).
+  run "TorchModel GPU tests" ${MODULE_TESTS_TIMEOUT:-150} python3 -m pytest "$REPO/tests/model/test_torchmodel_cuda.py" \
+      "$REPO/tests/model/test_torchmodel.py" -q -p no:cacheprovider 2>&1 | tee "$OUT/module_tests.log" | tail -6 || fail=1
+  rm -f "$REPO"/benchmarks/results/cuda_module.jsonl
+  run "TorchModel GPU benchmark" ${MODULE_BENCH_TIMEOUT:-200} env FASTTRAP_BENCH_DEVICE=cuda python3 -m pytest \
+      "$REPO/benchmarks/bench_module.py" -q -s -p no:cacheprovider 2>&1 | tee "$OUT/module_bench.log" | tail -14 || fail=1
+  cp "$REPO"/benchmarks/results/cuda_module.* "$OUT/" 2>/dev/null
+  run "smallnet aging on the GPU" ${MODULE_AGING_TIMEOUT:-150} python3 -m fasttrap.run --analysis aging --profile smallnet \
+      --set data.name=mnist --out /tmp/smallnet-gpu --no-progress 2>&1 | tee "$OUT/module_aging.log" | tail -4 || fail=1
+  cp /tmp/smallnet-gpu/report.md "$OUT/smallnet_gpu_report.md" 2>/dev/null ;;
 esac
 case " $stages " in *" analysis32 "*)
   run "reference analysis tf32" 400 python3 "$REPO/benchmarks/gpu_reference_analysis.py" --tf32 --epochs "${EPOCHS:-100}" --out "$OUT" 2>&1 | tee "$OUT/analysis32.log" | tail -30 || fail=1 ;;

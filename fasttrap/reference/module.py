@@ -124,7 +124,7 @@ def evaluate(model: TorchModel, theta: Any, X: Any, y: Any, want_grad: bool = Fa
 
 def per_sample_grad_sq(model: TorchModel, theta: Any, X: Any, y: Any, want_grad: bool = False, block: int = 1024
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """‖∇ℓ_α‖² [K, N] of every sample's own loss, from ``vmap(grad)`` over the samples in blocks of
+    """‖∇ℓ_α‖² [K, N] of every sample's own loss, from ``vmap(grad)`` over the samples in blocks of at most
     ``block`` rows (memory block × P per model), and optionally ∇L [K, P]."""
     th = as_tensor(theta).detach()
     Xt = model.shape_inputs(as_tensor(X, th.dtype).to(th.device), 1)
@@ -134,10 +134,14 @@ def per_sample_grad_sq(model: TorchModel, theta: Any, X: Any, y: Any, want_grad:
     per_sample = torch.func.vmap(torch.func.grad(lambda t, x, yy: L(t, x[None], yy[None])), in_dims=(None, 0, 0))
     sq = torch.empty(K, N, dtype=th.dtype, device=th.device)
     grad = torch.zeros_like(th) if want_grad else None
+    # On the CPU the [b, P] per-sample gradients are cheapest while they stay in cache: blocks of about
+    # 2^22 values (measured, MLP 784-100-100-10 on 4,096 rows: 64 rows 3.1 s, 1,024 rows 6.9 s); the GPU
+    # wants them large. Either way the result does not depend on the block.
+    step = block if th.device.type == "cuda" else min(block, max(8, (1 << 22) // th.shape[1]))
     for k in range(K):
-        for r0 in range(0, N, block):
-            gs = per_sample(th[k], Xt[r0:r0 + block], yt[r0:r0 + block])       # [b, P]
-            sq[k, r0:r0 + gs.shape[0]] = (gs.to(torch.float64) ** 2).sum(1).to(th.dtype)
+        for r0 in range(0, N, step):
+            gs = per_sample(th[k], Xt[r0:r0 + step], yt[r0:r0 + step])         # [b, P]
+            sq[k, r0:r0 + gs.shape[0]] = torch.linalg.vector_norm(gs, dim=1, dtype=torch.float64).square().to(th.dtype)
             if grad is not None:
                 grad[k] += gs.sum(0) / N
     return sq, grad

@@ -305,3 +305,15 @@ def test_resnet18_runs_through_the_ops(rng):
     v = rng.standard_normal(th.shape).astype(np.float32)
     h1, h2 = fasttrap.hvp(rn, th, X, y, v), fasttrap.hvp(rn, th, X, y, 2 * v)
     assert rel_l2(h2, 2 * h1) < 1e-5
+
+
+def test_resnet18_written_out_equals_torchvisions_layout():
+    """Where torchvision is installed, its ResNet-18 (adapted: 3×3 stem, no max-pool) and the written-out
+    one have the same parameters, name for name and shape for shape."""
+    pytest.importorskip("torchvision")
+    from fasttrap.model import zoo
+
+    a = zoo.resnet18((3, 32, 32), 10, source="torchvision")
+    b = zoo.resnet18((3, 32, 32), 10, source="written")
+    assert [(n, tuple(p.shape)) for n, p in a.named_parameters()] == \
+        [(n, tuple(p.shape)) for n, p in b.named_parameters()]
