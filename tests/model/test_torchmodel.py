@@ -195,7 +195,7 @@ def test_inner_descent_of_an_mlp_as_a_module_equals_the_compiled_one(rng, act, l
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(a.G_trace, b.G_trace, rtol=1e-10, atol=1e-15)
     np.testing.assert_allclose(a.train_G, b.train_G, rtol=1e-9, atol=1e-15)
-    assert list(a.status) == list(b.status) and a.settings["backend"] == "torch"
+    assert list(a.status) == list(b.status) and a.settings["backend"] == fasttrap.ops.resolve_for(tm, "auto")
     _, _, g0 = fasttrap.evaluate(tm, theta0, X, y, True)
     assert np.all(a.train_G < 0.5 * (g0 * g0).sum(1))                  # the descent lowers the full-batch G
 
