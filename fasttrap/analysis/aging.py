@@ -493,8 +493,8 @@ def aging_verdict(ts: dict[str, Any], threshold: float = 0.2) -> str:
     """A one-line reading of :func:`fasttrap.aging.timescales` (the rule is stated in the report).
 
     τ growing at least like t_w^threshold over a half of the waiting times counts as aging there;
-    aging in the first half that drops below both the threshold and half its early slope in the
-    second half is read as interrupted.
+    aging in the first half whose second-half slope falls below the threshold or below half its early
+    slope (the complement of "aging throughout") is read as interrupted.
     """
     e, l = ts["mu_early"], ts["mu_late"]
     if not (np.isfinite(e) and np.isfinite(l)):

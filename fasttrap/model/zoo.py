@@ -168,7 +168,7 @@ def resnet18(image_shape: Any, n_classes: int, norm: str = "group", source: str 
 
 
 def build(arch: str, image_shape: Any, n_classes: int, *, loss: str = "nll", output: str = "identity",
-          hidden: Any = None, activation: str = "relu", norm: str = "group") -> Any:
+          hidden: Any = None, activation: str = "relu", norm: str = "group", compile: bool = False) -> Any:
     """The network ``arch`` for images of ``image_shape`` and ``n_classes`` classes.
 
     Args:
@@ -180,6 +180,7 @@ def build(arch: str, image_shape: Any, n_classes: int, *, loss: str = "nll", out
             one-element list); default [100, 100] and 100.
         activation: hidden activation of ``mlp``.
         norm: normalisation of ``resnet18``.
+        compile: ``torch.compile`` the conv nets' per-sample gradients (:class:`fasttrap.TorchModel`).
 
     Returns:
         A :class:`fasttrap.MLP` (``mlp``, ``toy``) or a :class:`fasttrap.TorchModel` (``smallnet``,
@@ -205,4 +206,4 @@ def build(arch: str, image_shape: Any, n_classes: int, *, loss: str = "nll", out
             h = int(h[0])
         return MLP([n0, h, C], "relu", "mse", "sigmoid")
     module = smallnet(shp, C) if arch == "smallnet" else resnet18(shp, C, norm=norm)
-    return TorchModel(module, loss=loss, output=output, input_shape=shp)
+    return TorchModel(module, loss=loss, output=output, input_shape=shp, compile=compile)

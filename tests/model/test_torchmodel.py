@@ -317,3 +317,18 @@ def test_resnet18_written_out_equals_torchvisions_layout():
     b = zoo.resnet18((3, 32, 32), 10, source="written")
     assert [(n, tuple(p.shape)) for n, p in a.named_parameters()] == \
         [(n, tuple(p.shape)) for n, p in b.named_parameters()]
+
+
+def test_compiled_per_sample_norms_equal_the_eager_ones(rng):
+    """TorchModel(compile=True): torch.compile of the per-sample gradients gives the same norms."""
+    net = SmallConv().double()
+    eager = TorchModel(net, input_shape=(1, 6, 6))
+    comp = TorchModel(net, input_shape=(1, 6, 6), compile=True)
+    th = eager.init(2, 0, np.float64)
+    X, y = rng.standard_normal((10, 36)), rng.integers(0, 3, 10)
+    a, ga = fasttrap.per_sample_grad_sq(eager, th, X, y, True, 4)
+    b, gb = fasttrap.per_sample_grad_sq(comp, th, X, y, True, 4)
+    np.testing.assert_allclose(b, a, rtol=1e-10)
+    np.testing.assert_allclose(gb, ga, rtol=1e-10, atol=1e-14)
+    with pytest.raises(TypeError, match="compile: expected a bool"):
+        TorchModel(net, compile="yes")

@@ -32,8 +32,8 @@ def write_aging_report(run: Any, nets: dict[str, Any]) -> str:
                   "α₂ = Δ₄ / (3Δ²) − 1 (0 for Gaussian displacements). τ(t_w) is the lag at which the seed-mean Δ "
                   "reaches a common level (the geometric mean of all measured Δ of that network); μ is the slope of "
                   "log τ against log t_w (1: simple aging, 0: none), over all waiting times and over their first and "
-                  "second halves; the per-seed range is μ of each seed alone at the same level. Reading rule: a half counts as aging where μ > 0.2; aging that drops below 0.2 and "
-                  "below half its early slope in the second half is read as interrupted.", "",
+                  "second halves; the per-seed range is μ of each seed alone at the same level. Reading rule: a half counts as aging where μ > 0.2; aging whose second-half μ falls below 0.2 "
+                  "or below half its first-half μ is read as interrupted.", "",
               "| network | parameters | final train loss | final test acc | μ | μ per seed (min–max) | μ first half | "
               "μ second half | reading |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -50,11 +50,13 @@ def mlp_of(cfg: dict[str, Any], ds: datamod.Dataset | None = None) -> Any:
         return MLP(cfg["model.widths"], "relu", "mse", "sigmoid")
     if ds is None:
         raise ValueError(f"ds: model.arch {arch!r} takes its image shape and classes from the data set")
-    return module_of(arch, ds.image_shape, ds.n_classes, cfg["model.loss"], cfg["model.output"])
+    return module_of(arch, ds.image_shape, ds.n_classes, cfg["model.loss"], cfg["model.output"],
+                     bool(cfg.get("model.compile", False)))
 
 
 @functools.lru_cache(maxsize=8)
-def module_of(arch: str, image_shape: tuple[int, int, int], n_classes: int, loss: str, output: str) -> Any:
+def module_of(arch: str, image_shape: tuple[int, int, int], n_classes: int, loss: str, output: str,
+              compile: bool = False) -> Any:
     """The conv net ``arch`` as a TorchModel, built once per process. Its construction draws from
     torch's global generator, so it runs inside a forked one (the caller's stream is left as it was);
     the parameters a run uses come from :meth:`TorchModel.init` (seeded), not from the construction."""
@@ -62,5 +64,5 @@ def module_of(arch: str, image_shape: tuple[int, int, int], n_classes: int, loss
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return zoo.build(arch, tuple(image_shape), n_classes, loss=loss, output=output)
+        return zoo.build(arch, tuple(image_shape), n_classes, loss=loss, output=output, compile=compile)
 
