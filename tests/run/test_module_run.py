@@ -84,3 +84,25 @@ def test_the_paper_profiles():
     assert config.hidden_widths(toy) == [[100], [4]]
     sn = config.resolve("smallnet", analysis="aging")
     assert sn["model.arch"] == "smallnet" and sn["data.name"] == "fashion-mnist"
+
+
+def test_an_older_run_resumes_without_the_settings_added_since(tmp_path):
+    """Settings added later with defaults that change nothing are filled in; any other missing one
+    still refuses a resume."""
+    c = config.resolve("quick", analysis="aging")
+    text = config.to_toml(c)
+    drop = {"data": ("train_rows =", "test_rows ="), "model": ("arch =", "compile =")}
+    lines, section = [], ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        if not line.startswith(drop.get(section, ("\0",))):
+            lines.append(line)
+    old = "\n".join(lines)
+    assert len(lines) == len(text.splitlines()) - 4
+    (tmp_path / "config.toml").write_text(old)
+    back = config.from_saved(tmp_path / "config.toml")
+    assert back["model.arch"] == "mlp" and back["model.compile"] is False and back["data.train_rows"] == 0
+    (tmp_path / "config.toml").write_text("\n".join(line for line in old.splitlines() if not line.startswith("lr =")))
+    with pytest.raises(config.ConfigError, match="lacks"):
+        config.from_saved(tmp_path / "config.toml")
