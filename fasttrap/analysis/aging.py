@@ -463,7 +463,8 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
         obs.load_state(st)
 
     own_bar = not isinstance(progress, Progress)
-    bar = Progress(steps, f"aging {'-'.join(map(str, mlp.widths)) if isinstance(mlp, MLP) else type(mlp.module).__name__}", "step", enabled=progress) if own_bar else progress
+    name = "-".join(map(str, mlp.widths)) if isinstance(mlp, MLP) else type(mlp.module).__name__
+    bar = Progress(steps, f"aging {name}", "step", enabled=progress) if own_bar else progress
     bar.update_to(t0)
     try:
         while True:

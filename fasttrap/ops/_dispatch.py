@@ -214,17 +214,14 @@ def module_op(name: str, model: TorchModel, theta: Any, X: Any, y: Any, *rest: A
         X: [B, *input_shape] or [B, n_in] (shared batch, or a data set for the dataset ops), or
             [K, B, …] (a batch per model, batch ops only); y: [B] or [K, B] integer labels.
         *rest: directions [K, P] (``hvp``), or (want_grad, block) (dataset ops).
-        backend: ``auto`` or ``torch`` (θ's device), or ``cuda`` (θ moved to the GPU); not ``cpu``.
+        backend: ``auto`` (a torch θ: its device; a NumPy θ: the GPU where torch sees one, else the
+            CPU), ``torch`` (θ's device: the CPU for NumPy), or ``cuda`` (θ moved to the GPU); not ``cpu``.
     """
     import torch
 
     from ..reference import module as impl
 
-    if backend == "cpu":
-        raise ValueError("backend: 'cpu' is the compiled core, which runs fasttrap.MLP only; a TorchModel runs on "
-                         "the torch path: use backend='auto' or 'torch' (or 'cuda' on a GPU)")
-    if backend not in ("auto", "torch", "cuda"):
-        raise ValueError(f"backend: expected 'auto', 'torch' or 'cuda' for a TorchModel, got {backend!r}")
+    be = resolve_module_backend(backend)           # refuses 'cpu', unknown names and 'cuda' without a GPU
     th = theta if is_torch(theta) else torch.from_numpy(np.ascontiguousarray(np.asarray(theta)))
     if th.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"theta: dtype must be float32 or float64, got {th.dtype}")
@@ -233,9 +230,9 @@ def module_op(name: str, model: TorchModel, theta: Any, X: Any, y: Any, *rest: A
                          f"{list(th.shape)}")
     if not bool(torch.isfinite(th).all()):
         raise ValueError("theta: contains NaN or Inf")
-    if backend == "cuda":
-        if not torch.cuda.is_available():
-            raise _backend.BackendUnavailable("backend 'cuda': torch sees no CUDA device")
+    # torch tensors stay where they are under 'auto'; NumPy θ goes to the GPU where torch sees one, as
+    # 'auto' routes an MLP's NumPy arrays to the CUDA core (the results come back as NumPy either way)
+    if backend == "cuda" or (backend == "auto" and be == "cuda" and not is_torch(theta)):
         th = th.to("cuda")
     yt = y if is_torch(y) else torch.from_numpy(np.asarray(y))
     if yt.dtype.is_floating_point or yt.dtype == torch.bool:

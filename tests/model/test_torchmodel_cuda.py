@@ -25,16 +25,33 @@ def test_gpu_ops_equal_cpu_ops_in_float64(rng):
     V = rng.standard_normal(th.shape)
     thc, Xc, yc, Vc = (torch.as_tensor(a).cuda() for a in (th, X, y, V))
     for name, args, cargs in (("value_and_grad", (), ()), ("hvp", (V,), (Vc,)), ("grad_G", (), ())):
-        a = getattr(fasttrap, name)(tm, th, X, y, *args)
+        a = getattr(fasttrap, name)(tm, th, X, y, *args, backend="torch")         # NumPy, on the CPU
         b = getattr(fasttrap, name)(tm, thc, Xc, yc, *cargs)
         for u, w in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             assert w.device.type == "cuda"                                   # CUDA in, CUDA out
             np.testing.assert_allclose(u, w.cpu().numpy(), rtol=1e-9, atol=1e-12)
     for name in ("evaluate", "per_sample_grad_sq"):
-        a = getattr(fasttrap, name)(tm, th, X, y, True, 8)
+        a = getattr(fasttrap, name)(tm, th, X, y, True, 8, backend="torch")
         b = getattr(fasttrap, name)(tm, thc, Xc, yc, True, 8)
         for u, w in zip(a, b):
             np.testing.assert_allclose(u, w.cpu().numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_numpy_in_auto_runs_on_the_gpu(rng, monkeypatch):
+    """backend='auto' with NumPy θ puts the work on the GPU (so outer SGD, aging and the gradient noise
+    of a module run there) and hands NumPy back."""
+    from fasttrap.reference import module as impl
+
+    tm = _net()
+    th = tm.init(1, 0)
+    X, y = rng.standard_normal((8, 784)).astype(np.float32), rng.integers(0, 10, 8)
+    seen = []
+    real = impl.value_and_grad
+    monkeypatch.setattr(impl, "value_and_grad", lambda m, t, *a: seen.append(t.device.type) or real(m, t, *a))
+    L, g = fasttrap.value_and_grad(tm, th, X, y)
+    assert seen == ["cuda"] and isinstance(g, np.ndarray)
+    fasttrap.value_and_grad(tm, th, X, y, backend="torch")
+    assert seen == ["cuda", "cpu"]
 
 
 def test_the_inner_descent_and_certificates_run_on_the_gpu(rng):
