@@ -106,3 +106,21 @@ def test_an_older_run_resumes_without_the_settings_added_since(tmp_path):
     (tmp_path / "config.toml").write_text("\n".join(line for line in old.splitlines() if not line.startswith("lr =")))
     with pytest.raises(config.ConfigError, match="lacks"):
         config.from_saved(tmp_path / "config.toml")
+
+
+def test_the_small_conv_net_on_cifar_files_keeps_the_image_shape(tmp_path):
+    """CIFAR-10 from python-version batch files (written here, small): the small net is built for
+    3×32×32 images and an aging run goes through."""
+    from fasttrap.model.cifar import write_cifar
+
+    g = np.random.default_rng(0)
+    d = write_cifar(tmp_path / "cifar", g.integers(0, 256, (250, 3072), dtype=np.uint8), g.integers(0, 10, 250),
+                    g.integers(0, 256, (50, 3072), dtype=np.uint8), g.integers(0, 10, 50))
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--analysis", "aging", "--no-progress", "--set", f"data.name={d}",
+                 "--set", "model.arch=smallnet", "--set", "aging.steps=20", "--set", "outer.seeds=1",
+                 "--set", "outer.batch_size=50", "--set", "outer.curve_points=2", "--set", "aging.n_tw=2",
+                 "--set", "aging.n_lags=4", "--set", "aging.tw_min=2"], timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = store.read_npz(out / "aging" / "net_smallnet.npz")
+    assert a["theta_final"].shape == (1, 3 * 25 * 10 + 10 + 10 * 25 * 20 + 20 + 500 * 50 + 50 + 50 * 10 + 10)
