@@ -7,7 +7,8 @@ in :mod:`fasttrap.reference`. Importing never fails for lack of CUDA or of the c
 
 One folder per stage of the data flow::
 
-    model/      the MLP spec and flat layout, data sets, counter-based random streams
+    model/      the MLP spec and flat layout, any torch module (TorchModel), the aging paper's networks
+                (zoo), data sets, counter-based random streams
     ops/        the compiled ops and their one dispatch point (validate, route, convert)
     reference/  the torch twins of ops/, file for file
     dynamics/   outer SGD and the batched inner descents
