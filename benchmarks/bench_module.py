@@ -171,6 +171,28 @@ def test_hvps_generic_against_a_naive_loop(benchmark, recorder, K):
                  generic_s=t_gen, naive_s=t_naive, speedup_generic_vs_naive=t_naive / t_gen, rel_err=err)
 
 
+def test_hvp_float64_against_float32(benchmark, recorder):
+    """What the certificates (float64) pay for precision on the small conv net: one HVP over 500 images."""
+    ds = _ds()
+    n = 500 if not benchmark.disabled else 20
+    out = {}
+    for dt in (torch.float32, torch.float64):
+        tm = _net(dt)
+        th = torch.as_tensor(tm.init(1, 2)).to(DEVICE, dt)
+        X = torch.as_tensor(ds.X_train[:n]).to(DEVICE, dt).reshape(n, *ds.image_shape)
+        y = torch.as_tensor(ds.y_train[:n]).to(DEVICE)
+        V = torch.randn(th.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(DEVICE, dt)
+        out[dt] = _timed(lambda: fasttrap.hvp(tm, th, X, y, V), reps=1 if benchmark.disabled else 3)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    a, b = out[torch.float32][1].double(), out[torch.float64][1]
+    err = float((a - b).norm() / b.norm())
+    assert err < 1e-4, err
+    if benchmark.disabled:
+        return
+    recorder.add(SUITE, _module=__name__, what="hvp smallnet float64 vs float32", device=DEVICE, N=n,
+                 P=tm.n_params, f32_s=out[torch.float32][0], f64_s=out[torch.float64][0], rel_err=err)
+
+
 def _mlp_as_module(dt):
     widths = (784, 100, 100, 10)
     net = torch.nn.Sequential(torch.nn.Linear(784, 100), torch.nn.ReLU(), torch.nn.Linear(100, 100), torch.nn.ReLU(),
@@ -218,6 +240,10 @@ def format_table(rows):
              "| what | N | P | naive / core s | generic s | compiled s | speedup | rel. err |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
+        if "f64_s" in r:
+            lines.append(f"| {r['what']} | {r['N']:,} | {r['P']:,} | float32 {r['f32_s']:.4f} | float64 {r['f64_s']:.4f} | – "
+                         f"| float64 {r['f64_s'] / r['f32_s']:.1f}× slower | {r['rel_err']:.1e} |")
+            continue
         if "core_s" in r:
             base, sp = r["core_s"], f"core {r['speedup_core_vs_generic']:.1f}× faster than generic"
         else:

@@ -38,8 +38,8 @@ class TorchModel:
         input_shape: the shape of one input, e.g. (1, 28, 28) for a conv net on MNIST; rows of a flat
             data set [N, prod(input_shape)] are reshaped to it. None: inputs are used as given.
         compile: ``torch.compile`` the per-sample gradient function of :func:`fasttrap.per_sample_grad_sq`
-            (the gradient noise D(t) of aging). It pays off on long runs: 1.8× (2 CPU cores) to 3.4×
-            (H100) on the small conv net, after a compile of 12–22 s (``benchmarks/bench_module.py``).
+            (the gradient noise D(t) of aging). It pays off on long runs: 1.45× (2 CPU cores) to 3.4×
+            (H100) on the small conv net, after a compile of 18–22 s (``benchmarks/bench_module.py``).
 
     Raises:
         TypeError: ``module`` is not a ``torch.nn.Module``.
@@ -134,7 +134,11 @@ class TorchModel:
 
     def init(self, K: int, seed: int, dtype: Any = np.float32) -> np.ndarray:
         """K parameter rows [K, P], each the module's own initialisation (``reset_parameters`` of every
-        submodule that has one) under ``torch.manual_seed`` of (seed, k)."""
+        submodule that has one) under ``torch.manual_seed`` of (seed, k).
+
+        The draws are made on a float32 copy on the CPU, whatever the module's dtype and device, so a
+        seed gives the same θ for a float32 and a float64 module, on the CPU and on the GPU (and
+        the GPU's generator is left alone)."""
         import torch
 
         from .rng import stream_id
@@ -143,7 +147,7 @@ class TorchModel:
             raise ValueError(f"K: expected an int >= 1, got {K!r}")
         rows = []
         for k in range(int(K)):
-            m = copy.deepcopy(self.module)
+            m = copy.deepcopy(self.module).to("cpu", torch.float32)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(stream_id(int(seed), "init", k) % (2**63 - 1))
                 for sub in m.modules():

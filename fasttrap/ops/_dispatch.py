@@ -315,13 +315,11 @@ def descent_loop(mlp: Any, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, lr:
     (:func:`fasttrap.inner_descent`) has validated them all and resolved the backend. A TorchModel
     runs the twin's loop on its torch.func ops, on the GPU for ``cuda`` (θ, X and y moved there once).
     """
-    if isinstance(mlp, TorchModel):
-        if backend == "cuda":
-            import torch
+    if isinstance(mlp, TorchModel) and backend == "cuda":
+        import torch
 
-            theta0, X, y = (torch.as_tensor(a).to("cuda") for a in (theta0, X, y))
-        return _twin("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)
-    if backend == "torch":
+        theta0, X, y = (torch.as_tensor(a).to("cuda") for a in (theta0, X, y))
+    if backend == "torch" or isinstance(mlp, TorchModel):
         return _twin("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)
     if backend == "cuda":
         return _cuda("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)

@@ -41,10 +41,10 @@ def descent_loop(mlp: MLP, theta0: Any, X: Any, y: Any, lr: Any, *, progress: np
     non-zero [2] asks the loop to stop at the end of the step.
     """
     # the MLP's twin ops, or the torch.func ops of any module (same names, same signatures)
-    impl = _module if isinstance(mlp, TorchModel) else None
-    grad_G = impl.grad_G if impl else _mlp_grad.grad_G
-    hvp = impl.hvp if impl else _mlp_grad.hvp
-    evaluate = impl.evaluate if impl else _mlp_dataset.evaluate
+    if isinstance(mlp, TorchModel):
+        grad_G, hvp, evaluate = _module.grad_G, _module.hvp, _module.evaluate
+    else:
+        grad_G, hvp, evaluate = _mlp_grad.grad_G, _mlp_grad.hvp, _mlp_dataset.evaluate
     th = as_tensor(theta0).detach().clone()
     dtype = th.dtype
     Xt, yt = as_tensor(X, dtype).to(th.device), as_tensor(y, torch.int64).to(th.device)

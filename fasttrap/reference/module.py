@@ -128,8 +128,8 @@ _COMPILED: "weakref.WeakKeyDictionary[TorchModel, Callable[..., Any]]" = weakref
 
 def _per_sample_fn(model: TorchModel) -> Callable[..., Any]:
     """vmap(grad) over the rows of a block for one parameter row: [b, P]; torch.compile'd once per
-    model when ``model.compile`` (measured on the small conv net: 1.8× on 2 CPU cores, 3.4× on an
-    H100, after a compile of 12–22 s: benchmarks/bench_module.py)."""
+    model when ``model.compile`` (measured on the small conv net: 1.45× on 2 CPU cores, 3.4× on an
+    H100, after a compile of 18–22 s: benchmarks/bench_module.py)."""
     L = _loss_fn(model)
     f = torch.func.vmap(torch.func.grad(lambda t, x, yy: L(t, x[None], yy[None])), in_dims=(None, 0, 0))
     if not model.compile:

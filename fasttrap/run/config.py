@@ -48,7 +48,7 @@ SCHEMA: dict[str, Setting] = {
                     "(GroupNorm; small-image stem); the conv nets are torch modules on the torch path",
                     ("mlp", "toy", "smallnet", "resnet18")),
     "model.compile": S("bool", False, "torch.compile the per-sample gradients of a conv net (model.arch smallnet or "
-                       "resnet18) for the gradient noise D(t): 1.8-3.4x faster after a compile of 12-22 s"),
+                       "resnet18) for the gradient noise D(t): 1.45-3.4x faster after a compile of 18-22 s"),
     "model.widths": S("ints", [784, 100, 100, 10], "layer widths n0, ..., nL (n0 must match the data, nL its classes)"),
     "model.activation": S("str", "relu", "hidden activation", ("relu", "tanh", "sigmoid", "linear")),
     "model.loss": S("str", "nll", "loss", ("nll", "mse")),

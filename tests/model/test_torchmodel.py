@@ -5,6 +5,8 @@ must equal a dense Hessian; bad modules and inputs get clear errors."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ import torch
 import fasttrap
 from fasttrap import TorchModel
 
-from _util import cosine, rel_l2, to_np
+from _util import cosine, rel_l2
 
 
 def _mlp_pair(act="tanh", widths=(12, 7, 5, 4), loss="nll", output="identity"):
@@ -59,6 +61,9 @@ def test_layout_and_conversions(rng):
     a, b = tm.init(3, 7), tm.init(3, 7)
     assert a.shape == (3, tm.n_params) and a.dtype == np.float32 and np.array_equal(a, b)
     assert not np.array_equal(a[0], a[1]) and not np.array_equal(a, tm.init(3, 8))
+    # the same draws for a float32 and a float64 copy of the module (made in float32 on the CPU)
+    tm32 = TorchModel(copy.deepcopy(tm.module).float(), input_shape=(12,))
+    np.testing.assert_array_equal(tm32.init(3, 7, np.float64), tm.init(3, 7, np.float64))
     assert tm.n_out == 4 and "TorchModel(Sequential" in repr(tm)
 
 

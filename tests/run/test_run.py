@@ -438,6 +438,12 @@ def test_aging_kill_and_resume_is_bit_identical(tmp_path):
     (["--analysis", "ages"], ["invalid choice"]),
 ])
 def test_bad_aging_settings(tmp_path, args, words):
+    refused(tmp_path, args, words)
+
+
+def refused(tmp_path, args, words):
+    """``python -m fasttrap.run --out … args`` exits 2, its message holds every one of ``words``, and
+    no run directory is left behind."""
     r = run_cmd(["--out", str(tmp_path / "x"), *args], timeout=120)
     assert r.returncode == 2, (r.returncode, r.stderr[-500:])
     for w in words:

@@ -28,7 +28,8 @@ def stage_data(run: Run) -> datamod.Dataset:
     cfg = run.cfg
     ds = load_dataset(cfg)
     w = cfg["model.widths"]
-    if cfg.get("analysis", "traps") in ("traps", "spectra", "swap") and cfg["model.arch"] in ("mlp", "toy"):  # the aging nets take their widths from the data
+    # the aging nets take their widths from the data, the conv nets their image shape
+    if cfg.get("analysis", "traps") in ("traps", "spectra", "swap") and cfg["model.arch"] in ("mlp", "toy"):
         if w[0] != ds.n_features:
             raise rundir.RunError(f"model.widths starts with {w[0]} inputs but {ds.name} has {ds.n_features} features")
         if w[-1] < ds.n_classes:
