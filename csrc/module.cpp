@@ -209,13 +209,16 @@ py::dict descent_impl(const Net& net, const py::array& theta0, const py::array& 
                       const py::array& lr, int batch_size, int64_t steps, bool shared,
                       const py::array& streams, bool drop_last, bool full_batch, int eval_block,
                       double G_tol, double growth, int64_t record_every, py::array progress,
-                      int threads, int chunk) {
+                      const py::array& snap_steps, int threads, int chunk) {
   const int64_t K = theta_K(net, theta0);
   ft::cpu::DescentArgs<T> a;
   const int64_t N = X.ndim() == 2 ? X.shape(0) : 0;
   ft::fill_descent_settings(a, K, N, batch_size, steps, shared, cptr<uint64_t>(streams, "streams", {K}), drop_last,
                             full_batch, eval_block, G_tol, growth, record_every,
                             mptr<int64_t>(progress, "progress", {4}));
+  const int64_t J = snap_steps.ndim() == 1 ? snap_steps.shape(0) : -1;
+  if (J < 0) bad("snap_steps: expected a 1-d int64 array");
+  ft::fill_snapshots(a, J ? cptr<int64_t>(snap_steps, "snap_steps", {J}) : nullptr, J);
   a.theta0 = cptr<T>(theta0, "theta0", {K, net.P});
   a.X = cptr<T>(X, "X", {N, net.n[0]});
   a.y = cptr<int64_t>(y, "y", {N});
@@ -235,6 +238,8 @@ py::dict descent_impl(const Net& net, const py::array& theta0, const py::array& 
   a.G_first = G_first.mutable_data();
   a.G_last = G_last.mutable_data();
   a.G_trace = tr;
+  py::array_t<T> snaps({J, K, int64_t(net.P)});
+  a.snaps = snaps.mutable_data();
   {
     py::gil_scoped_release nogil;
     ft::cpu::inner_descent<T>(net, a, make_opts(threads, chunk));
@@ -246,6 +251,7 @@ py::dict descent_impl(const Net& net, const py::array& theta0, const py::array& 
   out["G_first"] = G_first;
   out["G_last"] = G_last;
   out["G_trace"] = G_trace;
+  out["snaps"] = snaps;
   return out;
 }
 
@@ -396,23 +402,25 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta0, py::array X,
          py::array y, py::array lr, int batch_size, int64_t steps, bool shared, py::array streams,
          bool drop_last, bool full_batch, int eval_block, double G_tol, double growth,
-         int64_t record_every, py::array progress, int threads, int chunk) -> py::dict {
+         int64_t record_every, py::array progress, py::array snap_steps, int threads,
+         int chunk) -> py::dict {
         Net net = make_net(widths, act, loss, out_act);
         if (is_f64(theta0))
           return descent_impl<double>(net, theta0, X, y, lr, batch_size, steps, shared, streams,
                                       drop_last, full_batch, eval_block, G_tol, growth,
-                                      record_every, progress, threads, chunk);
+                                      record_every, progress, snap_steps, threads, chunk);
         if (is_f32(theta0))
           return descent_impl<float>(net, theta0, X, y, lr, batch_size, steps, shared, streams,
                                      drop_last, full_batch, eval_block, G_tol, growth,
-                                     record_every, progress, threads, chunk);
+                                     record_every, progress, snap_steps, threads, chunk);
         bad("theta0: dtype must be float32 or float64");
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta0"),
       py::arg("X"), py::arg("y"), py::arg("lr"), py::arg("batch_size"), py::arg("steps"),
       py::arg("shared"), py::arg("streams"), py::arg("drop_last"), py::arg("full_batch"),
       py::arg("eval_block"), py::arg("G_tol"), py::arg("growth"), py::arg("record_every"),
-      py::arg("progress"), py::arg("threads") = 1, py::arg("chunk") = 4);
+      py::arg("progress"), py::arg("snap_steps") = py::array_t<int64_t>(0), py::arg("threads") = 1,
+      py::arg("chunk") = 4);
 
   m.def(
       "epoch_perm",

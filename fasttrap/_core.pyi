@@ -66,8 +66,9 @@ def descent_loop(
     drop_last: bool, full_batch: bool, eval_block: int,
     G_tol: float, growth: float, record_every: int,
     progress: _I,  # [4]: steps, model-steps, stop request, active models
+    snap_steps: _I,  # [J] checkpoints: strictly increasing steps in [1, steps]
     threads: int = 1, chunk: int = 4,
-) -> dict[str, np.ndarray]: ...  # theta [K,P], status [K] int8, steps_done [K], G_first [K], G_last [K], G_trace [K,T']
+) -> dict[str, np.ndarray]: ...  # theta [K,P], status [K] int8, steps_done [K], G_first [K], G_last [K], G_trace [K,T'], snaps [J,K,P]
 def epoch_perm(stream: int, epoch: int, N: int) -> npt.NDArray[np.int32]: ...  # [N]
 def use_gram(widths: list[int], B: int, sharing: int) -> bool: ...
 def gemm_rate(n: int = 2048, f64: bool = False, reps: int = 5, threads: int = 1) -> float: ...  # GFLOP/s

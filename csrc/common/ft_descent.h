@@ -28,7 +28,24 @@ struct DescentSettings {
   int64_t record_every = 1;
   int64_t n_rec = 1;                  // columns of G_trace
   int64_t* progress = nullptr;        // HOST [4]: steps begun, model-steps executed, stop flag, models active
+  // Checkpoints: θ after snap_steps[j] updates (strictly increasing, in [1, steps]) is copied to
+  // snaps[j] [K, P] of each backend's args, at no extra descent. A model that stopped earlier
+  // gives its endpoint; one still running when the loop was interrupted before that step, NaN.
+  const int64_t* snap_steps = nullptr;  // HOST [n_snap]
+  int64_t n_snap = 0;
 };
+
+// Checks and sets the checkpoint steps (std::invalid_argument naming the argument).
+inline void fill_snapshots(DescentSettings& s, const int64_t* snap_steps, int64_t n_snap) {
+  for (int64_t j = 0; j < n_snap; ++j) {
+    if (snap_steps[j] < 1 || snap_steps[j] > s.steps)
+      throw std::invalid_argument("snap_steps: each must lie in [1, steps]");
+    if (j > 0 && snap_steps[j] <= snap_steps[j - 1])
+      throw std::invalid_argument("snap_steps: must be strictly increasing");
+  }
+  s.snap_steps = n_snap > 0 ? snap_steps : nullptr;
+  s.n_snap = n_snap;
+}
 
 // Checks the scalar settings (std::invalid_argument naming the argument) and fills s.
 inline void fill_descent_settings(DescentSettings& s, int64_t K, int64_t N, int batch_size, int64_t steps,

@@ -11,6 +11,10 @@
 // layer-1 GEMM per chunk).
 //
 // method="gd" (full_batch) uses all N samples every step: one pass for ∇L, one for H∇L.
+//
+// Checkpoints (snap_steps): after the step that completes snap_steps[j] updates, every model's θ
+// is copied to snaps[j] — the running ones from the packed store, the stopped ones from their
+// saved endpoint — so the endpoints at fractions of the budget cost no extra descent.
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -54,6 +58,18 @@ inline int8_t judge(double G, double G0, bool first, double tol, double growth) 
   if (!first && growth > 0 && G > growth * G0) return ST_DIVERGED;
   if (G < tol) return ST_CONVERGED;
   return ST_RUNNING;
+}
+
+// Checkpoints not reached by the loop: a model that stopped gives its endpoint (θ no longer
+// moves), one cut off by an interruption gives NaN (its θ at that step was never computed).
+template <class T>
+void fill_late_snaps(const Net& net, const DescentArgs<T>& a, int64_t j0) {
+  for (int64_t j = j0; j < a.n_snap; ++j)
+    for (int64_t m = 0; m < a.K; ++m) {
+      T* dst = a.snaps + (j * a.K + m) * net.P;
+      if (a.status[m] == ST_INTERRUPTED) std::fill(dst, dst + net.P, T(NAN));
+      else std::memcpy(dst, a.theta + m * net.P, sizeof(T) * net.P);
+    }
 }
 
 // The packed parameter store of the active models (slots), and what follows each slot.
@@ -137,6 +153,7 @@ void descent_sgd(const Net& net, const DescentArgs<T>& a, const Opts& o) {
   }
 
   int64_t s_done = 0;
+  int64_t jsnap = 0;  // next checkpoint
   bool interrupted = false;
   bool done = (a.steps <= 0);
   ErrorBox box;
@@ -271,6 +288,12 @@ void descent_sgd(const Net& net, const DescentArgs<T>& a, const Opts& o) {
           }
         }
         s_done = s + 1;
+        for (; jsnap < a.n_snap && a.snap_steps[jsnap] == s_done; ++jsnap) {
+          T* dst = a.snaps + jsnap * K * net.P;
+          for (int64_t m = 0; m < K; ++m)
+            if (a.status[m] != ST_RUNNING) std::memcpy(dst + m * net.P, a.theta + m * net.P, sizeof(T) * net.P);
+          for (int64_t sl = 0; sl < st.Kact; ++sl) st.save(sl, dst + st.model[sl] * net.P);
+        }
         if (report_step(a.progress, s + 1, Kact, st.Kact)) {
           interrupted = true;
           done = true;
@@ -286,6 +309,7 @@ void descent_sgd(const Net& net, const DescentArgs<T>& a, const Opts& o) {
     const bool finite = st.save(sl, a.theta + m * net.P);
     a.status[m] = !finite ? ST_NONFINITE : (interrupted ? ST_INTERRUPTED : ST_MAX_STEPS);
   }
+  fill_late_snaps(net, a, jsnap);
 }
 
 // Full-batch descent: each step ∇L over all N (pass 1), then H∇L (pass 2), then the update.
@@ -312,7 +336,7 @@ void descent_gd(const Net& net, const DescentArgs<T>& a, const Opts& o) {
     const Params<T> Hp = Params<T>::flat(net, hv.data());
     Work<T>& w = descent_work<T>();
     const T one[1] = {T(1)};
-    int64_t s = 0;
+    int64_t s = 0, jsnap = 0;
     int8_t v = ST_RUNNING;
     for (; s < a.steps; ++s) {
       if (stop.load(std::memory_order_relaxed)) break;
@@ -350,6 +374,8 @@ void descent_gd(const Net& net, const DescentArgs<T>& a, const Opts& o) {
       if (v != ST_RUNNING) break;
       const T lr = a.lr[k];
       for (int64_t q = 0; q < net.P; ++q) th[q] -= lr * hv[q];
+      for (; jsnap < a.n_snap && a.snap_steps[jsnap] == s + 1; ++jsnap)
+        std::memcpy(a.snaps + (jsnap * K + k) * net.P, th, sizeof(T) * net.P);
       if (a.progress) {
         __atomic_fetch_add(&a.progress[1], int64_t(1), __ATOMIC_RELAXED);
         if (k == 0) astore(&a.progress[0], s + 1);
@@ -363,6 +389,14 @@ void descent_gd(const Net& net, const DescentArgs<T>& a, const Opts& o) {
     else if (!finite) a.status[k] = ST_NONFINITE;
     else a.status[k] = stop.load() ? ST_INTERRUPTED : ST_MAX_STEPS;
   });
+  // Checkpoints past a model's last step: its endpoint, or NaN after an interruption.
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j = 0; j < a.n_snap; ++j) {
+      if (a.snap_steps[j] <= a.steps_done[k]) continue;  // taken live
+      T* dst = a.snaps + (j * K + k) * net.P;
+      if (a.status[k] == ST_INTERRUPTED) std::fill(dst, dst + net.P, T(NAN));
+      else std::memcpy(dst, a.theta + k * net.P, sizeof(T) * net.P);
+    }
 }
 
 }  // namespace

@@ -81,6 +81,7 @@ struct DescentArgs : DescentSettings {   // the scalar settings: common/ft_desce
   double* G_first = nullptr;   // [K]
   double* G_last = nullptr;    // [K]
   T* G_trace = nullptr;        // [K, n_rec], NaN where not recorded
+  T* snaps = nullptr;          // [n_snap, K, P] out: θ at the checkpoints (DescentSettings::snap_steps)
 };
 
 template <class T>

@@ -38,6 +38,7 @@ struct DescentArgs : DescentSettings {   // the scalar settings: common/ft_desce
   void* G_first = nullptr;         // device double [K]
   void* G_last = nullptr;          // device double [K]
   void* G_trace = nullptr;         // device T [K, n_rec] (NaN-filled by the caller)
+  void* snaps = nullptr;           // device T [n_snap, K, P] out: θ at the checkpoints (ft_descent.h)
   bool use_graph = true;
 };
 void api_inner_descent(const Net& net, int dtype, const DescentArgs& a, uintptr_t stream, bool tf32);

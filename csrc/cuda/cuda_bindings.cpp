@@ -66,7 +66,9 @@ void bind(py::module_& m) {
            py::array_t<uint64_t, py::array::c_style | py::array::forcecast> streams, bool drop_last,
            bool full_batch, int eval_block, double G_tol, double growth, int64_t record_every, int64_t n_rec,
            uintptr_t status, uintptr_t steps_done, uintptr_t G_first, uintptr_t G_last, uintptr_t G_trace,
-           py::array_t<int64_t, py::array::c_style> progress, uintptr_t stream, bool tf32, bool use_graph) {
+           py::array_t<int64_t, py::array::c_style> progress,
+           py::array_t<int64_t, py::array::c_style | py::array::forcecast> snap_steps, uintptr_t snaps,
+           uintptr_t stream, bool tf32, bool use_graph) {
           Net net = net_of(w, act, loss, out_act);
           if (streams.size() != K) throw std::invalid_argument("streams: must have K entries");
           if (progress.size() < 4) throw std::invalid_argument("progress: must have 4 entries");
@@ -74,6 +76,10 @@ void bind(py::module_& m) {
           fill_descent_settings(a, K, N, B, steps, shared, streams.data(), drop_last, full_batch, eval_block, G_tol,
                                 growth, record_every, progress.mutable_data());
           if (a.n_rec != n_rec) throw std::invalid_argument("n_rec: must be ceil(steps / record_every)");
+          if (snap_steps.ndim() != 1) throw std::invalid_argument("snap_steps: expected a 1-d int64 array");
+          fill_snapshots(a, snap_steps.data(), snap_steps.size());
+          if (a.n_snap > 0 && snaps == 0) throw std::invalid_argument("snaps: needed with snap_steps");
+          a.snaps = reinterpret_cast<void*>(snaps);
           a.theta0 = reinterpret_cast<const void*>(theta0);
           a.theta = reinterpret_cast<void*>(theta);
           a.X = reinterpret_cast<const void*>(X);

@@ -453,6 +453,15 @@ __global__ void k_finish_descent(const T* __restrict__ flat, long long P, int8_t
   }
 }
 
+// Checkpoints the loop did not reach: a stopped model's endpoint, NaN for one cut off by an
+// interruption (status 5), one block per model.
+template <class T>
+__global__ void k_fill_snap(T* __restrict__ snap, const T* __restrict__ flat, const int8_t* status, long long P) {
+  const int k = blockIdx.x;
+  const bool cut = status[k] == 5;
+  for (long long q = threadIdx.x; q < P; q += blockDim.x) snap[k * P + q] = cut ? T(NAN) : flat[k * P + q];
+}
+
 template <class T>
 __global__ void k_gd_update(T* __restrict__ theta, const T* __restrict__ hv, const T* __restrict__ alpha, long long P, int K) {
   FT_GRID_STRIDE(q, int64_t(K) * P) {
@@ -534,6 +543,8 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
   const LP<T> Gp = LP<T>::flat(net, g);
   const long long lo_W1 = (long long)net.n[1] * n0;
   int64_t s_done = 0;
+  int64_t jsnap = 0;  // next checkpoint
+  T* snaps = reinterpret_cast<T*>(a.snaps);
   bool interrupted = false;
   unsigned long long act_host = K;
 
@@ -572,6 +583,9 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
       k_step_inc<<<1, 1, 0, st>>>(step);
       FT_LAUNCHED();
       s_done = s + 1;
+      for (; jsnap < a.n_snap && a.snap_steps[jsnap] == s_done; ++jsnap)
+        FT_CK(cudaMemcpyAsync(snaps + size_t(jsnap) * K * P, theta_out, sizeof(T) * size_t(K) * P,
+                              cudaMemcpyDeviceToDevice, st));
       FT_CK(cudaMemcpyAsync(&act_host, active, sizeof(act_host), cudaMemcpyDeviceToHost, st));
       FT_CK(cudaStreamSynchronize(st));
       if (report_step(a.progress, s + 1, (int64_t)act_host, (int64_t)act_host)) { interrupted = true; break; }
@@ -665,6 +679,14 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
       }
       run_step(Bs);
       s_done = s + 1;
+      for (; jsnap < a.n_snap && a.snap_steps[jsnap] == s_done; ++jsnap) {
+        // stopped models' endpoints (theta_out rows), then the running ones from the packed store
+        T* dst = snaps + size_t(jsnap) * K * P;
+        FT_CK(cudaMemcpyAsync(dst, theta_out, sizeof(T) * size_t(K) * P, cudaMemcpyDeviceToDevice, st));
+        k_mark_running<<<grid_for(K), TPB, 0, st>>>(status, just, K);
+        k_save_models<T><<<K, TPB, 0, st>>>(dst, packed, tab, P, just);
+        FT_LAUNCHED();
+      }
       const bool check = (s % check_every == check_every - 1) || s + 1 == a.steps;
       if (check) {
         FT_CK(cudaMemcpyAsync(&act_host, active, sizeof(act_host), cudaMemcpyDeviceToHost, st));
@@ -681,6 +703,10 @@ void inner_descent(const Net& net, const DescentArgs& a, Ctx& c0) {
   }
   k_finish_descent<T><<<K, TPB, 0, st>>>(theta_out, P, status, steps_done, s_done, int8_t(interrupted ? 5 : 2));
   FT_LAUNCHED();
+  for (; jsnap < a.n_snap; ++jsnap) {
+    k_fill_snap<T><<<K, TPB, 0, st>>>(snaps + size_t(jsnap) * K * P, theta_out, status, P);
+    FT_LAUNCHED();
+  }
   FT_CK(cudaStreamSynchronize(st));
 }
 

@@ -53,6 +53,10 @@ class InnerResult:
         train_loss, train_G, train_acc: [K] on the full training set at θ* (NaN where θ* is not
             finite, or when evaluation was switched off).
         seconds: wall time of the descent (not the evaluation); model_steps: updates in total.
+        checkpoint_steps: [J] the steps of the checkpoints (empty without ``checkpoints``).
+        checkpoint_theta: [J, K, P] θ after checkpoint_steps[j] updates (a model that stopped
+            earlier gives its endpoint; NaN where an interruption cut the run short).
+        checkpoint_loss, checkpoint_G, checkpoint_acc: [J, K] on the evaluation rows, as train_*.
     """
 
     theta: np.ndarray
@@ -68,6 +72,11 @@ class InnerResult:
     seconds: float
     model_steps: int
     settings: dict = field(default_factory=dict)
+    checkpoint_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    checkpoint_theta: np.ndarray | None = None
+    checkpoint_loss: np.ndarray | None = None
+    checkpoint_G: np.ndarray | None = None
+    checkpoint_acc: np.ndarray | None = None
 
     @property
     def model_steps_per_s(self) -> float:
@@ -110,7 +119,7 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                   eval_rows: int | None = None, index_offset: int = 0, backend: str = "auto",
                   progress: bool | None | Progress = True, progress_offset: int = 0, polish_steps: int = 20,
                   minres_tol: float = 1e-8, minres_iters: int = 60, alpha0: float = 1.0, lr_c: float = 1.0,
-                  lr_rows: int = 2048) -> InnerResult:
+                  lr_rows: int = 2048, checkpoints: Any = ()) -> InnerResult:
     """Run K inner descents on G = ½‖∇L‖² from the rows of θ0.
 
     Args:
@@ -153,6 +162,10 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         minres_tol, minres_iters: MINRES tolerance and step cap of each Newton-MR iteration.
         alpha0: first trial step of Newton-MR's Armijo line search (1: the Newton step).
         lr_c, lr_rows: the constant and the rows of ``lr="auto"``.
+        checkpoints: fractions of the budget in (0, 1) (e.g. ``(0.25, 0.5, 0.75)``) at which every
+            model's θ is also kept, at no extra descent: the loop copies it out as it passes
+            (``InnerResult.checkpoint_*``, evaluated like the endpoints). Each fraction becomes the
+            step round(f × steps) (at least 1); SGD and GD only (for ``"sgd+newton_mr"``, of the SGD part).
 
     Returns:
         :class:`InnerResult`.
@@ -173,6 +186,10 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                     drop_last=drop_last, index_offset=index_offset)
     if not isinstance(evaluate, bool):
         raise TypeError(f"evaluate: expected a bool, got {type(evaluate).__name__}")
+    snap_steps = checkpoint_steps(checkpoints, cfg["loop"]["steps"])
+    if snap_steps.size and method == "newton_mr":
+        raise ValueError("checkpoints: not available for method='newton_mr' (each step is a Newton iteration)")
+    cfg["loop"]["snap_steps"] = snap_steps
     newton_kw = dict(minres_tol=check_float(minres_tol, "minres_tol", lo=0),
                      minres_iters=check_int(minres_iters, "minres_iters", lo=1),
                      alpha0=check_float(alpha0, "alpha0", positive=True), backend=be)
@@ -192,8 +209,15 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
     theta = np.asarray(out["theta"])
     train = _evaluate_endpoints(mlp, theta, X[:eval_rows], y[:eval_rows], be) if evaluate else \
         {k: np.full(len(theta), np.nan) for k in ("loss", "G", "acc")}
+    snaps = np.asarray(out["snaps"]) if snap_steps.size else None
+    ck = {k: np.full((snap_steps.size, len(theta)), np.nan) for k in ("loss", "G", "acc")}
+    if snaps is not None and evaluate:
+        for j in range(snap_steps.size):
+            e = _evaluate_endpoints(mlp, snaps[j], X[:eval_rows], y[:eval_rows], be)
+            for k in ck:
+                ck[k][j] = e[k]
     n_rec = out["G_trace"].shape[1]
-    args = cfg["loop"]
+    args = {k: v for k, v in cfg["loop"].items() if k != "snap_steps"}
     return InnerResult(theta=theta, status=STATUS_NAMES[np.asarray(out["status"], dtype=np.int64)],
                        steps_done=np.asarray(out["steps_done"]),
                        G_trace=np.asarray(out["G_trace"]), trace_steps=np.arange(n_rec) * args["record_every"],
@@ -205,7 +229,26 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
                                      lambda_max=lam,
                                      **{k: v for k, v in newton_kw.items() if k != "backend"},
                                      **{k: out[k] for k in ("hvps", "grad_passes", "polish_steps_done",
-                                                            "polish_G_start") if k in out}))
+                                                            "polish_G_start") if k in out}),
+                       checkpoint_steps=snap_steps, checkpoint_theta=snaps, checkpoint_loss=ck["loss"],
+                       checkpoint_G=ck["G"], checkpoint_acc=ck["acc"])
+
+
+def checkpoint_steps(checkpoints: Any, steps: int) -> np.ndarray:
+    """The steps [J] of budget fractions ``checkpoints`` (each in (0, 1)) of a ``steps``-step descent.
+
+    Each fraction f becomes round(f × steps), at least 1; fractions that land on the same step, or on
+    the last step (the endpoint itself), are kept once or dropped.
+    """
+    if isinstance(checkpoints, (str, bytes)) or not hasattr(checkpoints, "__iter__"):
+        raise TypeError(f"checkpoints: expected a sequence of fractions in (0, 1), got {checkpoints!r}")
+    fr = []
+    for f in checkpoints:
+        if isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating)) or not 0 < float(f) < 1:
+            raise ValueError(f"checkpoints: each must be a fraction in (0, 1), got {f!r}")
+        fr.append(float(f))
+    st = sorted({max(1, int(round(f * steps))) for f in fr})
+    return np.array([s for s in st if s < steps], dtype=np.int64)
 
 
 def _polish(mlp: MLP, out: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, cfg: dict[str, Any], steps: int,

@@ -246,7 +246,8 @@ def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, bloc
 
 def descent_loop(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, lr: np.ndarray, *, progress: np.ndarray,
                   batch_size: int, steps: int, shared: bool, streams: np.ndarray, drop_last: bool, full_batch: bool,
-                  eval_block: int, G_tol: float, growth: float, record_every: int) -> dict[str, np.ndarray]:
+                  eval_block: int, G_tol: float, growth: float, record_every: int,
+                  snap_steps: np.ndarray = np.zeros(0, np.int64)) -> dict[str, np.ndarray]:
     """The core's inner descent on the GPU; arguments and result as :func:`fasttrap.reference.descent_loop`.
 
     Called through :func:`fasttrap.ops._dispatch.descent_loop` by :func:`fasttrap.inner_descent` (which validates everything first) from its worker
@@ -269,13 +270,16 @@ def descent_loop(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, lr:
     G_first = torch.empty(K, dtype=torch.float64, device=dev)
     G_last = torch.empty_like(G_first)
     trace = torch.full((K, n_rec), float("nan"), dtype=dtype, device=dev)
+    snap_steps = np.ascontiguousarray(snap_steps, dtype=np.int64).reshape(-1)
+    snaps = torch.empty((snap_steps.size, K, P), dtype=dtype, device=dev)
     stream = int(torch.cuda.current_stream().cuda_stream)
     _loader.core.cuda_descent_loop(*mlp.codes, 0 if dtype == torch.float32 else 1, K, th0.data_ptr(), theta.data_ptr(),
                                     Xt.data_ptr(), yt.data_ptr(), X.shape[0], lrt.data_ptr(), batch_size, steps, shared,
                                     np.ascontiguousarray(streams, dtype=np.uint64), drop_last, full_batch, eval_block,
                                     G_tol, growth, record_every, n_rec, status.data_ptr(), steps_done.data_ptr(),
-                                    G_first.data_ptr(), G_last.data_ptr(), trace.data_ptr(), progress, stream, _tf32,
-                                    _use_graph)
+                                    G_first.data_ptr(), G_last.data_ptr(), trace.data_ptr(), progress, snap_steps,
+                                    snaps.data_ptr() if snap_steps.size else 0, stream, _tf32, _use_graph)
     torch.cuda.current_stream().synchronize()
     return {"theta": theta.cpu().numpy(), "status": status.cpu().numpy(), "steps_done": steps_done.cpu().numpy(),
-            "G_first": G_first.cpu().numpy(), "G_last": G_last.cpu().numpy(), "G_trace": trace.cpu().numpy()}
+            "G_first": G_first.cpu().numpy(), "G_last": G_last.cpu().numpy(), "G_trace": trace.cpu().numpy(),
+            "snaps": snaps.cpu().numpy()}

@@ -30,13 +30,16 @@ def _judge(G: float, G0: float, first: bool, tol: float, growth: float) -> int:
 
 def descent_loop(mlp: MLP, theta0: Any, X: Any, y: Any, lr: Any, *, progress: np.ndarray | None = None,
                  batch_size: int, steps: int, shared: bool, streams: Any, drop_last: bool, full_batch: bool,
-                 eval_block: int, G_tol: float, growth: float, record_every: int) -> dict[str, np.ndarray]:
+                 eval_block: int, G_tol: float, growth: float, record_every: int,
+                 snap_steps: Any = ()) -> dict[str, np.ndarray]:
     """The torch twin of the core's inner descent: same batches, same stopping rules, same outputs.
 
-    θ0 [K, P], X [N, n0] (for a TorchModel [N, ...]), y [N], lr [K], streams [K] (uint64); the loop
-    runs on θ0's device. Returns the dict the core returns:
+    θ0 [K, P], X [N, n0] (for a TorchModel [N, ...]), y [N], lr [K], streams [K] (uint64),
+    snap_steps [J] (int64, strictly increasing in [1, steps]: the checkpoints); the loop runs on θ0's
+    device. Returns the dict the core returns:
     theta [K, P], status [K] (int8 codes), steps_done [K], G_first [K], G_last [K],
-    G_trace [K, ceil(steps/record_every)]. ``progress`` [4] (int64), when given, is advanced as the
+    G_trace [K, ceil(steps/record_every)], snaps [J, K, P] (θ after snap_steps[j] updates; a model
+    that stopped earlier gives its endpoint, one cut off by an interruption NaN). ``progress`` [4] (int64), when given, is advanced as the
     core advances it: [0] steps begun, [1] model-steps executed, [3] models still running; a
     non-zero [2] asks the loop to stop at the end of the step.
     """
@@ -58,6 +61,11 @@ def descent_loop(mlp: MLP, theta0: Any, X: Any, y: Any, lr: Any, *, progress: np
     G_last = np.full(K, np.nan)
     trace = np.full((K, n_rec), np.nan, dtype=np.float32 if dtype == torch.float32 else np.float64)
     active = np.ones(K, bool)
+    snap_steps = np.asarray(snap_steps, dtype=np.int64).reshape(-1)
+    if snap_steps.size and (snap_steps.min() < 1 or snap_steps.max() > steps or np.any(np.diff(snap_steps) <= 0)):
+        raise ValueError("snap_steps: must be strictly increasing and lie in [1, steps]")
+    snaps = torch.full((snap_steps.size, K, th.shape[1]), float("nan"), dtype=dtype, device=th.device)
+    jsnap = 0
     caches: dict[int, dict] = {}
     s_done = 0
     interrupted = False
@@ -101,6 +109,9 @@ def descent_loop(mlp: MLP, theta0: Any, X: Any, y: Any, lr: Any, *, progress: np
             else:
                 th[k] = th[k] - lr_t[k] * dG[j]
         s_done = s + 1
+        while jsnap < snap_steps.size and snap_steps[jsnap] == s_done:
+            snaps[jsnap] = torch.where(torch.as_tensor(active, device=th.device)[:, None], th, out_theta)
+            jsnap += 1
         if progress is not None:
             progress[0] = s + 1
             progress[1] += int(idx_act.size)
@@ -115,5 +126,8 @@ def descent_loop(mlp: MLP, theta0: Any, X: Any, y: Any, lr: Any, *, progress: np
             status[k] = STATUS_INTERRUPTED
         else:
             status[k] = STATUS_MAX_STEPS if bool(torch.isfinite(th[k]).all()) else STATUS_NONFINITE
+    for j in range(jsnap, snap_steps.size):     # not reached: the endpoint, NaN where interrupted
+        keep = torch.as_tensor(status != STATUS_INTERRUPTED, device=th.device)[:, None]
+        snaps[j] = torch.where(keep, out_theta, torch.full_like(out_theta, float("nan")))
     return {"theta": out_theta.cpu().numpy(), "status": status, "steps_done": steps_done, "G_first": G_first,
-            "G_last": G_last, "G_trace": trace}
+            "G_last": G_last, "G_trace": trace, "snaps": snaps.cpu().numpy()}
