@@ -27,6 +27,7 @@ from .version import __version__  # noqa: F401  (first: the core loader checks t
 
 from . import _compat
 from .analysis.certify import Certificate, certify
+from .analysis.ledges import LedgeTraps, traps_from_endpoints
 from .dynamics.inner import InnerResult, inner_descent
 from .dynamics.outer import OuterResult, outer_sgd
 from .dynamics.swap import Swap
@@ -43,6 +44,8 @@ _compat.install()
 
 __all__ = [
     "MLP",
+    "LedgeTraps",
+    "traps_from_endpoints",
     "Certificate",
     "certify",
     "hessian_density",

@@ -32,6 +32,7 @@ class Setting:
     choices: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    empty: bool = False            # a list setting that may be empty
 
 
 S = Setting
@@ -83,6 +84,9 @@ SCHEMA: dict[str, Setting] = {
     "inner.norm_growth": S("float", 10.0, "a run whose weight norm grew by more than this factor is flagged 'blowup'", min=1),
     "inner.dtype": S("str", "float32", "precision of the inner descent", ("float32", "float64")),
     "inner.eval_rows": S("int", 0, "training rows used to evaluate loss, G and accuracy at the endpoints (0: all)", min=0),
+    "inner.checkpoints": S("floats", [0.25, 0.5, 0.75], "fractions of the inner budget at which every endpoint's loss, "
+                           "G and distances are also kept, at no extra descent: the report shows whether each trap "
+                           "change is already there at each fraction ([] for none)", empty=True),
     "inner.record_every": S("int", 0, "record minibatch G every this many inner steps (0: about 200 points)", min=0),
     # segmentation
     "traps.dist_ratio": S("float", 2.0, "boundary when |θ*_t - θ*_t-1| exceeds this multiple of the outer step", min=0),
@@ -93,17 +97,30 @@ SCHEMA: dict[str, Setting] = {
     "traps.adaptive": S("bool", True, "raise the distance threshold to Otsu's split when the window's log-ratios are clearly bimodal"),
     "traps.bimodality": S("float", 0.8, "share of the log-ratio variance Otsu's split must explain to adapt", min=0, max=1),
     "traps.split": S("int", 80, "outer step splitting early from late trapping times", min=0),
-    "traps.rule": S("str", "cluster", "the trapping times reported: 'cluster' (endpoints clustered at a multiple of the "
-                    "measured within-trap scale; a return to an earlier trap is a new visit of it) or 'consecutive' "
-                    "(the consecutive-jump rule above)", ("cluster", "consecutive")),
+    "traps.rule": S("str", "ledge", "the trapping times reported: 'ledge' (a trap changes where the endpoint distance and "
+                    "the endpoint-loss step both stand clear of their rerun noise, fasttrap.analysis.ledges), "
+                    "'cluster' (endpoints clustered at a multiple of the within-trap scale, the rule of earlier "
+                    "versions) or 'consecutive' (the consecutive-jump rule above)", ("ledge", "cluster", "consecutive")),
+    # the ledge rule (fasttrap.analysis.ledges): signals in units of the rerun noise
+    "ledges.threshold": S("float", 3.0, "a step is a trap change when it exceeds this many units of its rerun noise "
+                          "(the noise unit: the identity.quantile of the rerun differences)", min=0),
+    "ledges.min_gap": S("float", 1.5, "separation: the empty interval between within-trap and between-trap steps must "
+                        "span at least this ratio", min=1),
+    "ledges.max_share": S("float", 0.5, "refuse when more than this share of the steps are trap changes (every step moves)",
+                          min=0, max=1),
+    "ledges.max_disputed": S("float", 0.1, "refuse when more than this share of the trap changes are seen by only one of "
+                             "the distance and the loss", min=0, max=1),
     # trap identity by clustering (fasttrap.analysis.identity)
     "identity.multiple": S("float", 3.0, "the clustering cut, in units of the measured within-trap scale", min=0),
     "identity.quantile": S("float", 0.9, "the within-trap scale is this quantile of the distances between endpoints "
                            "that must be one trap (another batch seed, half the budget)", min=0, max=1),
     "identity.linkage": S("str", "average", "hierarchical clustering linkage", ("average", "single", "complete")),
     # sensitivity: real reruns of the inner stage with another batch seed and with half the budget
-    "sensitivity.enabled": S("bool", True, "rerun the inner stage with batch seed run.seed+1 and with half the epochs: "
-                             "they measure the within-trap scale and fill the sensitivity table"),
+    "sensitivity.enabled": S("bool", True, "rerun the inner stage with batch seed run.seed+1 at every sensitivity.every-th "
+                             "start point: the reruns measure the noise of every endpoint signal at the same budget"),
+    "sensitivity.every": S("int", 4, "the reruns start from every this-many start points of a window", min=1),
+    "sensitivity.half": S("bool", False, "also rerun every start point with half the epochs (what runs made before the "
+                          "checkpoints did; the checkpoints give the same evidence at no extra descent)"),
     "sensitivity.seeds": S("int", 0, "the reruns cover the first this-many seeds (0: all)", min=0),
     "sensitivity.n_bootstrap": S("int", 100, "bootstrap sets of the goodness-of-fit p in each row of the table", min=0),
     "sensitivity.seed_bootstrap": S("int", 1000, "resamples of the seeds for the confidence intervals", min=0),
@@ -456,7 +473,7 @@ def _coerce(key: str, s: Setting, v: Any) -> Any:
         elif t in ("ints", "floats"):
             if isinstance(v, str):
                 v = [x for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
-            if not isinstance(v, (list, tuple)) or not v:
+            if not isinstance(v, (list, tuple)) or (not v and not s.empty):
                 raise bad(f"expected a non-empty list, got {v!r}")
             conv = int if t == "ints" else float
             out = []
@@ -566,6 +583,11 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError("outer.lr: must be > 0")
     if 0 < cfg["inner.growth"] <= 1:
         raise ConfigError("inner.growth: must be > 1, or 0 to disable")
+    ck = cfg["inner.checkpoints"]
+    if any(not 0 < f < 1 for f in ck) or any(b <= a for a, b in zip(ck, ck[1:])):
+        raise ConfigError(f"inner.checkpoints: expected increasing fractions in (0, 1), e.g. [0.25, 0.5, 0.75]; got {ck}")
+    if ck and cfg["inner.method"] != "sgd" and cfg["inner.method"] != "gd":
+        raise ConfigError("inner.checkpoints: available for inner.method 'sgd' and 'gd' only")
     if len(cfg["model.widths"]) < 2 or min(cfg["model.widths"]) < 1:
         raise ConfigError("model.widths: need at least two widths, each >= 1")
     if cfg["model.loss"] == "nll" and cfg["model.output"] != "identity":
@@ -669,7 +691,11 @@ def describe() -> str:
     return "\n".join(out)
 
 
-NEUTRAL_LATER = ("model.arch", "model.compile", "data.train_rows", "data.test_rows")
+NEUTRAL_LATER = ("model.arch", "model.compile", "data.train_rows", "data.test_rows", "ledges.threshold",
+                 "ledges.min_gap", "ledges.max_share", "ledges.max_disputed")
+# settings added later whose *old* behaviour is a value other than the default: a run made before
+# them gets the value that reproduces what it computed
+AS_MADE_BEFORE = {"inner.checkpoints": [], "sensitivity.every": 1, "sensitivity.half": True}
 
 
 def from_saved(path: str | Path, fill_missing: bool = False) -> dict[str, Any]:
@@ -694,6 +720,8 @@ def from_saved(path: str | Path, fill_missing: bool = False) -> dict[str, Any]:
     # older run resumes with them
     for k in NEUTRAL_LATER:
         cfg.setdefault(k, copy.deepcopy(SCHEMA[k].default))
+    for k, v in AS_MADE_BEFORE.items():
+        cfg.setdefault(k, copy.deepcopy(v))
     missing = set(SCHEMA) - set(cfg)
     if missing and fill_missing:
         cfg |= {k: copy.deepcopy(SCHEMA[k].default) for k in missing}

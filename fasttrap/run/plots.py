@@ -24,7 +24,8 @@ def _vlines(ax: Any, xs: Any, **kw: Any) -> None:
         ax.axvline(x, **(kw if i == 0 else {k: v for k, v in kw.items() if k != "label"}))
 
 
-def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "", labels: Any = None) -> list[Path]:
+def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "", labels: Any = None,
+               boundary_label: str = "consecutive-rule boundary") -> list[Path]:
     """Endpoint loss, endpoint G and the distances against the outer step, traps marked: the
     consecutive rule's boundaries (grey lines) and, given cluster ``labels`` [T], the starts of the
     clusters' visits (red dashes) with each endpoint's loss coloured by its cluster."""
@@ -52,14 +53,17 @@ def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "", lab
     axs[3].set_ylabel("end-to-end / yardstick")
     axs[3].set_xlabel("outer step")
     for ax in axs:
-        _vlines(ax, bx, color="k", lw=0.5, alpha=0.35, label="consecutive-rule boundary")
-    if lab is not None and lab.size == steps.size:
+        _vlines(ax, bx, color="k", lw=0.5, alpha=0.35, label=boundary_label)
+    if lab is not None and lab.size == steps.size and boundary_label.startswith("consecutive"):
         vs = np.r_[0, np.flatnonzero(np.diff(lab) != 0) + 1][1:]
         for ax in axs:
             _vlines(ax, steps[vs], color="C3", lw=0.8, ls="--", alpha=0.6, label="cluster visit starts")
         ok = lab >= 0
         axs[0].scatter(steps[ok], loss_v[ok], c=lab[ok] % 10, cmap="tab10", vmin=0, vmax=9, s=14, zorder=3)
         axs[2].legend(fontsize=7, loc="upper right")
+    elif lab is not None and lab.size == steps.size:
+        ok = lab >= 0                     # each endpoint's loss coloured by its trap (returns share a colour)
+        axs[0].scatter(steps[ok], loss_v[ok], c=lab[ok] % 10, cmap="tab10", vmin=0, vmax=9, s=14, zorder=3)
     if inv.any():
         for ax, ser in zip(axs[:2], (loss_v, G_v)):
             y0 = np.nanmin(ser) if np.isfinite(ser).any() else 1.0
@@ -70,6 +74,42 @@ def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "", lab
                                    "end_to_end": ind.end_to_end, "outer_step": ind.outer_step,
                                    "start_to_end": ind.start_to_end, "invalid": inv, "boundaries": b,
                                    "labels": np.zeros(0, np.int64) if lab is None else lab})
+
+
+def ledge_signals(series: dict[str, Any], result: dict[str, Any], stem: str | Path, title: str = "") -> list[Path]:
+    """The ledge rule's evidence for one window: each signal's steps in units of its rerun noise against
+    the outer step (threshold and empty interval marked, trap changes in black), and the endpoint loss
+    at each checkpoint fraction of the budget beside the final one."""
+    steps = np.asarray(series["steps"])
+    sig = result.get("signals", {})
+    ck = series.get("checkpoints") or []
+    fig = Figure(figsize=(9, 7.5))
+    axs = fig.subplots(3, 1, sharex=True)
+    thr = result.get("settings", {}).get("threshold", 3.0)
+    arrays: dict[str, Any] = {"steps": steps}
+    for ax, name, label in ((axs[0], "distance", "‖θ*_(t+1) − θ*_t‖ / noise"), (axs[1], "loss", "|Δ loss| / noise")):
+        if name not in sig:
+            continue
+        raw = np.asarray(series["consecutive"] if name == "distance" else np.abs(np.diff(series["loss"])), float)
+        z = raw / sig[name]["noise"]
+        arrays[f"z_{name}"] = z
+        ax.semilogy(steps[1:], np.maximum(z, 1e-3), ".", ms=4, color="C0" if name == "distance" else "C1")
+        ax.axhline(thr, color="C3", lw=0.8, ls="--", label=f"threshold {thr:g}")
+        a, b = sig[name].get("gap", [None, None])
+        if sig[name].get("separable") and a is not None and b is not None and np.isfinite(b):
+            ax.axhspan(max(a, 1e-3), b, color="C2", alpha=0.12, label="empty interval")
+        ax.set_ylabel(label, fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    for c in ck:
+        axs[2].plot(steps, c["loss"], ".-", ms=2, lw=0.6, alpha=0.8, label=f"budget {c['fraction']:g}")
+    axs[2].plot(steps, series["loss"], ".-", ms=3, lw=0.9, color="k", label="budget 1")
+    axs[2].set_ylabel("endpoint loss")
+    axs[2].set_xlabel("outer step")
+    axs[2].legend(fontsize=7, ncol=4, loc="upper right")
+    for ax in axs:
+        _vlines(ax, result.get("boundary_steps", []), color="k", lw=0.5, alpha=0.35)
+    axs[0].set_title(title or "ledge rule")
+    return save_figure(fig, stem, arrays)
 
 
 def distance_histogram(consecutive: Any, within: dict[str, Any], cut: float, stem: str | Path, title: str = "") -> list[Path]:

@@ -4,8 +4,10 @@ Layout of a run directory::
 
     config.toml  manifest.json  report.md
     outer/seed_<s>.npz            θ_t of the window, training curves
-    inner/block_<b>.npz           endpoints θ*, statuses, G records, endpoint loss/G/accuracy
-    inner_seed/, inner_half/      the same for the reruns with another batch seed and with half the budget
+    inner/block_<b>.npz           endpoints θ*, statuses, G records, endpoint loss/G/accuracy, and the
+                                  checkpoints (loss, G, distances at fractions of the budget)
+    inner_seed/                   the reruns with another batch seed at every sensitivity.every-th point
+    inner_half/                   half-budget reruns (runs made before the checkpoints replaced them)
     certify/seed_<s>.npz          certificates of the endpoints: ‖∇L‖², λ_min, λ_max, index, kind
     sharpness/seed_<s>.npz        the Hessian's top eigenvalues and SLQ density at outer points (optional)
     indicators/seed_<s>.npz       the indicator series and the endpoints' pairwise distances
@@ -149,8 +151,31 @@ def variant_seeds(run: Run, variant: str = "main") -> list[int]:
 
 
 def variants(run: Run) -> list[str]:
-    """The variants this run computes."""
-    return list(VARIANTS) if run.cfg["sensitivity.enabled"] else ["main"]
+    """The variants this run computes: the main run, the batch-seed reruns (``sensitivity.enabled``)
+    and, in runs made before the checkpoints replaced them, the half-budget reruns (``sensitivity.half``)."""
+    if not run.cfg["sensitivity.enabled"]:
+        return ["main"]
+    return ["main", "seed", "half"] if run.cfg["sensitivity.half"] else ["main", "seed"]
+
+
+def rerun_points(run: Run) -> np.ndarray:
+    """Global indices [R] of the start points the reruns cover: every ``sensitivity.every``-th point of
+    each of the first ``sensitivity.seeds`` seeds' windows (its first point included)."""
+    _, _, seeds = start_points(run)
+    every = run.cfg["sensitivity.every"]
+    out = []
+    for s in variant_seeds(run, "seed"):
+        idx = np.flatnonzero(seeds == s)
+        out.append(idx[::every])
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def variant_points(run: Run, variant: str = "main") -> np.ndarray:
+    """Global indices of the start points ``variant`` covers, in its block order."""
+    _suffix(variant)
+    if variant == "main":
+        return np.arange(len(start_points(run)[1]))
+    return rerun_points(run)
 
 
 def start_points(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -177,9 +202,8 @@ def block_size(cfg: dict[str, Any], n: int) -> int:
 
 
 def n_points(run: Run, variant: str = "main") -> int:
-    """How many start points a variant covers (the first ones in global order: its seeds come first)."""
-    _, _, seeds = start_points(run)
-    return int(np.isin(seeds, variant_seeds(run, variant)).sum())
+    """How many start points a variant covers (:func:`variant_points`)."""
+    return int(variant_points(run, variant).size)
 
 
 def inner_results(run: Run, variant: str = "main") -> dict[str, np.ndarray]:
@@ -188,7 +212,8 @@ def inner_results(run: Run, variant: str = "main") -> dict[str, np.ndarray]:
     n = n_points(run, variant)
     nb = len(blocks(n, block_size(run.cfg, n)))
     parts = [store.read_npz(inner_dir(run, variant) / f"block_{b:04d}.npz") for b in range(nb)]
-    keys = set.intersection(*(set(p) for p in parts)) - {"trace_steps"}    # blocks of older versions lack newer keys
+    keys = {k for k in set.intersection(*(set(p) for p in parts)) - {"trace_steps"}   # older blocks lack newer keys
+            if not k.startswith("ckpt_")}                                       # checkpoints: checkpoint_series
     return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)} | {"trace_steps": parts[0]["trace_steps"]}
 
 
@@ -207,6 +232,70 @@ def inner_fields(run: Run, keys: tuple[str, ...], variant: str = "main", lo: int
             for k in keys:
                 out[k].append(z[k][max(lo, a) - a: min(hi, e) - a])
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def inner_fields_at(run: Run, keys: tuple[str, ...], points: Any, variant: str = "main") -> dict[str, np.ndarray]:
+    """The named arrays of ``variant``'s inner blocks at the given positions [M] of its block order
+    (for the main run, global start-point indices), in that order."""
+    pts = np.asarray(points, dtype=np.int64).reshape(-1)
+    n = n_points(run, variant)
+    out = {k: [None] * pts.size for k in keys}
+    for b, (a, e) in enumerate(blocks(n, block_size(run.cfg, n))):
+        sel = np.flatnonzero((pts >= a) & (pts < e))
+        if not sel.size:
+            continue
+        with np.load(inner_dir(run, variant) / f"block_{b:04d}.npz", allow_pickle=False) as z:
+            for k in keys:
+                arr = z[k]
+                for i in sel:
+                    out[k][i] = arr[pts[i] - a]
+    return {k: np.stack(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def checkpoint_series(run: Run) -> dict[str, np.ndarray] | None:
+    """The checkpoints of the main run and of its reruns, in global order (None without checkpoints).
+
+    Returns:
+        ``fraction`` [J], ``steps`` [J] (inner steps), ``loss``, ``G`` [J, N], ``consecutive`` [J, N−1]
+        (‖θ^j_{i+1} − θ^j_i‖ over global start points, across blocks too), and for the reruns (at
+        :func:`rerun_points`) ``rerun_loss``, ``rerun_G``, ``rerun_distance`` [J, R] (empty when the
+        run has no reruns).
+    """
+    n = n_points(run)
+    parts = [store.read_npz(inner_dir(run) / f"block_{b:04d}.npz") for b in range(len(blocks(n, block_size(run.cfg, n))))]
+    if not parts or "ckpt_steps" not in parts[0] or not parts[0]["ckpt_steps"].size:
+        return None
+    out = {"steps": parts[0]["ckpt_steps"], "fraction": np.asarray(run.cfg["inner.checkpoints"], np.float64),
+           "loss": np.concatenate([p["ckpt_loss"] for p in parts], axis=1),
+           "G": np.concatenate([p["ckpt_G"] for p in parts], axis=1)}
+    cons = []
+    for i, p in enumerate(parts):
+        cons.append(p["ckpt_next"])
+        if i + 1 < len(parts):
+            a, b = p["ckpt_edge"][:, 1].astype(np.float64), parts[i + 1]["ckpt_edge"][:, 0].astype(np.float64)
+            cons.append(np.linalg.norm(a - b, axis=1)[:, None])
+    out["consecutive"] = np.concatenate(cons, axis=1)
+    J = out["steps"].size
+    if run.cfg["sensitivity.enabled"] and n_points(run, "seed"):
+        nr = n_points(run, "seed")
+        rp = [store.read_npz(inner_dir(run, "seed") / f"block_{b:04d}.npz")
+              for b in range(len(blocks(nr, block_size(run.cfg, nr))))]
+        for k, src in (("rerun_loss", "ckpt_loss"), ("rerun_G", "ckpt_G"), ("rerun_distance", "ckpt_dist_main")):
+            out[k] = np.concatenate([p[src] for p in rp], axis=1)
+    else:
+        out |= {k: np.zeros((J, 0)) for k in ("rerun_loss", "rerun_G", "rerun_distance")}
+    return out
+
+
+def ledge_series(run: Run, s: int) -> dict[str, Any] | None:
+    """The series the ledge rule read for seed ``s`` (``ledges.npz``), or None."""
+    from ..analysis.ledges import series_from_arrays
+
+    p = run.dir / "ledges.npz"
+    if not p.exists():
+        return None
+    with np.load(p, allow_pickle=False) as z:
+        return series_from_arrays(z, prefix=f"s{s}_") if f"s{s}_steps" in z else None
 
 
 def load_indicators(run: Run, s: int, variant: str = "main") -> traps.Indicators:

@@ -40,11 +40,23 @@ class _Inputs:
     identity: dict[str, Any]               # identity.json
     identity_npz: dict[str, np.ndarray]    # within distances, cluster labels per seed
     sensitivity: dict[str, Any] | None     # sensitivity.json
+    ledges: dict[str, Any]                 # ledges.json (empty for the other rules)
+
+    @property
+    def rule(self) -> str:
+        return self.traps_json.get("rule_used", "consecutive")
 
     @property
     def refused(self) -> bool:
-        """Clusters are the reported rule, and within- and between-trap distances show no gap."""
-        return self.traps_json.get("rule_used") == "cluster" and not self.traps_json.get("separable", True)
+        """The reported rule has a separation test (ledge, cluster), and it failed."""
+        return self.rule in ("cluster", "ledge") and not self.traps_json.get("separable", True)
+
+    def refusal(self) -> str:
+        """Why the trapping times are not clean, in one line."""
+        if self.rule == "ledge":
+            why = sorted({w for v in self.ledges.get("per_seed", {}).values() for w in v.get("why", [])})
+            return "; ".join(why) or "the ledge rule refused"
+        return "no gap between within- and between-trap distances"
 
 
 def _load(run: rundir.Run) -> _Inputs:
@@ -66,7 +78,8 @@ def _load(run: rundir.Run) -> _Inputs:
                    certs={s: c for s in run.seeds if (c := rundir.certificates(run, s)) is not None},
                    identity=store.read_json(d / "identity.json") if (d / "identity.json").exists() else {},
                    identity_npz=store.read_npz(d / "identity.npz") if (d / "identity.npz").exists() else {},
-                   sensitivity=store.read_json(d / "sensitivity.json") if (d / "sensitivity.json").exists() else None)
+                   sensitivity=store.read_json(d / "sensitivity.json") if (d / "sensitivity.json").exists() else None,
+                   ledges=store.read_json(d / "ledges.json") if (d / "ledges.json").exists() else {})
 
 
 def figures(run: rundir.Run, x: _Inputs) -> None:
@@ -81,11 +94,24 @@ def figures(run: rundir.Run, x: _Inputs) -> None:
     for s in x.seeds[:3]:
         ind = rundir.load_indicators(run, s)
         b = x.traps_npz[f"boundaries_{s}"]
+        every = f" (every {cfg['window.every']})" if cfg["window.every"] > 1 else ""
+        span = f"seed {s}, outer steps {ind.steps[0]}–{ind.steps[-1]}{every}"
+        if x.rule == "ledge":
+            ps = x.ledges["per_seed"].get(str(s), {})
+            lab = _point_labels(ps, len(ind)) if ps.get("lengths") else None
+            what = (f"{len(b)} trap changes, {ps.get('distinct')} traps" if ps.get("separable")
+                    else "ledge rule refused")
+            plots.indicators(ind, b, fig / f"indicators_seed{s}", labels=lab, boundary_label="trap change (ledge rule)",
+                             title=f"{span}: {what}")
+            ser = rundir.ledge_series(run, s)
+            if ser is not None:
+                plots.ledge_signals(ser, ps, fig / f"ledges_seed{s}", title=f"{span}: steps in units of the rerun noise")
+            continue
         lab = x.identity_npz.get(f"labels_{s}")
         ps = x.identity.get("per_seed", {}).get(str(s))
         extra = f"; {ps['distinct']} clusters, {ps['visits']} visits" if ps else ""
         plots.indicators(ind, b, fig / f"indicators_seed{s}", labels=lab,
-                         title=f"seed {s}, steps {ind.steps[0]}–{ind.steps[-1]}: {len(b)} consecutive-rule boundaries{extra}")
+                         title=f"{span}: {len(b)} consecutive-rule boundaries{extra}")
     if x.identity.get("within_scale") is not None:
         cons = np.concatenate([np.diag(rundir.pairwise_distances(run, s), 1) for s in x.seeds])
         within = {k[len("within_"):]: v for k, v in x.identity_npz.items() if k.startswith("within_")}
@@ -104,6 +130,16 @@ def figures(run: rundir.Run, x: _Inputs) -> None:
             if "skipped" not in v}
     plots.trapping_times(x.groups, fits, fig / "trapping_times",
                          title=f"trapping times, {len(x.seeds)} seed(s); early/late split at step {cfg['traps.split']}")
+
+
+def _point_labels(ps: dict[str, Any], T: int) -> np.ndarray:
+    """The trap of every point [T] from a seed's ledge result (−1 on flagged visits)."""
+    lab = np.full(T, -1, np.int64)
+    t = 0
+    for n, tr in zip(ps["lengths"], ps["visit_trap"]):
+        lab[t:t + n] = tr
+        t += n
+    return lab
 
 
 def section_header(x: _Inputs) -> list[str]:
@@ -250,7 +286,17 @@ def section_traps(x: _Inputs) -> list[str]:
     """Boundaries per seed and the trapping-time summary (complete, censored, flagged)."""
     cfg, tz, tj = x.cfg, x.traps_npz, x.traps_json
     rule = tj.get("rule_used", "consecutive")
-    lines = ["", "## Traps", "",
+    if rule == "ledge":
+        lines = ["", "## Traps", "", "Trapping times are the lengths of the **visits of traps by the ledge rule** (see "
+                 "*Trap identity*): runs of consecutive outer points between trap changes.", "",
+                 "| seed | visits | trap changes at outer steps |", "|---:|---:|---|"]
+        for s in x.seeds:
+            bs = tz[f"boundary_steps_{s}"]
+            shown = ", ".join(map(str, bs[:25].tolist())) + (" …" if len(bs) > 25 else "")
+            lines.append(f"| {s} | {tj['traps_per_seed'][str(s)]} | {shown or '–'} |")
+    else:
+        lines = []
+    lines += [] if rule == "ledge" else ["", "## Traps", "",
              ("Trapping times are the lengths of the **visits of clusters** (see *Trap identity*)."
               if rule == "cluster" else
               "Trapping times are the segments of the **consecutive-jump rule**"
@@ -258,15 +304,15 @@ def section_traps(x: _Inputs) -> list[str]:
              "The consecutive-jump rule of `fasttrap.traps` (" + ", ".join(f"{k}={v}" for k, v in rundir.thresholds(cfg).items())
              + ") is shown beside it.", "",
              "| seed | trapping segments | consecutive-rule boundaries at outer steps |", "|---:|---:|---|"]
-    for s in x.seeds:
+    for s in ([] if rule == "ledge" else x.seeds):
         bs = tz[f"boundary_steps_{s}"]
         shown = ", ".join(map(str, bs[:25].tolist())) + (" …" if len(bs) > 25 else "")
         lines.append(f"| {s} | {tj['traps_per_seed'][str(s)]} | {shown or '–'} |")
     if x.refused:
-        lines += ["", "**No trapping times are printed here as results.** The distances between consecutive endpoints "
-                      "show no gap between within-trap and between-trap scales (see *Trap identity* and its histogram), "
-                      "so where one trap ends and the next begins is not determined by the data. The numbers are kept in "
-                      "`traps.json`, `stats.json` and the sensitivity table for the record, not as findings.", ""]
+        lines += ["", f"**No trapping times are printed here as results.** The trap identity test failed: "
+                      f"{x.refusal()} (see *Trap identity*), so where one trap ends and the next begins is not "
+                      "determined by the data. The numbers are kept in `traps.json`, `stats.json` and the sensitivity "
+                      "table for the record, not as findings.", ""]
         for s in x.seeds[:3]:
             lines += [f"![indicators, seed {s}](figures/indicators_seed{s}.png)", ""]
         return lines
@@ -284,8 +330,91 @@ def section_traps(x: _Inputs) -> list[str]:
     return lines
 
 
+def section_ledges(x: _Inputs) -> list[str]:
+    """Trap identity by the ledge rule: noise units, separation per signal, agreement, budget stability."""
+    cfg, lj = x.cfg, x.ledges
+    st = lj.get("settings", {})
+    lines = ["", "## Trap identity (ledge rule)", "",
+             f"A trap changes between consecutive outer points where the endpoint distance ‖θ*_(t+1) − θ*_t‖ **and** the "
+             f"endpoint-loss step |ℓ_(t+1) − ℓ_t| both stand clear of their noise. The noise is measured at the same "
+             f"budget: every {cfg['sensitivity.every']}th start point's inner descent was rerun with batch seed "
+             f"{cfg['run.seed'] + 1}, and the noise unit of each signal is the {st.get('quantile', 0.9):g}-quantile of "
+             f"|main − rerun|. A signal separates when its steps leave an empty interval (a, b) with b ≥ "
+             f"{st.get('threshold', 3):g} noise units and b/a ≥ {st.get('min_gap', 1.5):g}; the steps above it are its "
+             f"changes. The verdict is clean when both separate and at most {100 * st.get('max_disputed', 0.1):.0f}% of "
+             "the changes are seen by one of them only; the change of log₁₀ G is reported beside them "
+             "(`fasttrap.analysis.ledges`, `fasttrap.traps_from_endpoints`).", "",
+             "| seed | reruns | distance noise | loss noise | distance gap (a, b) | loss gap (a, b) | G agrees | changes | traps | returns | verdict |",
+             "|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|"]
+
+    def gap(sg: dict[str, Any]) -> str:
+        a, b = sg.get("gap", [None, None])
+        if not sg.get("separable"):
+            return "**none**"
+        return "no step ≥ threshold" if b is None or not np.isfinite(b) else f"({fmt(a)}, {fmt(b)})"
+
+    for s, v in lj.get("per_seed", {}).items():
+        sig = v.get("signals", {})
+        if not sig:
+            lines.append(f"| {s} | 0 | – | – | – | – | – | – | – | – | {v['verdict']} |")
+            continue
+        ag = v.get("agreement", [])
+        g_ok = sum(1 for a in ag if "G" in a["marked_by"] and not a["disputed"])
+        n_ch = len(v["boundaries"])
+        lines.append(f"| {s} | {v.get('n_reruns', '–')} | {fmt(sig['distance']['noise'])} | "
+                     f"{fmt(sig['loss']['noise'])} | {gap(sig['distance'])} | {gap(sig['loss'])} | "
+                     f"{g_ok if 'G' in sig else '–'}/{n_ch} | {n_ch} | {v['distinct']} | {v['returns']} | "
+                     f"{'clean' if v['separable'] else '**refused**'} |")
+    refused = {s: v for s, v in lj.get("per_seed", {}).items() if not v["separable"]}
+    for s, v in refused.items():
+        lines += ["", f"Seed {s} refused: " + "; ".join(v["why"]) + "."]
+    # agreement at each change, first seed
+    for s, v in list(lj.get("per_seed", {}).items())[:1]:
+        ag = v.get("agreement", [])
+        if ag:
+            lines += ["", f"Seed {s}, every step that a primary signal marks (z: the step in noise units):", "",
+                      "| outer step | z distance | z loss | z log G | marked by | disputed |", "|---:|---:|---:|---:|---|---|"]
+            for a in ag:
+                lines.append(f"| {a['step']} | {fmt(a.get('z_distance'))} | {fmt(a.get('z_loss'))} | {fmt(a.get('z_G'))} | "
+                             f"{', '.join(a['marked_by'])} | {'**yes**' if a['disputed'] else 'no'} |")
+    lines += _budget_lines(x)
+    for s in x.seeds[:3]:
+        lines += ["", f"![ledge signals, seed {s}](figures/ledges_seed{s}.png)"]
+    return lines
+
+
+def _budget_lines(x: _Inputs) -> list[str]:
+    """Budget stability: whether each trap change is already there at each checkpoint fraction."""
+    cfg = x.cfg
+    out: list[str] = []
+    for s, v in x.ledges.get("per_seed", {}).items():
+        bt = v.get("budget")
+        if not bt:
+            continue
+        fr = bt["fractions"]
+        head = " | ".join(f"{f:g} ({f * cfg['inner.epochs']:g} ep.)" for f in fr)
+        if not out:
+            out += ["", "### Budget stability", "",
+                    "The main descents kept their endpoints at fractions of the budget (no extra descent); the same rule, "
+                    "with the reruns' checkpoints as noise, finds the changes at each fraction. A change that is there "
+                    "from a small fraction on is a property of the landscape, not of the budget."]
+        out += ["", f"Seed {s}: "
+                + ("every change is already there, and nothing else, from fraction "
+                   f"**{bt['stable_from']:g}** ({bt['stable_from'] * cfg['inner.epochs']:g} epochs) on."
+                   if bt["stable_from"] is not None else "**the changes are not the same at any checkpoint fraction**."),
+                "", f"| at fraction | {head} |", "|---|" + "---:|" * len(fr)]
+        per = bt["per_fraction"]
+        out.append("| clean | " + " | ".join("yes" if per[f"{f:g}"]["separable"] else "**no**" for f in fr) + " |")
+        out.append("| changes found | " + " | ".join(str(per[f"{f:g}"]["changes"]) for f in fr) + " |")
+        out.append("| of the final ones | " + " | ".join(f"{per[f'{f:g}']['shared']}/{len(bt['rows'])}" for f in fr) + " |")
+        out.append("| extra (outer steps) | " + " | ".join(", ".join(map(str, per[f"{f:g}"]["extra"])) or "–" for f in fr) + " |")
+    return out
+
+
 def section_identity(x: _Inputs) -> list[str]:
     """Trap identity: the measured within-trap scale, the cut, clusters, visits and returns, the gap test."""
+    if x.rule == "ledge":
+        return section_ledges(x)
     idn = x.identity
     lines = ["", "## Trap identity", ""]
     if idn.get("within_scale") is None:
@@ -431,10 +560,11 @@ def summary(d: Path, x: _Inputs) -> str:
     return "\n".join([f"run directory: {d}",
                       "inner runs: " + ", ".join(f"{c} {n}" for n, c in zip(st_names, st_counts)),
                       f"traps: {sum(x.traps_json['traps_per_seed'].values())} segments over {len(x.seeds)} seed(s); "
-                      f"{a['n']} complete trapping times (mean {fmt(a.get('mean'))}, max {fmt(a.get('max'))})"
-                      + (" — NOT CLEAN: no gap between within- and between-trap distances (see the report)"
-                         if x.refused else ""),
-                      "power law (all): " + (fa["verdict"] if "verdict" in fa else fa.get("skipped", "–")),
+                      + (f"no trapping times reported — the trap identity test refused: {x.refusal()} (see the report)"
+                         if x.refused else
+                         f"{a['n']} complete trapping times (mean {fmt(a.get('mean'))}, max {fmt(a.get('max'))})"),
+                      "power law (all): " + ("not fitted as a finding (no clean trapping times)" if x.refused else
+                                             fa["verdict"] if "verdict" in fa else fa.get("skipped", "–")),
                       f"report: {d / 'report.md'}"])
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from ... import ops
 from ...analysis import powerlaw, sensitivity, stability, traps
 from ...analysis.identity import identify, within_trap_scale
+from ...analysis.ledges import series_from_arrays, series_to_arrays, traps_from_endpoints, traps_from_series
 from ...analysis.certify import certify, segment_kinds
 from ...common import store
 from ...common.progress import Progress
@@ -59,13 +60,15 @@ def stage_outer(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
 
 def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None, variant: str = "main",
                 executor: Any = None) -> None:
-    """The inner descents from every start point of ``variant``'s seeds, in blocks saved as they finish.
+    """The inner descents from every start point of ``variant``, in blocks saved as they finish.
 
-    ``variant`` "main" is the run; "seed" reruns it with batch seed ``run.seed + 1`` and "half" with
-    half the epochs (same batch order: its endpoints are where the main descents were halfway), on
-    the first ``sensitivity.seeds`` seeds. The reruns take each start point's λ_max and lr from the
-    main run, so only the chosen setting changes. Each block is one task of ``executor``
-    (:mod:`fasttrap.run.executor`; default: this process).
+    ``variant`` "main" is the run, with its endpoints also kept at the fractions ``inner.checkpoints``
+    of the budget; "seed" reruns every ``sensitivity.every``-th start point of the first
+    ``sensitivity.seeds`` seeds with batch seed ``run.seed + 1`` (the noise of every endpoint signal
+    at the same budget); "half" (runs made before the checkpoints) every start point at half the
+    epochs. The reruns take each start point's λ_max and lr from the main run, so only the chosen
+    setting changes. Each block is one task of ``executor`` (:mod:`fasttrap.run.executor`; default:
+    this process).
     """
     cfg = run.cfg
     n = rundir.n_points(run, variant)
@@ -80,7 +83,8 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None, variant: s
     stage = "inner" if variant == "main" else f"inner_{variant}"
     if len(todo) < len(tasks):
         log(f"{stage}: resuming, {len(tasks) - len(todo)} of {len(blocks)} blocks already on disk")
-    what = {"main": "inner descent", "seed": "rerun: batch seed +1", "half": "rerun: half budget"}[variant]
+    what = {"main": "inner descent", "seed": f"rerun: batch seed +1, every {cfg['sensitivity.every']}th point",
+            "half": "rerun: half budget"}[variant]
     bar = Progress(sum(t.work for t in todo), what, "model-step", enabled=progress)
     t0 = time.perf_counter()
     ex = executor or LocalExecutor()
@@ -114,18 +118,21 @@ def _batch_seed(cfg: dict[str, Any], variant: str) -> int:
 
 def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi: int, bar: Any = None,
                 offset: int = 0) -> dict[str, Any]:
-    """One task: the inner descents of start points [lo, hi) of ``variant``, written to its block file.
+    """One task: the inner descents of positions [lo, hi) of ``variant``'s points, written to its block file.
 
     Everything it needs comes from the run directory and the settings, and every random stream from
-    (batch seed, start-point index), so it computes the same bytes wherever and whenever it runs.
+    (batch seed, position), so it computes the same bytes wherever and whenever it runs. The main
+    run's block also keeps its checkpoints (:func:`_checkpoint_arrays`); a rerun's block, the same
+    fractions' losses, G and distances to the main run's checkpoints.
 
     Returns:
         the manifest's record of the block (models, seconds, model-steps, statuses).
     """
     cfg = run.cfg
     tb = time.perf_counter()
+    pts = rundir.variant_points(run, variant)[lo:hi]
     theta0, steps, _ = rundir.start_points(run)
-    theta0, steps = theta0[lo:hi], steps[lo:hi]
+    theta0, steps = theta0[pts], steps[pts]
     n_steps = _inner_steps(cfg, ds, variant)
     rec = cfg["inner.record_every"] or max(1, _inner_steps(cfg, ds, "main") // 200)
     if variant == "main":
@@ -137,25 +144,73 @@ def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi
         lr_b = (stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto"
                 else np.where(steps <= cfg["inner.regime_split"], lrs[0], lrs[-1]))
     else:
-        main = rundir.inner_fields(run, ("lambda_max", "lr"), lo=lo, hi=hi)
+        main = rundir.inner_fields_at(run, ("lambda_max", "lr"), pts)
         lam, lr_b = main["lambda_max"], main["lr"]
+    ck = cfg["inner.checkpoints"] if variant != "half" else []
     res = inner_descent(mlp_of(cfg, ds), theta0, ds, steps=n_steps, lr=lr_b, batch_size=cfg["inner.batch_size"],
                         seed=_batch_seed(cfg, variant), batches=cfg["inner.batches"], method=cfg["inner.method"],
                         record_every=rec, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
                         eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo, backend=cfg["run.backend"],
-                        progress=bar if bar is not None else False, progress_offset=offset)
+                        progress=bar if bar is not None else False, progress_offset=offset, checkpoints=ck)
     status, fl = _honest_status(cfg, ds, theta0, res)
+    extra = _checkpoint_arrays(run, variant, pts, res) if len(res.checkpoint_steps) else {}
     store.write_npz(rundir.inner_dir(run, variant) / f"block_{b:04d}.npz", theta=res.theta,
                     status=status.astype("U18"), G_peak_ratio=fl["G_peak_ratio"], norm_ratio=fl["norm_ratio"],
                     lambda_max=lam, lr=lr_b, lr_unstable=stability.unstable(lr_b, lam),
                     steps_done=res.steps_done, G_start=res.G_start, G_last=res.G_last,
                     train_loss=res.train_loss, train_G=res.train_G, train_acc=res.train_acc,
-                    G_trace=res.G_trace, trace_steps=res.trace_steps, index=np.arange(lo, hi))
+                    G_trace=res.G_trace, trace_steps=res.trace_steps, index=pts, **extra)
     return {"models": hi - lo, "seconds": round(time.perf_counter() - tb, 3), "model_steps": int(res.model_steps),
             "status": {str(k): int(v) for k, v in zip(*np.unique(status, return_counts=True))}}
 
 
+def _checkpoint_arrays(run: Run, variant: str, pts: np.ndarray, res: Any) -> dict[str, np.ndarray]:
+    """What the analysis needs of a block's checkpoints, not every θ.
+
+    All blocks: ``ckpt_steps`` [J], ``ckpt_loss``, ``ckpt_G`` [J, n]. The main run's also:
+    ``ckpt_next`` [J, n−1] (distances between consecutive points of the block), ``ckpt_edge``
+    [J, 2, P] (θ of its first and last point, for the distances across blocks), and ``ckpt_theta``
+    [J, R, P] at ``ckpt_rows`` [R], the block's points the reruns start from. A rerun's block:
+    ``ckpt_dist_main`` [J, n], each rerun checkpoint's distance to the main run's.
+    """
+    th = np.asarray(res.checkpoint_theta)                       # [J, n, P]
+    out = {"ckpt_steps": res.checkpoint_steps, "ckpt_loss": res.checkpoint_loss, "ckpt_G": res.checkpoint_G}
+    if variant == "main":
+        d = th[:, 1:].astype(np.float64) - th[:, :-1].astype(np.float64)
+        out["ckpt_next"] = np.sqrt((d * d).sum(-1)) if th.shape[1] > 1 else np.zeros((th.shape[0], 0))
+        out["ckpt_edge"] = th[:, [0, -1]]
+        rows = np.flatnonzero(np.isin(pts, rundir.rerun_points(run))) if run.cfg["sensitivity.enabled"] else \
+            np.zeros(0, np.int64)
+        out["ckpt_rows"] = pts[rows]
+        out["ckpt_theta"] = th[:, rows]
+    else:
+        main = _main_checkpoints_at(run, pts)                   # [J, n, P]
+        d = th.astype(np.float64) - main.astype(np.float64)
+        out["ckpt_dist_main"] = np.sqrt((d * d).sum(-1))
+    return out
+
+
+def _main_checkpoints_at(run: Run, pts: np.ndarray) -> np.ndarray:
+    """The main run's checkpoint θ [J, len(pts), P] at global start points ``pts`` (rerun points)."""
+    n = rundir.n_points(run)
+    got: dict[int, np.ndarray] = {}
+    for b, (a, e) in enumerate(rundir.blocks(n, rundir.block_size(run.cfg, n))):
+        if not np.any((pts >= a) & (pts < e)):
+            continue
+        with np.load(rundir.inner_dir(run) / f"block_{b:04d}.npz", allow_pickle=False) as z:
+            rows, th = z["ckpt_rows"], z["ckpt_theta"]
+            for i, g in enumerate(rows):
+                got[int(g)] = th[:, i]
+    missing = [int(p) for p in pts if int(p) not in got]
+    if missing:
+        raise rundir.RunError(f"inner: the main run's checkpoints lack start points {missing[:5]} "
+                              "(its blocks were made with other settings?)")
+    return np.stack([got[int(p)] for p in pts], axis=1)
+
+
 def stage_indicators(run: Run, variant: str = "main") -> None:
+    if variant != "main" and run.cfg["sensitivity.every"] > 1:
+        return                   # reruns at every k-th point are noise samples, not a window to segment
     d = rundir.indicators_dir(run, variant)
     seeds_v = rundir.variant_seeds(run, variant)
     if all((d / f"seed_{s}.npz").exists() for s in seeds_v):
@@ -284,21 +339,97 @@ def within_distances(run: Run) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     if not run.cfg["sensitivity.enabled"]:
         return out
-    main = rundir.inner_results(run)
-    ok_main = np.isin(main["status"].astype(str), ["converged", "max_steps"])
-    for v in ("seed", "half"):
+    for v in rundir.variants(run)[1:]:
         inn = rundir.inner_results(run, v)
-        n = len(inn["status"])
-        ok = ok_main[:n] & np.isin(inn["status"].astype(str), ["converged", "max_steps"])
-        d = np.linalg.norm(main["theta"][:n].astype(np.float64) - inn["theta"].astype(np.float64), axis=1)
+        main = rundir.inner_fields_at(run, ("theta", "status"), rundir.variant_points(run, v))
+        ok = (np.isin(main["status"].astype(str), ["converged", "max_steps"])
+              & np.isin(inn["status"].astype(str), ["converged", "max_steps"]))
+        d = np.linalg.norm(main["theta"].astype(np.float64) - inn["theta"].astype(np.float64), axis=1)
         out[v] = d[ok]
     return out
+
+
+VALID = ("converged", "max_steps")
+
+
+def seed_endpoints(run: Run, s: int) -> dict[str, Any]:
+    """What :func:`fasttrap.traps_from_endpoints` takes for seed ``s``'s window, from the run directory."""
+    cfg = run.cfg
+    _, steps, seeds = rundir.start_points(run)
+    mine = np.flatnonzero(seeds == s)
+    lo, hi = int(mine[0]), int(mine[-1]) + 1
+    main = rundir.inner_fields(run, ("theta", "train_loss", "train_G", "status"), lo=lo, hi=hi)
+    ind = rundir.load_indicators(run, s)
+    rp = rundir.rerun_points(run) if cfg["sensitivity.enabled"] else np.zeros(0, np.int64)
+    pos = np.flatnonzero((rp >= lo) & (rp < hi))
+    kw: dict[str, Any] = {"steps": steps[lo:hi], "theta_end": main["theta"], "loss_end": main["train_loss"],
+                          "G_end": main["train_G"], "invalid": ind.invalid}
+    if pos.size:
+        rr = rundir.inner_fields_at(run, ("theta", "train_loss", "train_G", "status"), pos, "seed")
+        bad = ~np.isin(rr["status"].astype(str), VALID)
+        rth = rr["theta"].astype(np.float64)
+        rth[bad] = np.nan                  # an invalid rerun measures no noise
+        kw |= {"rerun_steps": steps[rp[pos]], "rerun_theta_end": rth, "rerun_loss_end": rr["train_loss"],
+               "rerun_G_end": rr["train_G"]}
+    ck = rundir.checkpoint_series(run)
+    if ck is not None and pos.size:
+        kw["checkpoints"] = [{"fraction": float(f), "consecutive": ck["consecutive"][j, lo:hi - 1],
+                              "loss": ck["loss"][j, lo:hi], "G": ck["G"][j, lo:hi],
+                              "rerun_distance": ck["rerun_distance"][j, pos], "rerun_loss": ck["rerun_loss"][j, pos],
+                              "rerun_G": ck["rerun_G"][j, pos]} for j, f in enumerate(ck["fraction"])]
+    return kw
+
+
+def ledge_settings(cfg: dict[str, Any], factor: float = 1.0) -> dict[str, Any]:
+    """The ledge rule's settings of a run (the threshold scaled by ``factor``)."""
+    return {"threshold": factor * cfg["ledges.threshold"], "min_gap": cfg["ledges.min_gap"],
+            "max_share": cfg["ledges.max_share"], "max_disputed": cfg["ledges.max_disputed"],
+            "quantile": cfg["identity.quantile"]}
+
+
+def stage_ledges(run: Run) -> None:
+    """The ledge rule on every seed's window (:func:`fasttrap.traps_from_endpoints`, the function a user
+    calls on their own endpoints): ``ledges.json`` (verdicts, evidence, budget table per seed) and
+    ``ledges.npz`` (the series it read, so the rule can be rerun from the directory alone)."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    per_seed, arrays = {}, {}
+    for s in run.seeds:
+        kw = seed_endpoints(run, s)
+        if "rerun_steps" not in kw:
+            per_seed[str(s)] = {"separable": False, "verdict": "refused: no reruns measure the noise of this seed "
+                                "(sensitivity.enabled = false or sensitivity.seeds excludes it)",
+                                "why": ["no reruns"], "boundaries": [], "boundary_steps": []}
+            continue
+        r = traps_from_endpoints(**kw, **ledge_settings(cfg))
+        per_seed[str(s)] = r.to_dict() | {"n_reruns": int(np.asarray(r.series["noise"]["distance"]).size)}
+        arrays |= series_to_arrays(r.series, prefix=f"s{s}_")
+    store.write_npz(run.dir / "ledges.npz", **arrays)
+    store.write_json(run.dir / "ledges.json", {"settings": ledge_settings(cfg), "per_seed": per_seed,
+                                              "separable": all(v["separable"] for v in per_seed.values())})
+    run.stage_done("ledges", time.perf_counter() - t0)
+
+
+def ledge_result(run: Run, s: int, factor: float = 1.0, fraction: float | None = None) -> Any:
+    """The ledge rule on seed ``s``'s stored series (threshold × ``factor``; at a checkpoint ``fraction``
+    of the budget instead of the endpoints), or None when the seed has no series."""
+    with np.load(run.dir / "ledges.npz", allow_pickle=False) as z:
+        if f"s{s}_steps" not in z:
+            return None
+        ser = series_from_arrays(z, prefix=f"s{s}_")
+    if fraction is not None:
+        c = next(c for c in ser["checkpoints"] if abs(c["fraction"] - fraction) < 1e-12)
+        ser = ser | {k: c[k] for k in ("consecutive", "loss", "G", "invalid", "noise")} | {"checkpoints": [],
+                                                                                         "pairwise": None}
+    return traps_from_series(ser, **ledge_settings(run.cfg, factor))
 
 
 def stage_identity(run: Run) -> None:
     """The within-trap scale from the reruns, and the clusters of every seed's endpoints at
     ``identity.multiple`` × that scale (:func:`fasttrap.analysis.identity.identify`): identity.json/.npz."""
     cfg = run.cfg
+    if cfg["traps.rule"] == "ledge":
+        return
     t0 = time.perf_counter()
     wd = within_distances(run)
     if not wd or not any(v.size for v in wd.values()):
@@ -338,9 +469,18 @@ def _consecutive(run: Run, s: int, variant: str = "main") -> tuple[traps.Indicat
                               **rundir.thresholds(run.cfg))
 
 
-def segments(run: Run, rule: str, variant: str = "main", factor: float = 1.0) -> list[traps.Segments]:
-    """One :class:`Segments` per seed of ``variant``: by the consecutive-jump rule, or (``rule="cluster"``)
-    the visits of clusters cut at ``factor`` × ``identity.multiple`` × the measured within-trap scale."""
+def segments(run: Run, rule: str, variant: str = "main", factor: float = 1.0,
+             fraction: float | None = None) -> list[traps.Segments]:
+    """One :class:`Segments` per seed of ``variant``: by the ledge rule (threshold × ``factor``, at a
+    checkpoint ``fraction``), the consecutive-jump rule, or (``rule="cluster"``) the visits of clusters
+    cut at ``factor`` × ``identity.multiple`` × the measured within-trap scale."""
+    if rule == "ledge":
+        out = []
+        for s in run.seeds:
+            r = ledge_result(run, s, factor, fraction)
+            n = len(rundir.load_indicators(run, s))
+            out.append(r.segments if r is not None else traps.trapping_times([], n, invalid=np.ones(n, bool)))
+        return out
     out = []
     scale = store.read_json(run.dir / "identity.json")["within_scale"] if rule == "cluster" else None
     for s in rundir.variant_seeds(run, variant):
@@ -360,15 +500,28 @@ def rule_used(run: Run) -> str:
     return run.cfg["traps.rule"]
 
 
+def rule_separable(run: Run, rule: str) -> bool | None:
+    """Whether the reported rule found clean traps (None for the consecutive rule, which has no test)."""
+    if rule == "ledge":
+        return store.read_json(run.dir / "ledges.json")["separable"]
+    if rule == "cluster":
+        return store.read_json(run.dir / "identity.json").get("separable")
+    return None
+
+
 def stage_traps(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     t0 = time.perf_counter()
     rule = rule_used(run)
     segs = segments(run, rule)
     out = {}
-    for s in run.seeds:
-        ind, b = _consecutive(run, s)
-        out[f"boundaries_{s}"] = b                      # the consecutive rule's, shown beside the clusters'
+    for s, sg in zip(run.seeds, segs):
+        if rule == "ledge":
+            ind = rundir.load_indicators(run, s)
+            b = np.asarray(sg.starts[1:], np.int64)    # the trap changes
+        else:
+            ind, b = _consecutive(run, s)               # the consecutive rule's, shown beside the clusters'
+        out[f"boundaries_{s}"] = b
         out[f"boundary_steps_{s}"] = ind.steps[b]
     pooled = traps.pool(segs)
     seg_kind = np.concatenate([certify_kinds(run, s, seg) for s, seg in zip(run.seeds, segs)]) if segs else np.zeros(0, "U13")
@@ -380,9 +533,8 @@ def stage_traps(run: Run) -> dict[str, Any]:
     store.write_npz(run.dir / "traps.npz", lengths=pooled.lengths, censored=pooled.censored, flagged=pooled.flagged,
                     starts=pooled.starts, seed=pooled.seed, segment_kind=seg_kind, **out)
     kinds, counts = np.unique(seg_kind, return_counts=True)
-    ident = store.read_json(run.dir / "identity.json")
     store.write_json(run.dir / "traps.json", {"rule": cfg["traps.rule"], "rule_used": rule,
-                                             "separable": ident.get("separable") if rule == "cluster" else None,
+                                             "separable": rule_separable(run, rule),
                                              "thresholds": rundir.thresholds(cfg), "summary": summ,
                                              "traps_per_seed": {str(s): int(len(g)) for s, g in zip(run.seeds, segs)},
                                              # what each trap is made of (fasttrap.analysis.certify.segment_kinds)
@@ -403,6 +555,20 @@ def stage_sensitivity(run: Run) -> None:
               min_samples=cfg["stats.min_samples"], seed=cfg["run.seed"])
     rule = rule_used(run)
     rows = []
+    if rule == "ledge":
+        th = cfg["ledges.threshold"]
+        for f in (1.0, 0.5, 2.0):
+            rows.append(sensitivity.row(f"ledge rule, threshold {f * th:g} noise units", segments(run, "ledge", factor=f),
+                                        split, change="threshold", factor=f, **kw))
+        for fr in cfg["inner.checkpoints"]:
+            if not (run.dir / "ledges.npz").exists() or not _has_checkpoints(run):
+                break
+            rows.append(sensitivity.row(f"budget {fr:g} ({fr * cfg['inner.epochs']:g} epochs)",
+                                        segments(run, "ledge", fraction=fr), split, change="budget", fraction=fr, **kw))
+        store.write_json(run.dir / "sensitivity.json", {"rule": rule, "split_step": cfg["traps.split"], "rows": rows,
+                                                       "flips": sensitivity.flips(rows)})
+        run.stage_done("sensitivity", time.perf_counter() - t0)
+        return
     if rule == "cluster":
         for f in (1.0, 0.5, 2.0):
             rows.append(sensitivity.row(f"clusters, cut ×{f:g}", segments(run, "cluster", factor=f), split,
@@ -420,6 +586,11 @@ def stage_sensitivity(run: Run) -> None:
     store.write_json(run.dir / "sensitivity.json", {"rule": rule, "split_step": cfg["traps.split"], "rows": rows,
                                                    "flips": sensitivity.flips(rows)})
     run.stage_done("sensitivity", time.perf_counter() - t0)
+
+
+def _has_checkpoints(run: Run) -> bool:
+    with np.load(run.dir / "ledges.npz", allow_pickle=False) as z:
+        return any(k.endswith("ckpt0_fraction") for k in z.keys())
 
 
 def stage_regime1(run: Run, progress: bool | None) -> None:
@@ -502,6 +673,8 @@ def execute(run: Run, progress: bool | None = None) -> str:
         ex.close()
     for v in rundir.variants(run):
         stage_indicators(run, v)
+    if run.cfg["traps.rule"] == "ledge" and not (run.dir / "ledges.json").exists():
+        stage_ledges(run)
     stage_identity(run)
     stage_traps(run)
     stage_stats(run, progress)
