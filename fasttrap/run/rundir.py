@@ -353,6 +353,9 @@ class RunData:
         identity: ``identity.json`` (within-trap scale, cut, clusters, visits, returns and the gap test
             per seed), or None.
         sensitivity: ``sensitivity.json`` (the statistics under each change, with intervals), or None.
+        ledges: ``ledges.json`` (the ledge rule's verdict, evidence and budget table per seed), or None.
+        checkpoints: the endpoints' loss, G and distances at fractions of the budget, with the reruns'
+            (:func:`checkpoint_series`), or None.
         regime1: the regime-1 companion run (``<run>/regime1``) as a :class:`RunData`, or None.
         sharpness: per seed, the Hessian at its outer points (:func:`sharpness`), or None.
     """
@@ -372,6 +375,8 @@ class RunData:
     certificates: dict[int, dict[str, np.ndarray]] | None = None
     identity: dict[str, Any] | None = None
     sensitivity: dict[str, Any] | None = None
+    ledges: dict[str, Any] | None = None
+    checkpoints: dict[str, np.ndarray] | None = None
     regime1: "RunData | None" = None
     sharpness: dict[int, dict[str, np.ndarray]] | None = None
 
@@ -425,7 +430,10 @@ def open_run(path: str | os.PathLike[str]) -> RunData:
     certs = {s: c for s in seeds if (c := certificates(run, s)) is not None} or None
     idn = store.read_json(d / "identity.json") if (d / "identity.json").exists() else None
     sen = store.read_json(d / "sensitivity.json") if (d / "sensitivity.json").exists() else None
+    led = store.read_json(d / "ledges.json") if (d / "ledges.json").exists() else None
+    ck = checkpoint_series(run) if inner is not None else None
     r1 = open_run(d / "regime1") if (d / "regime1" / "manifest.json").is_file() else None
     sharp = {s: h for s in seeds if (h := sharpness(run, s)) is not None} or None
-    return RunData(sharpness=sharp, certificates=certs, identity=idn, sensitivity=sen, regime1=r1, path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
+    return RunData(sharpness=sharp, certificates=certs, identity=idn, sensitivity=sen, ledges=led, checkpoints=ck,
+                   regime1=r1, path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
                    start_steps=st, start_seeds=sd, inner=inner, indicators=ind, traps=tr, stats=stats)

@@ -123,19 +123,38 @@ def test_end_to_end_tiny(tmp_path):
     assert lam0.shape == (5,) and np.all(lam0 > 0)
     assert "lr·λ_max² > 2" in rep
 
-    # Trap identity and sensitivity: the within-trap scale is measured from the reruns, every seed is
-    # clustered, and the table holds the reported rule under every change.
-    idn, sen = store.read_json(out / "identity.json"), store.read_json(out / "sensitivity.json")
-    assert idn["within_scale"] > 0 and idn["cut"] == pytest.approx(3 * idn["within_scale"])
-    assert idn["within"]["seed"]["n"] > 0 and idn["within"]["half"]["n"] > 0
-    assert set(idn["per_seed"]) == {"0"} and tj["rule_used"] == "cluster"
+    # Trap identity and sensitivity: the ledge rule measured its noise on the reruns (every 4th point),
+    # its verdict is stored with its evidence, and the table holds the rule under every change.
+    lj, sen = store.read_json(out / "ledges.json"), store.read_json(out / "sensitivity.json")
+    assert not (out / "identity.json").exists() and tj["rule_used"] == "ledge"
+    ps = lj["per_seed"]["0"]
+    assert ps["n_reruns"] == 5 and ps["signals"]["distance"]["noise"] > 0 and ps["signals"]["loss"]["noise"] > 0
+    assert tj["separable"] == lj["separable"] == ps["separable"]
+    np.testing.assert_array_equal(tz["boundaries_0"], ps["boundaries"])
+    assert ps["budget"]["fractions"] == [0.25, 0.5, 0.75]
     names = [r["name"] for r in sen["rows"]]
-    assert names[:4] == ["clusters, cut ×1", "clusters, cut ×0.5", "clusters, cut ×2", "consecutive-jump rule"]
-    assert names[4] == "batch seed 1" and names[5].startswith("half the budget")
+    assert names[:3] == ["ledge rule, threshold 3 noise units", "ledge rule, threshold 1.5 noise units",
+                         "ledge rule, threshold 6 noise units"]
+    assert [n.split(" (")[0] for n in names[3:]] == ["budget 0.25", "budget 0.5", "budget 0.75"]
     assert sen["rows"][0]["n"] == summ["n"]                       # row 1 is what the report states
-    for section in ("## Trap identity", "## Sensitivity"):
+    for section in ("## Trap identity (ledge rule)", "### Budget stability", "## Sensitivity"):
         assert section in rep
-    assert (out / "figures" / "distances.png").is_file()
+    assert (out / "figures" / "ledges_seed0.png").is_file()
+    # the stored series reproduce the stored traps through the same rule
+    from fasttrap.analysis.ledges import series_from_arrays, traps_from_series
+    from fasttrap.run.stages.traps import ledge_settings
+
+    with np.load(out / "ledges.npz") as z:
+        again = traps_from_series(series_from_arrays(z, "s0_"), **ledge_settings(store_cfg(out)))
+    np.testing.assert_array_equal(again.segments.lengths, tz["lengths"])
+    assert again.separable == ps["separable"]
+    # and so does traps_from_endpoints on the run's own endpoints
+    rd0 = __import__("fasttrap").open_run(out)
+    from fasttrap.run.stages.traps import seed_endpoints
+
+    direct = __import__("fasttrap").traps_from_endpoints(**seed_endpoints(rd0.run(), 0), **ledge_settings(rd0.config))
+    np.testing.assert_array_equal(direct.segments.lengths, tz["lengths"])
+    assert direct.budget == ps["budget"]
 
     # The public readers give back the same numbers.
     import fasttrap
@@ -146,9 +165,63 @@ def test_end_to_end_tiny(tmp_path):
     assert rd.inner["theta"].shape[0] == 20 and rd.start_points.shape == rd.inner["theta"].shape
     np.testing.assert_array_equal(rd.indicators[0].steps, np.arange(1, 21))
     assert rd.stats == fits and rd.traps["summary"] == tj["summary"]
-    assert rd.identity == idn and rd.sensitivity == sen and rd.regime1 is None
+    assert rd.identity is None and rd.sensitivity == sen and rd.regime1 is None
     with pytest.raises(fasttrap.run.rundir.RunError, match="not a fasttrap run directory"):
         fasttrap.open_run(tmp_path)
+
+
+def store_cfg(out: Path) -> dict:
+    from fasttrap.run import config
+
+    return config.from_saved(out / "config.toml")
+
+
+LEGACY = ["--set", "traps.rule=cluster", "--set", "sensitivity.every=1", "--set", "sensitivity.half=true",
+          "--set", "inner.checkpoints=[]"]
+
+
+def test_reruns_every_kth_point_are_real_descents(tmp_path):
+    """The batch-seed reruns start from every sensitivity.every-th point of a window and equal fresh
+    descents with seed + 1 from those points; the main run's checkpoints equal shorter descents."""
+    import fasttrap
+    from fasttrap.run import rundir as rundir_mod
+    from fasttrap.run.stages.data import mlp_of
+
+    out = tmp_path / "run"
+    r = run_cmd(["--out", str(out), "--no-progress", *TINY, "--set", "window.stop=10", "--set", "certify.enabled=false",
+                 "--set", "outer.seeds=2", "--set", "sensitivity.seeds=1", "--set", "sensitivity.every=3"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rd = fasttrap.open_run(out)
+    cfg, run = rd.config, rd.run()
+    pts = rundir_mod.rerun_points(run)
+    np.testing.assert_array_equal(pts, [0, 3, 6, 9])            # seed 0's window only, every 3rd point
+    rer = rundir_mod.inner_results(run, "seed")
+    np.testing.assert_array_equal(rer["index"], pts)
+    main = rundir_mod.inner_results(run)
+    mlp = mlp_of(cfg)
+    ds = fasttrap.data.load("mnist", normalize=cfg["data.normalize"])
+    spe = -(-len(ds.y_train) // cfg["inner.batch_size"])
+    n = int(round(cfg["inner.epochs"] * spe))
+    th0 = rd.start_points[pts].astype(np.float32)
+    fresh = fasttrap.inner_descent(mlp, th0, ds, steps=n, lr=main["lr"][pts], seed=1, batches=cfg["inner.batches"],
+                                   evaluate=False, progress=False, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
+    np.testing.assert_array_equal(fresh.theta, rer["theta"])
+    assert not np.array_equal(rer["theta"], main["theta"][pts])
+    # checkpoints of the main run: the loss at ¼ of the budget is that of a descent of ¼ the steps
+    ck = rundir_mod.checkpoint_series(run)
+    assert ck["loss"].shape == (3, 20) and ck["consecutive"].shape == (3, 19) and ck["rerun_loss"].shape == (3, 4)
+    th5 = rd.start_points[:5].astype(np.float32)
+    q = fasttrap.inner_descent(mlp, th5, ds, steps=int(ck["steps"][0]), lr=main["lr"][:5], seed=0,
+                               batches=cfg["inner.batches"], progress=False, eval_rows=cfg["inner.eval_rows"],
+                               G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
+    np.testing.assert_allclose(ck["loss"][0, :5], q.train_loss, rtol=1e-6)
+    np.testing.assert_allclose(ck["consecutive"][0, :4], np.linalg.norm(np.diff(q.theta.astype(np.float64), axis=0),
+                                                                         axis=1), rtol=1e-6)
+    # the reruns' checkpoint distances are to the main run's checkpoints at the same points
+    assert np.all(ck["rerun_distance"] > 0)
+    # the sensitivity stage costs the reruns only: 4 of 20 points
+    man = store.read_json(out / "manifest.json")
+    assert man["stages"]["inner_seed"]["models"] == 4 and "inner_half" not in man["stages"]
 
 
 def test_sensitivity_rows_come_from_real_reruns(tmp_path):
@@ -163,7 +236,7 @@ def test_sensitivity_rows_come_from_real_reruns(tmp_path):
 
     out = tmp_path / "run"
     r = run_cmd(["--out", str(out), "--no-progress", *TINY, "--set", "window.stop=10", "--set", "certify.enabled=false",
-                 "--set", "outer.seeds=2", "--set", "sensitivity.seeds=1"])
+                 "--set", "outer.seeds=2", "--set", "sensitivity.seeds=1", *LEGACY])
     assert r.returncode == 0, r.stderr[-3000:]
     rd = fasttrap.open_run(out)
     cfg = rd.config
@@ -214,9 +287,9 @@ def test_regime1_is_analysed_apart(tmp_path):
     np.testing.assert_array_equal(main.indicators[0].steps, np.arange(11, 21))
     rep = (out / "report.md").read_text()
     assert "## Regime 1 (outer steps 1–10)" in rep and (out / "regime1" / "report.md").is_file()
-    # without reruns, clustering has no scale: the consecutive rule is used, and the report says why
-    assert main.traps["rule_used"] == "consecutive" and main.identity["within_scale"] is None
-    assert "has none" in rep
+    # without reruns the ledge rule has no noise to measure: it refuses, and the report says why
+    assert main.traps["rule_used"] == "ledge" and main.traps["separable"] is False
+    assert "no reruns measure the noise" in rep and main.ledges["per_seed"]["0"]["why"] == ["no reruns"]
 
 
 def test_auto_lr_rule_sets_each_runs_step_from_its_curvature(tmp_path):
@@ -348,7 +421,7 @@ def test_profiles_and_precedence(tmp_path):
     assert (t["regime1.seeds"], t["regime1.start"], t["regime1.stop"]) == (3, 1, 50)
     assert t["inner.epochs"] == 100 and t["inner.lr"] == [0.1, 0.01] and t["inner.regime_split"] == 50
     assert t["inner.batch_size"] == 128 and t["inner.batches"] == "independent" and t["traps.split"] == 80
-    assert t["outer.lr"] == 0.1 and t["outer.batch_size"] == 128 and t["traps.rule"] == "cluster"
+    assert t["outer.lr"] == 0.1 and t["outer.batch_size"] == 128 and t["traps.rule"] == "ledge"
     r1 = config.regime1_config(t)
     assert (r1["outer.seeds"], r1["window.start"], r1["window.stop"], r1["regime1.seeds"]) == (3, 1, 50, 0)
     # quick is a miniature of the same protocol: only sizes differ

@@ -496,6 +496,8 @@ def section_regime1(run: rundir.Run, x: _Inputs) -> list[str]:
         return []
     tj = store.read_json(d / "traps.json")
     idn = store.read_json(d / "identity.json") if (d / "identity.json").exists() else {}
+    if not idn and (d / "ledges.json").exists():
+        idn = store.read_json(d / "ledges.json")      # same per-seed keys: distinct, visits, separable
     sub = rundir.Run(d, cfgmod.regime1_config(x.cfg))
     inn = rundir.inner_results(sub)
     st = inn["status"].astype(str)
@@ -505,7 +507,7 @@ def section_regime1(run: rundir.Run, x: _Inputs) -> list[str]:
              f"[regime1/report.md](regime1/report.md)). {int(ok.sum())} of {st.size} inner runs valid; endpoint loss "
              f"median {fmt(np.nanmedian(inn['train_loss'][ok])) if ok.any() else '–'} (range "
              f"{fmt(np.nanmin(inn['train_loss'][ok])) if ok.any() else '–'}–{fmt(np.nanmax(inn['train_loss'][ok])) if ok.any() else '–'}).", "",
-             "| seed | distinct traps (clusters) | visits | consecutive-rule segments | gap? |", "|---:|---:|---:|---:|---|"]
+             "| seed | distinct traps | visits | segments | clean? |", "|---:|---:|---:|---:|---|"]
     tz = store.read_npz(d / "traps.npz")
     for s in sub.seeds:
         ps = idn.get("per_seed", {}).get(str(s), {})
