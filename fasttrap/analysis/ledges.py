@@ -174,7 +174,7 @@ def separate(z: Any, threshold: float = 3.0, min_gap: float = 1.5, max_share: fl
         return True, [float(v[-1]), float("inf")], none, ""
     lo = np.concatenate([[0.0], v[:-1]])
     cand = np.flatnonzero(v >= threshold)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         ratio = np.where(lo[cand] > 0, v[cand] / np.maximum(lo[cand], 1e-300), np.inf)
     wide = np.flatnonzero(ratio >= min_gap)
     if not wide.size:
@@ -247,7 +247,8 @@ def ledges(steps: Any, consecutive: Any, loss: Any, noise: dict[str, Any], *, G:
     sig: dict[str, Signal] = {}
     for k, r in raw.items():
         u = noise_unit(noise[k], quantile, name=f"noise['{k}']")
-        z = r / u
+        with np.errstate(over="ignore"):
+            z = r / u
         sep, gap, ch, why = separate(z, **kw)
         sig[k] = Signal(k, z, u, sep, gap, ch, why)
     why: list[str] = [f"{k}: {sig[k].why}" for k in PRIMARY if not sig[k].separable]

@@ -163,3 +163,29 @@ def test_bad_inputs_are_named():
         fasttrap.traps_from_endpoints(steps[::-1], th, loss, **kw)
     with pytest.raises(ValueError, match="noise"):
         ledges(steps, np.ones(99), loss, {"distance": [np.nan]})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_planted_trap_fixture(seed):
+    """The segmentation tests' planted-trap fixture (tests/analysis/test_traps.py), with reruns drawn
+    from the same trap centres: the ledge rule recovers every planted boundary."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_tt", Path(__file__).with_name("test_traps.py"))
+    tt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tt)
+    rng = np.random.default_rng(seed)
+    theta, ends, L, G, status, truth = tt.planted(rng, noise=0.05)
+    n, P = ends.shape
+    idx = np.arange(0, n, 4)
+    # the rerun of a start point lands in its trap with independent jitter (the fixture's own noise model)
+    trap_of = np.searchsorted(truth, np.arange(n), side="right")
+    centre = np.array([ends[trap_of == k].mean(0) for k in range(trap_of.max() + 1)])
+    r_ends = centre[trap_of[idx]] + 0.05 * rng.standard_normal((idx.size, P)) / np.sqrt(P)
+    r_L = L[idx] * np.exp(0.05 * 1e-2 * rng.standard_normal(idx.size))
+    steps = np.arange(n)
+    r = fasttrap.traps_from_endpoints(steps, ends, L, rerun_steps=steps[idx], rerun_theta_end=r_ends, rerun_loss_end=r_L,
+                                      G_end=G, rerun_G_end=G[idx])
+    assert r.separable, r.why
+    np.testing.assert_array_equal(r.boundaries, truth)
