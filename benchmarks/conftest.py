@@ -15,7 +15,19 @@ from pathlib import Path
 
 import pytest
 
-RESULTS = Path(__file__).parent / "results"
+import os
+
+RESULTS = Path(os.environ.get("FASTTRAP_BENCH_RESULTS") or Path(__file__).parent / "results")
+# Rows are recorded only when something was timed: with --benchmark-disable (the test command's
+# agreement run) nothing is written, so a test run never changes the source tree.
+_WRITE = {"on": True}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        _WRITE["on"] = not config.getoption("benchmark_disable")
+    except ValueError:
+        pass
 
 
 def sgemm_rate(threads: int | None = None, n: int = 2048, reps: int = 3) -> float:
@@ -43,8 +55,10 @@ class Recorder:
 
     def add(self, suite: str, **row) -> None:
         self.rows[suite].append(row)
+        if not _WRITE["on"]:
+            return
         # Written at once as well, so that a run cut short keeps what it measured.
-        RESULTS.mkdir(exist_ok=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
         with open(RESULTS / f"{suite}.jsonl", "a") as fh:
             fh.write(json.dumps({k: v for k, v in row.items() if k != "_module"}, default=float) + "\n")
 

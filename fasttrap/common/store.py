@@ -35,12 +35,31 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask: from /proc where Linux shows it (reading it changes nothing), else by
+    setting and restoring it."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write ``path`` through ``writer(fh)`` into a temp file beside it, fsync, and rename over it."""
+    """Write ``path`` through ``writer(fh)`` into a temp file beside it, fsync, and rename over it.
+
+    The file gets the permissions an ordinary ``open()`` would give it under the user's umask
+    (``mkstemp`` alone would leave it 0600, unreadable to colleagues on a shared file system).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()

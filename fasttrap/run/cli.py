@@ -64,11 +64,6 @@ def _load_saved(directory: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from ..common import store
-    from ..dynamics.outer import DivergenceError
-    from ..model.data import DataError
-    from . import pipeline, rundir
-
     if args.threads is not None and args.threads < 1:
         return _fail(2, f"--threads: expected an int >= 1, got {args.threads}")
     try:
@@ -109,6 +104,40 @@ def main(argv: list[str] | None = None) -> int:
     text = cfgmod.to_toml(cfg)
     print(text, flush=True)
     progress = False if args.no_progress else None
+    fresh = not args.resume and not directory.exists()
+    code = _execute(args, cfg, text, directory, progress)
+    if code in (2, 3) and not args.resume:
+        _remove_failed_start(directory, fresh)
+    return code
+
+
+def _remove_failed_start(directory: Path, fresh: bool) -> None:
+    """A new run that failed before any stage finished leaves nothing behind: the directory it created
+    (or, where it was given an empty one, what it wrote there), so the same command can be rerun."""
+    import shutil
+
+    from ..common import store
+
+    man = directory / "manifest.json"
+    try:
+        done = any(v.get("done") for v in store.read_json(man).get("stages", {}).values()) if man.exists() else False
+    except (OSError, ValueError):
+        return
+    if done:
+        return
+    if fresh:
+        shutil.rmtree(directory, ignore_errors=True)
+    else:
+        for p in directory.iterdir():
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _execute(args: argparse.Namespace, cfg: dict[str, Any], text: str, directory: Path, progress: bool | None) -> int:
+    from ..common import store
+    from ..dynamics.outer import DivergenceError
+    from ..model.data import DataError
+    from . import pipeline, rundir
+
     try:
         directory.mkdir(parents=True, exist_ok=True)
         if not args.resume:

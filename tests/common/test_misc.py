@@ -75,3 +75,25 @@ def test_progress_logs_when_not_a_terminal(capsys):
     q.update_to(10)
     q.close()
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_honour_the_umask(tmp_path, umask):
+    """A run directory's files get the mode an ordinary open() gives under the umask (not mkstemp's 0600)."""
+    import os
+
+    from fasttrap.common import store
+
+    old = os.umask(umask)
+    try:
+        p = store.write_json(tmp_path / "a.json", {"x": 1})
+        q = store.write_npz(tmp_path / "b.npz", x=np.zeros(3))
+        ref = tmp_path / "ref.txt"
+        with open(ref, "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    want = os.stat(ref).st_mode & 0o777
+    assert want == 0o666 & ~umask
+    for f in (p, q):
+        assert os.stat(f).st_mode & 0o777 == want

@@ -540,3 +540,17 @@ def test_diverging_sgd_exits_3_with_the_reason(tmp_path):
                  "--set", "model.loss=mse"], timeout=300)
     assert r.returncode == 3, (r.returncode, r.stderr[-800:])
     assert "diverged" in r.stderr and "outer.lr" in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--set", "model.widths=[784,100,10,5]"],                 # the data has 10 classes: refused at the data stage
+    ["--set", "data.name=/nonexistent/idx-dir"],
+])
+@pytest.mark.parametrize("given_empty", [False, True])
+def test_a_failed_start_leaves_nothing_behind(tmp_path, args, given_empty):
+    out = tmp_path / "run"
+    if given_empty:
+        out.mkdir()
+    r = run_cmd(["--out", str(out), "--no-progress", *TINY, *args])
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert (not out.exists()) if not given_empty else (out.is_dir() and not any(out.iterdir()))
