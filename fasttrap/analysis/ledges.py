@@ -11,17 +11,23 @@ rule with a refusal:
 * **their noise,** measured at the *same budget*: the same differences between an endpoint and the
   rerun of its inner descent from the same start point with another batch order (never a budget
   change, whose drift every endpoint of a trap shares). The noise unit of a signal is the
-  ``quantile`` (0.9) of those differences; a signal's steps are read in that unit, z;
-* **separation** (:func:`separate`): a signal separates within-trap from between-trap steps when its
-  z values leave an *empty interval* (a, b) with b ≥ ``threshold`` (3 noise units: a trap change
-  stands clear of the noise) and b/a ≥ ``min_gap`` (1.5); the lowest such interval is taken and the
-  steps above it are the signal's trap changes. A smooth drift fills every interval and is refused;
-  so is a series where more than ``max_share`` of the steps move (every step a "change"). A series
-  with no step above the threshold has no trap change (one trap spans the window);
-* **agreement** (:func:`ledges`): a trap change is where the distance and the loss both say so (the
-  two primary signals); a change seen by one only is *disputed*. G is reported beside them. The
-  verdict is clean when both primary signals separate and at most ``max_disputed`` of the changes
-  are disputed;
+  ``quantile`` (0.9) of those differences; a signal's steps are read in that unit, z. A rerun that
+  landed in another trap (its distance *and* its loss far beyond the others', :func:`screen_reruns`)
+  measures a jump, not noise, and is left out;
+* **the joint step** z_t = min(z_distance, z_loss): a trap change needs the weights *and* the loss to
+  move, so the evidence of a step is the smaller of the two;
+* **separation** (:func:`separate`, on the joint step): within-trap and between-trap steps separate
+  when the joint steps leave an *empty interval* (a, b) with b ≥ ``threshold`` (3 noise units: a
+  change stands clear of the noise) and b/a ≥ ``min_gap`` (1.5); the lowest such interval is taken
+  and the steps above it are the trap changes. A drift whose steps straddle the threshold fills every
+  interval and is refused; so is a window where more than ``max_share`` of the steps change;
+* **drift inside a trap:** within a trap the endpoint loss must move less in all than it jumps at
+  the smallest change (with no change, less than ``max_spread`` noise units); a window that drifts
+  slowly, below the threshold at every step, is refused by this, not taken for one trap;
+* **agreement:** a step where one primary signal moves as much as it does at the changes while the
+  other does not is *disputed* (a jump of the weights at a constant loss, or the reverse); more than
+  ``max_disputed`` of them refuses. The report lists every step a signal marks, with the z of each
+  signal (G beside the primary two);
 * **returns** (A → B → A): two non-adjacent segments are visits of one trap when their closest
   endpoints are within ``threshold`` distance-noise units and their median losses within
   ``threshold`` loss-noise units (needs the pairwise distances of the window);
@@ -44,7 +50,8 @@ from .traps import Segments, trapping_times
 
 PRIMARY = ("distance", "loss")
 SIGNALS = ("distance", "loss", "G")
-DEFAULTS = {"threshold": 3.0, "min_gap": 1.5, "max_share": 0.5, "max_disputed": 0.1, "quantile": 0.9}
+DEFAULTS = {"threshold": 3.0, "min_gap": 1.5, "max_share": 0.5, "max_disputed": 0.1, "max_spread": 10.0,
+            "quantile": 0.9}
 
 
 @dataclass
@@ -109,6 +116,8 @@ class LedgeTraps:
     budget: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     series: dict[str, Any] | None = None
+    spread: dict[str, Any] | None = None
+    reruns_elsewhere: int = 0
 
     @property
     def verdict(self) -> str:
@@ -132,7 +141,8 @@ class LedgeTraps:
                 "flagged": self.segments.flagged.tolist(), "visit_trap": self.visit_trap.tolist(),
                 "distinct": self.n_distinct, "visits": self.n_visits, "returns": self.n_returns,
                 "signals": {k: v.to_dict() for k, v in self.signals.items()}, "agreement": self.agreement,
-                "budget": self.budget, "settings": self.settings}
+                "budget": self.budget, "settings": self.settings, "spread": self.spread,
+                "reruns_elsewhere": self.reruns_elsewhere}
 
 
 def noise_unit(differences: Any, quantile: float = 0.9, name: str = "differences") -> float:
@@ -150,6 +160,32 @@ def noise_unit(differences: Any, quantile: float = 0.9, name: str = "differences
     q = float(np.quantile(d, quantile))
     # identical reruns (a deterministic descent) have no noise: one ulp-scale floor keeps z finite
     return q if q > 0 else float(max(np.max(d), 1e-300)) if np.max(d) > 0 else 1e-300
+
+
+def screen_reruns(noise: dict[str, Any], threshold: float = 3.0) -> tuple[dict[str, np.ndarray], int]:
+    """The rerun differences that measure the noise of one trap, and how many reruns landed elsewhere.
+
+    A start point near a trap change can descend into either trap, depending on the batch order; its
+    rerun then differs by a jump, not by noise. A rerun whose distance *and* loss difference both
+    exceed ``threshold`` × a robust noise unit (the q90 a half-normal with the same median would
+    have: median × 1.645/0.674) landed in another trap and is left out of every signal's noise.
+    The arrays of ``noise`` must be aligned (one entry per rerun) for the screen to apply.
+    """
+    d = np.abs(np.asarray(noise["distance"], dtype=np.float64).ravel())
+    l = np.abs(np.asarray(noise["loss"], dtype=np.float64).ravel())
+    if d.shape != l.shape or d.size < 3:
+        return dict(noise), 0
+    ok = np.isfinite(d) & np.isfinite(l)
+    if ok.sum() < 3:
+        return dict(noise), 0
+    scale = 1.645 / 0.674
+    ud, ul = np.median(d[ok]) * scale, np.median(l[ok]) * scale
+    away = ok & (d > threshold * ud) & (l > threshold * ul)
+    if not away.any():
+        return dict(noise), 0
+    out = {k: (np.asarray(v, dtype=np.float64).ravel()[~away] if np.size(v) == d.size else np.asarray(v))
+           for k, v in noise.items()}
+    return out, int(away.sum())
 
 
 def separate(z: Any, threshold: float = 3.0, min_gap: float = 1.5, max_share: float = 0.5
@@ -202,7 +238,7 @@ def _steps(x: np.ndarray, valid: np.ndarray, log: bool = False) -> np.ndarray:
 
 def ledges(steps: Any, consecutive: Any, loss: Any, noise: dict[str, Any], *, G: Any = None, invalid: Any = None,
            pairwise: Any = None, threshold: float = 3.0, min_gap: float = 1.5, max_share: float = 0.5,
-           max_disputed: float = 0.1, quantile: float = 0.9) -> LedgeTraps:
+           max_disputed: float = 0.1, max_spread: float = 10.0, quantile: float = 0.9) -> LedgeTraps:
     """The ledge rule on one window's series (the array core of :func:`fasttrap.traps_from_endpoints`).
 
     Args:
@@ -244,6 +280,7 @@ def ledges(steps: Any, consecutive: Any, loss: Any, noise: dict[str, Any], *, G:
         if noise.get("G") is not None and np.isfinite(np.asarray(noise["G"], float)).any():
             raw["G"] = _steps(Gv, valid, log=True)
     kw = dict(threshold=threshold, min_gap=min_gap, max_share=max_share)
+    noise, elsewhere = screen_reruns(noise, threshold)
     sig: dict[str, Signal] = {}
     for k, r in raw.items():
         u = noise_unit(noise[k], quantile, name=f"noise['{k}']")
@@ -251,23 +288,64 @@ def ledges(steps: Any, consecutive: Any, loss: Any, noise: dict[str, Any], *, G:
             z = r / u
         sep, gap, ch, why = separate(z, **kw)
         sig[k] = Signal(k, z, u, sep, gap, ch, why)
-    why: list[str] = [f"{k}: {sig[k].why}" for k in PRIMARY if not sig[k].separable]
-    d_ch, l_ch = sig["distance"].changes, sig["loss"].changes
-    if not why:
-        both = d_ch & l_ch
-        either = d_ch | l_ch
-    else:
-        both = either = np.zeros(T - 1, bool)
-    disputed = either & ~both
+    # The joint step: a trap change needs the distance *and* the loss to move, so the evidence of a
+    # step is the smaller of its two z; the separation test runs on it.
+    with np.errstate(invalid="ignore"):
+        joint = np.fmin(sig["distance"].z, sig["loss"].z)
+        joint[~(np.isfinite(sig["distance"].z) & np.isfinite(sig["loss"].z))] = np.nan
+    j_sep, j_gap, both, j_why = separate(joint, **kw)
+    sig["joint"] = Signal("joint", joint, 1.0, j_sep, j_gap, both, j_why)
+    why: list[str] = [] if j_sep else [j_why]
+    # A step is *disputed* when one primary signal moves there as much as it does at the changes (at
+    # least its smallest z among them; with no change, its own separating interval's upper end) while
+    # the other does not.
+    disputed = np.zeros(T - 1, bool)
+    for k in PRIMARY:
+        own = sig[k]
+        zk = np.nan_to_num(own.z, nan=-np.inf)
+        top = float(np.min(zk[both])) if both.any() else (own.gap[1] if own.separable and own.changes.any() else np.inf)
+        disputed |= ~both & (zk >= max(threshold, top))
+    marked = np.zeros(T - 1, bool)
+    for k in PRIMARY:
+        with np.errstate(invalid="ignore"):
+            marked |= np.nan_to_num(sig[k].z, nan=-np.inf) >= threshold
     agreement = []
-    for t in np.flatnonzero(either):
+    for t in np.flatnonzero(marked | both):
         agreement.append({"index": int(t + 1), "step": _num(st[t + 1]),
                           **{f"z_{k}": _f(s.z[t]) for k, s in sig.items()},
-                          "marked_by": [k for k, s in sig.items() if s.changes[t]], "disputed": bool(disputed[t])})
-    if not why and either.sum() and disputed.sum() > max_disputed * either.sum():
-        why.append(f"the distance and the loss disagree at {int(disputed.sum())} of {int(either.sum())} changes "
-                   f"(> {max_disputed:.0%} allowed)")
+                          "marked_by": [k for k in sig if k != "joint" and np.nan_to_num(sig[k].z[t], nan=-1) >= threshold],
+                          "change": bool(both[t]), "disputed": bool(disputed[t])})
+    n_ch = int(both.sum())
+    if not why and disputed.sum() and disputed.sum() > max_disputed * (n_ch + disputed.sum()):
+        why.append(f"the distance and the loss disagree: {int(disputed.sum())} step(s) where one of them moves as much "
+                   f"as at the {n_ch} change(s) and the other does not (> {max_disputed:.0%} allowed)")
     b = np.flatnonzero(both) + 1 if not why else np.zeros(0, np.int64)
+    if not why:
+        # within a trap the endpoint loss moves less in all than it jumps at a change (no change: less
+        # than max_spread noise units); a segment that spans more is a drift cut into pieces
+        lz = np.nan_to_num(sig["loss"].z, nan=-np.inf)
+        limit = float(np.min(lz[both])) if both.any() else max_spread
+        edges = np.r_[0, b, T]
+        for a, e in zip(edges[:-1], edges[1:]):
+            ok = np.flatnonzero(valid[a:e]) + a
+            if ok.size > 1:
+                rng_ = (np.nanmax(ls[ok]) - np.nanmin(ls[ok])) / sig["loss"].noise
+                if rng_ > limit:
+                    why.append(f"the endpoint loss drifts by {rng_:.1f} noise units within outer steps "
+                               f"{_num(st[a])}–{_num(st[e - 1])}, more than "
+                               + (f"its smallest jump at a change ({limit:.1f})" if both.any() else
+                                  f"max_spread ({max_spread:g}) with no change: a drift, not a trap"))
+                    break
+        if why:
+            b = np.zeros(0, np.int64)
+    if not why and not b.size:
+        # one trap spans the window: say how far its endpoints spread, so a slow drift shows
+        ok = np.flatnonzero(valid)
+        spread = {"loss_range": _f((np.nanmax(ls[ok]) - np.nanmin(ls[ok])) / sig["loss"].noise) if ok.size else None}
+        if pairwise is not None and ok.size:
+            spread["max_distance"] = _f(np.max(np.asarray(pairwise)[np.ix_(ok, ok)]) / sig["distance"].noise)
+    else:
+        spread = None
     seg = trapping_times(b, T, invalid=bad)
     trap = _visit_traps(seg, ls, pairwise, sig, threshold, valid)
     vt = trap[~seg.flagged] if trap.size else trap
@@ -277,10 +355,10 @@ def ledges(steps: Any, consecutive: Any, loss: Any, noise: dict[str, Any], *, G:
         returns += int(int(x) in seen)
         seen.add(int(x))
     settings = dict(threshold=threshold, min_gap=min_gap, max_share=max_share, max_disputed=max_disputed,
-                    quantile=quantile)
+                    max_spread=max_spread, quantile=quantile)
     return LedgeTraps(boundaries=b, boundary_steps=st[b], segments=seg, visit_trap=trap, n_distinct=len(seen),
                       n_visits=int((~seg.flagged).sum()), n_returns=returns, separable=not why, why=why, signals=sig,
-                      agreement=agreement, settings=settings)
+                      agreement=agreement, settings=settings, spread=spread, reruns_elsewhere=elsewhere)
 
 
 def _visit_traps(seg: Segments, loss: np.ndarray, pairwise: Any, sig: dict[str, Signal], threshold: float,

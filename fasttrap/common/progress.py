@@ -52,11 +52,13 @@ class Progress:
             now = time.perf_counter()
             if now - self._last_log >= self.every and n > self.n:
                 rate = n / max(now - self.t0, 1e-9)
-                eta = (self.total - n) / rate if rate > 0 else float("inf")
+                # an ETA from the first few percent (start-up, the first block's set-up) would mislead
+                eta = (f"ETA {(self.total - n) / rate:,.0f} s" if rate > 0 and n >= 0.02 * self.total
+                       else "ETA –")
                 extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
                 r = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
                 print(f"[fasttrap] {self.desc}: {n}/{self.total} {self.unit}s, {r} {self.unit}s/s, "
-                      f"ETA {eta:,.0f} s {extra}".rstrip(), file=sys.stderr, flush=True)
+                      f"{eta} {extra}".rstrip(), file=sys.stderr, flush=True)
                 self._last_log = now
         self.n = n
 

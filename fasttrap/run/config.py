@@ -108,6 +108,9 @@ SCHEMA: dict[str, Setting] = {
                         "span at least this ratio", min=1),
     "ledges.max_share": S("float", 0.5, "refuse when more than this share of the steps are trap changes (every step moves)",
                           min=0, max=1),
+    "ledges.max_spread": S("float", 10.0, "a window with no trap change is one trap only if its endpoint loss spans at most "
+                           "this many noise units (with changes, each trap must span less than its smallest jump)",
+                           min=0),
     "ledges.max_disputed": S("float", 0.1, "refuse when more than this share of the trap changes are seen by only one of "
                              "the distance and the loss", min=0, max=1),
     # trap identity by clustering (fasttrap.analysis.identity)
@@ -229,27 +232,29 @@ SCHEMA: dict[str, Setting] = {
 ANALYSES = ("traps", "aging", "spectra", "swap")
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # A faithful miniature of the thesis profile below: the same protocol (raw pixels, regime 2 for
-    # trapping times and regime 1 apart, inner lr 0.1/0.01, independent batch orders, reruns for the
-    # within-trap scale) at 1 seed, every 2nd outer point and 4 inner epochs; a few minutes on a
-    # 2-core CPU.
+    # The smallest miniature of the thesis protocol (below) whose traps pass the ledge rule: the
+    # same outer path (raw pixels, lr 0.1, batch 128, seed 0), every outer step of 60-73 (the stretch
+    # of regime 2 where the reference path changes trap at 63, 66, 69 and 73), 25 inner epochs at
+    # lr 0.01 with independent batch orders (the smallest measured budget whose trap changes agree
+    # with 100 epochs: docs/recorded/thesis-subwindow-100ep), reruns at every 4th point, loss and G
+    # on 10,000 rows. About 3 minutes on a 2-core CPU (docs/recorded/quick).
     "quick": {
         "data.normalize": "none",
         "outer.seeds": 1,
-        "outer.steps": 150,
-        "window.start": 51,
-        "window.stop": 150,
-        "window.every": 2,
-        "regime1.seeds": 1,
-        "inner.epochs": 4.0,
+        "outer.steps": 73,
+        "window.start": 60,
+        "window.stop": 73,
+        "window.every": 1,
+        "regime1.seeds": 0,
+        "inner.epochs": 25.0,
         "inner.lr": [0.1, 0.01],
         "inner.regime_split": 50,
         "inner.batches": "independent",
         "inner.block": 25,
+        "inner.eval_rows": 10000,
         "stats.n_bootstrap": 100,
-        "traps.split": 80,
-        # every 10th endpoint on 5,000 rows (each certificate is ~110-160 float64 full-batch HVPs)
-        "certify.every": 10,
+        "traps.split": 67,
+        "certify.every": 7,
         "certify.rows": 5000,
     },
     # The reference protocol as the reference study ran it (DESIGN §1):
@@ -517,8 +522,14 @@ def _check_key(key: str) -> Setting:
         import difflib
 
         close = difflib.get_close_matches(key, SCHEMA, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown setting {key!r}{hint}; valid settings: {', '.join(SCHEMA)}")
+        if close:
+            raise ConfigError(f"unknown setting {key!r} (did you mean {', '.join(close)}?); "
+                              "python -m fasttrap.run --help lists every setting")
+        sec = key.split(".", 1)[0]
+        same = [k for k in SCHEMA if k.startswith(sec + ".")]
+        raise ConfigError(f"unknown setting {key!r}; " + (f"the {sec}.* settings are {', '.join(same)}" if same else
+                          f"the sections are {', '.join(sorted({k.split('.')[0] for k in SCHEMA}))}")
+                          + "; python -m fasttrap.run --help lists every setting")
     return SCHEMA[key]
 
 
@@ -692,7 +703,7 @@ def describe() -> str:
 
 
 NEUTRAL_LATER = ("model.arch", "model.compile", "data.train_rows", "data.test_rows", "ledges.threshold",
-                 "ledges.min_gap", "ledges.max_share", "ledges.max_disputed")
+                 "ledges.min_gap", "ledges.max_share", "ledges.max_disputed", "ledges.max_spread")
 # settings added later whose *old* behaviour is a value other than the default: a run made before
 # them gets the value that reproduces what it computed
 AS_MADE_BEFORE = {"inner.checkpoints": [], "sensitivity.every": 1, "sensitivity.half": True}

@@ -84,7 +84,7 @@ def _drift(seed: int, per_step: float, T: int = 100, P: int = 60):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("per_step", [2.5, 3.5, 12.0])
+@pytest.mark.parametrize("per_step", [0.5, 1.5, 2.5, 3.5, 12.0])
 def test_a_smooth_drift_is_refused(seed, per_step):
     steps, th, loss, idx, rth, rl = _drift(seed, per_step)
     r = fasttrap.traps_from_endpoints(steps, th, loss, rerun_steps=steps[idx], rerun_theta_end=rth, rerun_loss_end=rl)

@@ -194,12 +194,19 @@ def section_inner(x: _Inputs) -> list[str]:
         lam, lr, bad = inn["lambda_max"], inn["lr"], inn["lr_unstable"].astype(bool)
         rule = ("set to " + f"{cfg['inner.lr_c']:g}/λ_max² per run (`inner.lr_rule = \"auto\"`)"
                 if cfg["inner.lr_rule"] == "auto" else "fixed")
+        parts = []
+        if reg1.any():
+            parts.append(f"{fmt(np.median(lam[reg1]))} for outer steps ≤ {cfg['inner.regime_split']}")
+        if (~reg1).any():
+            parts.append(f"{fmt(np.median(lam[~reg1]))} for later ones")
+        where = []
+        if reg1.any() and (~reg1).any():
+            where = [f"{int((bad & reg1).sum())} at outer steps ≤ {cfg['inner.regime_split']}, "
+                     f"{int((bad & ~reg1).sum())} later"]
         lines += ["", f"Stability (λ_max(H) at each start point by 20 Lanczos steps on {cfg['inner.lr_rows']:,} rows; "
                       f"descent on G is linearly stable only for lr < 2/λ_max²): lr {rule}; median λ_max "
-                      f"{fmt(np.median(lam[reg1])) if reg1.any() else '–'} for outer steps ≤ {cfg['inner.regime_split']}, "
-                      f"{fmt(np.median(lam[~reg1])) if (~reg1).any() else '–'} after; **{int(bad.sum())} of {bad.size} runs "
-                      f"have lr·λ_max² > 2** ({int((bad & reg1).sum())} and {int((bad & ~reg1).sum())}), "
-                      f"median lr·λ_max² {fmt(np.median(lr * lam ** 2))}."]
+                      + " and ".join(parts) + f"; **{int(bad.sum())} of {bad.size} runs have lr·λ_max² > 2**"
+                      + (f" ({where[0]})" if where else "") + f", median lr·λ_max² {fmt(np.median(lr * lam ** 2))}."]
     valid = np.isin(status, ["max_steps", "converged"])
     if valid.any():
         lines += ["", f"At the valid endpoints: median G {np.nanmedian(inn['train_G'][valid]):.3g} "
@@ -273,7 +280,10 @@ def section_certificates(x: _Inputs) -> list[str]:
         lines += ["", "Traps (segments) by what their certified endpoints are: "
                   + ", ".join(f"{k} {v}" for k, v in sorted(segk.items())) + "."]
     if crit_share.get("all", 0) < 0.5:
-        lines += ["", f"**Only {100 * crit_share.get('all', 0):.0f}% of the certified endpoints are critical points.** "
+        n_c = int(round(crit_share.get("all", 0) * c["kind"].size))
+        head = (f"None of the {c['kind'].size} certified endpoints is a critical point." if n_c == 0 else
+                f"Only {n_c} of the {c['kind'].size} certified endpoints are critical points.")
+        lines += ["", f"**{head}** "
                       "The endpoints below are therefore **budget-defined endpoints** — where a fixed budget of descent on G "
                       "stopped — not traps in the sense of critical points of the loss; the trapping times are those of "
                       "these endpoints."]
@@ -331,7 +341,7 @@ def section_traps(x: _Inputs) -> list[str]:
 
 
 def section_ledges(x: _Inputs) -> list[str]:
-    """Trap identity by the ledge rule: noise units, separation per signal, agreement, budget stability."""
+    """Trap identity by the ledge rule: noise units, the joint separation, agreement, budget stability."""
     cfg, lj = x.cfg, x.ledges
     st = lj.get("settings", {})
     lines = ["", "## Trap identity (ledge rule)", "",
@@ -339,31 +349,26 @@ def section_ledges(x: _Inputs) -> list[str]:
              f"endpoint-loss step |ℓ_(t+1) − ℓ_t| both stand clear of their noise. The noise is measured at the same "
              f"budget: every {cfg['sensitivity.every']}th start point's inner descent was rerun with batch seed "
              f"{cfg['run.seed'] + 1}, and the noise unit of each signal is the {st.get('quantile', 0.9):g}-quantile of "
-             f"|main − rerun|. A signal separates when its steps leave an empty interval (a, b) with b ≥ "
-             f"{st.get('threshold', 3):g} noise units and b/a ≥ {st.get('min_gap', 1.5):g}; the steps above it are its "
-             f"changes. The verdict is clean when both separate and at most {100 * st.get('max_disputed', 0.1):.0f}% of "
-             "the changes are seen by one of them only; the change of log₁₀ G is reported beside them "
-             "(`fasttrap.analysis.ledges`, `fasttrap.traps_from_endpoints`).", "",
-             "| seed | reruns | distance noise | loss noise | distance gap (a, b) | loss gap (a, b) | G agrees | changes | traps | returns | verdict |",
-             "|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|"]
-
-    def gap(sg: dict[str, Any]) -> str:
-        a, b = sg.get("gap", [None, None])
-        if not sg.get("separable"):
-            return "**none**"
-        return "no step ≥ threshold" if b is None or not np.isfinite(b) else f"({fmt(a)}, {fmt(b)})"
-
+             "|main − rerun| (a rerun that landed in another trap, far off in both, is left out and counted). A step's "
+             "evidence is the smaller of its two z (steps in noise units); the steps separate when they leave an empty "
+             f"interval (a, b) with b ≥ {st.get('threshold', 3):g} and b/a ≥ {st.get('min_gap', 1.5):g}, and the steps "
+             "above it are the trap changes. Refused: no such interval (a drift), more than "
+             f"{100 * st.get('max_share', 0.5):.0f}% of the steps changing, a trap whose endpoint loss drifts more than "
+             "it jumps at the smallest change, or steps where one signal moves as much as at the changes and the other "
+             "not (`fasttrap.analysis.ledges`; the same function as `fasttrap.traps_from_endpoints`).", "",
+             "| seed | reruns (elsewhere) | distance noise | loss noise | empty interval (a, b) | changes | traps | returns | verdict |",
+             "|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for s, v in lj.get("per_seed", {}).items():
         sig = v.get("signals", {})
         if not sig:
-            lines.append(f"| {s} | 0 | – | – | – | – | – | – | – | – | {v['verdict']} |")
+            lines.append(f"| {s} | 0 | – | – | – | – | – | – | {v['verdict']} |")
             continue
-        ag = v.get("agreement", [])
-        g_ok = sum(1 for a in ag if "G" in a["marked_by"] and not a["disputed"])
-        n_ch = len(v["boundaries"])
-        lines.append(f"| {s} | {v.get('n_reruns', '–')} | {fmt(sig['distance']['noise'])} | "
-                     f"{fmt(sig['loss']['noise'])} | {gap(sig['distance'])} | {gap(sig['loss'])} | "
-                     f"{g_ok if 'G' in sig else '–'}/{n_ch} | {n_ch} | {v['distinct']} | {v['returns']} | "
+        jg = sig.get("joint", {})
+        a_, b_ = jg.get("gap", [None, None])
+        gap = ("none" if not jg.get("separable") else
+               "no step ≥ threshold" if b_ is None or not np.isfinite(b_) else f"({fmt(a_)}, {fmt(b_)})")
+        lines.append(f"| {s} | {v.get('n_reruns', '–')} ({v.get('reruns_elsewhere', 0)}) | {fmt(sig['distance']['noise'])} | "
+                     f"{fmt(sig['loss']['noise'])} | {gap} | {len(v['boundaries'])} | {v['distinct']} | {v['returns']} | "
                      f"{'clean' if v['separable'] else '**refused**'} |")
     refused = {s: v for s, v in lj.get("per_seed", {}).items() if not v["separable"]}
     for s, v in refused.items():
@@ -372,11 +377,14 @@ def section_ledges(x: _Inputs) -> list[str]:
     for s, v in list(lj.get("per_seed", {}).items())[:1]:
         ag = v.get("agreement", [])
         if ag:
-            lines += ["", f"Seed {s}, every step that a primary signal marks (z: the step in noise units):", "",
-                      "| outer step | z distance | z loss | z log G | marked by | disputed |", "|---:|---:|---:|---:|---|---|"]
+            lines += ["", f"Seed {s}, every step where a signal reaches the threshold (z: the step in noise units; "
+                          "which signals agree at each change):", "",
+                      "| outer step | z distance | z loss | z log G | at or above the threshold | trap change | disputed |",
+                      "|---:|---:|---:|---:|---|---|---|"]
             for a in ag:
                 lines.append(f"| {a['step']} | {fmt(a.get('z_distance'))} | {fmt(a.get('z_loss'))} | {fmt(a.get('z_G'))} | "
-                             f"{', '.join(a['marked_by'])} | {'**yes**' if a['disputed'] else 'no'} |")
+                             f"{', '.join(a['marked_by']) or '–'} | {'**yes**' if a.get('change') else 'no'} | "
+                             f"{'**yes**' if a['disputed'] else 'no'} |")
     lines += _budget_lines(x)
     for s in x.seeds[:3]:
         lines += ["", f"![ledge signals, seed {s}](figures/ledges_seed{s}.png)"]
@@ -482,6 +490,9 @@ def section_sensitivity(x: _Inputs) -> list[str]:
         if not read:
             lines += ["", "No row has enough complete trapping times to read a conclusion from (late against early, "
                           "or a power law)."]
+        elif len(x.seeds) < 2:
+            lines += ["", "With one seed there are no intervals, and no conclusion is read from this table: the seeds "
+                          "are the independent replicates, and one replicate allows none."]
         else:
             c = read[0]
             lines += ["", f"No conclusion flips across the rows that allow one ({len(read)} of {len(sen['rows'])}): "
@@ -514,6 +525,14 @@ def section_regime1(run: rundir.Run, x: _Inputs) -> list[str]:
         n_cons = int(tz[f"boundaries_{s}"].size) + 1
         lines.append(f"| {s} | {ps.get('distinct', '–')} | {ps.get('visits', '–')} | {n_cons} | "
                      f"{('yes' if ps['separable'] else 'no') if ps else '–'} |")
+    if ok.any():
+        acc = np.nanmedian(inn["train_acc"][ok])
+        chance = 1.0 / x.cfg["model.widths"][-1]
+        if acc < 1.5 * chance:
+            lines += ["", f"**The inner descents end at chance level**: median endpoint accuracy {acc:.3f} (chance "
+                          f"{chance:.2f}), loss {fmt(np.nanmedian(inn['train_loss'][ok]))}. The descent on G = ½‖∇L‖² "
+                          "found the flat, near-uniform-output region of the loss (where ∇L vanishes because the "
+                          "network predicts the class frequencies), not a trap near the outer path."]
     kinds = tj.get("segments_by_certificate", {})
     if kinds:
         lines += ["", "Its segments by certificate: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + "."]

@@ -384,6 +384,7 @@ def ledge_settings(cfg: dict[str, Any], factor: float = 1.0) -> dict[str, Any]:
     """The ledge rule's settings of a run (the threshold scaled by ``factor``)."""
     return {"threshold": factor * cfg["ledges.threshold"], "min_gap": cfg["ledges.min_gap"],
             "max_share": cfg["ledges.max_share"], "max_disputed": cfg["ledges.max_disputed"],
+            "max_spread": cfg["ledges.max_spread"],
             "quantile": cfg["identity.quantile"]}
 
 
