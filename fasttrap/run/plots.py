@@ -77,35 +77,46 @@ def indicators(ind: Any, boundaries: Any, stem: str | Path, title: str = "", lab
 
 
 def ledge_signals(series: dict[str, Any], result: dict[str, Any], stem: str | Path, title: str = "") -> list[Path]:
-    """The ledge rule's evidence for one window: each signal's steps in units of its rerun noise against
-    the outer step (threshold and empty interval marked, trap changes in black), and the endpoint loss
-    at each checkpoint fraction of the budget beside the final one."""
+    """The ledge rule's evidence for one window: the distance and loss steps in units of their rerun
+    noise, the joint step min(z_distance, z_loss) with the threshold and the empty interval that
+    separates within-trap from between-trap steps, and the endpoint loss at each checkpoint fraction of
+    the budget beside the final one (grey lines: the trap changes)."""
     steps = np.asarray(series["steps"])
     sig = result.get("signals", {})
     ck = series.get("checkpoints") or []
-    fig = Figure(figsize=(9, 7.5))
-    axs = fig.subplots(3, 1, sharex=True)
+    fig = Figure(figsize=(9, 9))
+    axs = fig.subplots(4, 1, sharex=True)
     thr = result.get("settings", {}).get("threshold", 3.0)
     arrays: dict[str, Any] = {"steps": steps}
-    for ax, name, label in ((axs[0], "distance", "‖θ*_(t+1) − θ*_t‖ / noise"), (axs[1], "loss", "|Δ loss| / noise")):
+    zs = {}
+    for ax, name, label, col in ((axs[0], "distance", "‖θ*_(t+1) − θ*_t‖ / noise", "C0"),
+                                 (axs[1], "loss", "|Δ loss| / noise", "C1")):
         if name not in sig:
             continue
         raw = np.asarray(series["consecutive"] if name == "distance" else np.abs(np.diff(series["loss"])), float)
         z = raw / sig[name]["noise"]
+        zs[name] = z
         arrays[f"z_{name}"] = z
-        ax.semilogy(steps[1:], np.maximum(z, 1e-3), ".", ms=4, color="C0" if name == "distance" else "C1")
+        ax.semilogy(steps[1:], np.maximum(z, 1e-3), ".", ms=4, color=col)
         ax.axhline(thr, color="C3", lw=0.8, ls="--", label=f"threshold {thr:g}")
-        a, b = sig[name].get("gap", [None, None])
-        if sig[name].get("separable") and a is not None and b is not None and np.isfinite(b):
-            ax.axhspan(max(a, 1e-3), b, color="C2", alpha=0.12, label="empty interval")
         ax.set_ylabel(label, fontsize=8)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")
+    if len(zs) == 2:
+        joint = np.fmin(zs["distance"], zs["loss"])
+        arrays["z_joint"] = joint
+        axs[2].semilogy(steps[1:], np.maximum(joint, 1e-3), ".", ms=4, color="C2")
+        axs[2].axhline(thr, color="C3", lw=0.8, ls="--", label=f"threshold {thr:g}")
+        a, b = sig.get("joint", {}).get("gap", [None, None])
+        if sig.get("joint", {}).get("separable") and a is not None and b is not None and np.isfinite(b):
+            axs[2].axhspan(max(a, 1e-3), b, color="C2", alpha=0.15, label="empty interval")
+        axs[2].set_ylabel("joint: min of the two", fontsize=8)
+        axs[2].legend(fontsize=7, loc="lower right")
     for c in ck:
-        axs[2].plot(steps, c["loss"], ".-", ms=2, lw=0.6, alpha=0.8, label=f"budget {c['fraction']:g}")
-    axs[2].plot(steps, series["loss"], ".-", ms=3, lw=0.9, color="k", label="budget 1")
-    axs[2].set_ylabel("endpoint loss")
-    axs[2].set_xlabel("outer step")
-    axs[2].legend(fontsize=7, ncol=4, loc="upper right")
+        axs[3].plot(steps, c["loss"], ".-", ms=2, lw=0.6, alpha=0.8, label=f"budget {c['fraction']:g}")
+    axs[3].plot(steps, series["loss"], ".-", ms=3, lw=0.9, color="k", label="budget 1")
+    axs[3].set_ylabel("endpoint loss")
+    axs[3].set_xlabel("outer step")
+    axs[3].legend(fontsize=7, ncol=5, loc="upper right")
     for ax in axs:
         _vlines(ax, result.get("boundary_steps", []), color="k", lw=0.5, alpha=0.35)
     axs[0].set_title(title or "ledge rule")
