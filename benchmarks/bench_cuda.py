@@ -112,7 +112,7 @@ def test_grad_G_cuda(benchmark, recorder, impl, K):
         first = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - e.g. torch.compile failing on a transform
         recorder.add("cuda_grad_G", _module=__name__, impl=impl, K=K, error=f"{type(exc).__name__}: {exc}"[:200])
-        pytest.skip(f"{impl} unavailable: {exc}")
+        pytest.skip(f"{impl} unavailable: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}")
     err, med, kinks = agreement(out.detach().double().cpu().numpy(), ref.cpu().numpy())
     tol = 3e-2 if impl.endswith("tf32") else 1e-5
     assert med < tol and kinks <= (K if impl.endswith("tf32") else max(1, K // 100)), \

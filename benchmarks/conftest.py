@@ -87,7 +87,7 @@ def machine() -> dict[str, object]:
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _recorder.rows:
+    if not _recorder.rows or not _WRITE["on"]:
         return
     RESULTS.mkdir(exist_ok=True)
     for suite, rows in _recorder.rows.items():

@@ -34,5 +34,10 @@ def execute(run: Run, progress: bool | None = None) -> str:
         be = resolve_module_backend(cfg["run.backend"])
         run.manifest["backend_resolved"] = "torch (GPU)" if be == "cuda" else "torch (CPU)"
     run.manifest["analysis"] = cfg.get("analysis", "traps")
+    if run.manifest.get("finished"):
+        from .rundir import log
+
+        log(f"{run.dir} had finished ({run.manifest['finished']}); what is on disk is kept, and the cheap stages that "
+            "always run (traps, statistics, report and figures) are recomputed from it: no descent is run again")
     run.save_manifest()
     return _analyses()[cfg.get("analysis", "traps")](run, progress)
