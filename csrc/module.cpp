@@ -419,7 +419,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("X"), py::arg("y"), py::arg("lr"), py::arg("batch_size"), py::arg("steps"),
       py::arg("shared"), py::arg("streams"), py::arg("drop_last"), py::arg("full_batch"),
       py::arg("eval_block"), py::arg("G_tol"), py::arg("growth"), py::arg("record_every"),
-      py::arg("progress"), py::arg("snap_steps") = py::array_t<int64_t>(0), py::arg("threads") = 1,
+      py::arg("progress"), py::arg("snap_steps") = py::array_t<int64_t>(std::vector<py::ssize_t>{0}), py::arg("threads") = 1,
       py::arg("chunk") = 4);
 
   m.def(

@@ -323,5 +323,6 @@ def descent_loop(mlp: Any, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, lr:
         return _twin("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)
     if backend == "cuda":
         return _cuda("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)
+    settings.setdefault("snap_steps", np.zeros(0, np.int64))     # no checkpoints
     return _loader.core.descent_loop(*mlp.codes, theta0, X, y, lr, progress=progress,
                                      threads=_backend.get_num_threads(), chunk=_backend.get_chunk(), **settings)
