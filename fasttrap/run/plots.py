@@ -320,7 +320,7 @@ def certificates(steps: Any, cert: dict[str, Any], boundary_steps: Any, stem: st
     outer path, coloured by kind, with the trap boundaries."""
     steps = np.asarray(steps)
     kind = np.asarray(cert["kind"]).astype(str)
-    fig = Figure(figsize=(9, 7.5))
+    fig = Figure(figsize=(9, 7.5), layout="constrained")
     axs = fig.subplots(3, 1, sharex=True)
     for k, c in KIND_COLOURS.items():
         m = kind == k
@@ -332,7 +332,14 @@ def certificates(steps: Any, cert: dict[str, Any], boundary_steps: Any, stem: st
         axs[2].plot(steps[m], cert["index"][m], "s", ms=4, color=c)
     axs[0].axhline(grad_tol, color="k", ls="--", lw=0.7, label=f"critical: ‖∇L‖² < {grad_tol:g}")
     axs[0].set_ylabel("‖∇L‖² at θ*")
-    axs[0].legend(fontsize=7, loc="upper right")
+    g = np.asarray(cert["grad_sq"], dtype=np.float64)
+    g = g[np.isfinite(g) & (g > 0)]
+    if g.size:                                   # room above the highest point for the legend
+        axs[0].set_ylim(min(grad_tol, g.min()) / 10, g.max() * 1e3)
+    lam = np.concatenate([np.asarray(cert["lambda_min"], float), np.asarray(cert["lambda_max"], float)])
+    lam = lam[np.isfinite(lam)]
+    if lam.size:                                 # the markers stay inside the frame
+        axs[1].set_ylim(min(lam.min() * 2, -1e-3), max(lam.max() * 2, 1e-3))
     axs[1].set_yscale("symlog", linthresh=1e-3)
     axs[1].axhline(0, color="k", lw=0.5)
     axs[1].set_ylabel("λ_min (▼), λ_max (▲)")
@@ -340,7 +347,8 @@ def certificates(steps: Any, cert: dict[str, Any], boundary_steps: Any, stem: st
     axs[2].set_xlabel("outer step")
     bx = np.asarray(boundary_steps)
     for ax in axs:
-        _vlines(ax, bx, color="k", lw=0.5, alpha=0.3)
+        _vlines(ax, bx, color="k", lw=0.5, alpha=0.3, label="trap change")
+    axs[0].legend(fontsize=7, loc="upper left", ncol=3)
     axs[0].set_title(title or "what the endpoints are")
     return save_figure(fig, stem, {"steps": steps, "kind": kind, "grad_sq": cert["grad_sq"],
                                    "lambda_min": cert["lambda_min"], "lambda_max": cert["lambda_max"],
