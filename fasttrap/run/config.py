@@ -648,8 +648,10 @@ def regime1_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The settings of the regime-1 companion run (``<run>/regime1``): the same protocol on the first
     ``regime1.seeds`` seeds and the window ``regime1.start``–``regime1.stop``."""
     sub = dict(cfg)
+    # the early/late split of the main window means nothing in regime 1: split regime 1 at its middle
     sub.update({"outer.seeds": cfg["regime1.seeds"], "window.start": cfg["regime1.start"],
                 "window.stop": cfg["regime1.stop"], "regime1.seeds": 0,
+                "traps.split": (cfg["regime1.start"] + cfg["regime1.stop"] + 1) // 2,
                 "profile": f"{cfg.get('profile', '?')} (regime 1)"})
     sub["inner.lr"] = list(cfg["inner.lr"])
     validate(sub)

@@ -424,12 +424,14 @@ def test_profiles_and_precedence(tmp_path):
     assert t["outer.lr"] == 0.1 and t["outer.batch_size"] == 128 and t["traps.rule"] == "ledge"
     r1 = config.regime1_config(t)
     assert (r1["outer.seeds"], r1["window.start"], r1["window.stop"], r1["regime1.seeds"]) == (3, 1, 50, 0)
-    # quick is a miniature of the same protocol: only sizes differ
-    same = ("data.normalize", "window.start", "window.stop", "regime1.start", "regime1.stop", "inner.lr",
-            "inner.regime_split", "inner.batch_size", "inner.batches", "traps.split", "traps.rule", "outer.lr",
-            "outer.batch_size", "outer.steps", "model.widths", "sensitivity.enabled")
+    assert r1["traps.split"] == 26                 # regime 1 is split at its own middle, not at step 80
+    # quick is a miniature of the same protocol: the same outer path and inner descent, a shorter
+    # stretch of regime 2 at the smallest budget that agrees with 100 epochs, no regime 1
+    same = ("data.normalize", "inner.lr", "inner.regime_split", "inner.batch_size", "inner.batches", "traps.rule",
+            "outer.lr", "outer.batch_size", "model.widths", "sensitivity.enabled", "sensitivity.every")
     assert {k: q[k] for k in same} == {k: t[k] for k in same}
-    assert q["outer.seeds"] < t["outer.seeds"] and q["inner.epochs"] < t["inner.epochs"] and q["regime1.seeds"] >= 1
+    assert t["window.start"] <= q["window.start"] < q["window.stop"] <= t["window.stop"] and q["window.every"] == 1
+    assert q["outer.seeds"] == 1 and q["inner.epochs"] == 25 and q["regime1.seeds"] == 0
     # the standardised variant is kept under its own name and differs in the inputs only
     ts = config.resolve("thesis-standardized")
     assert ts["data.normalize"] == "default"

@@ -557,7 +557,7 @@ def section_power_law(x: _Inputs) -> list[str]:
     for g in ("all", "early", "late"):
         v = x.fits.get(g, {})
         if "skipped" in v:
-            lines.append(f"| {g} | – | – | – | – | – | – | – | – | – | {v['skipped']} |")
+            lines.append(f"| {g} | not fitted: {v['skipped']} | – | – | – | – | – | – | – | – | – |")
             continue
         c = v["comparisons"]
         cmp = " | ".join(f"{fmt(c[a]['R'])} ({fmt(c[a]['p'], 2)})" for a in ("exponential", "lognormal", "truncated_power_law"))
