@@ -265,7 +265,9 @@ def checkpoint_series(run: Run) -> dict[str, np.ndarray] | None:
     parts = [store.read_npz(inner_dir(run) / f"block_{b:04d}.npz") for b in range(len(blocks(n, block_size(run.cfg, n))))]
     if not parts or "ckpt_steps" not in parts[0] or not parts[0]["ckpt_steps"].size:
         return None
-    out = {"steps": parts[0]["ckpt_steps"], "fraction": np.asarray(run.cfg["inner.checkpoints"], np.float64),
+    frac = (parts[0]["ckpt_fraction"] if "ckpt_fraction" in parts[0]          # blocks of older versions:
+            else np.asarray(run.cfg["inner.checkpoints"], np.float64))        # one step per fraction
+    out = {"steps": parts[0]["ckpt_steps"], "fraction": np.round(np.asarray(frac, np.float64), 4),
            "loss": np.concatenate([p["ckpt_loss"] for p in parts], axis=1),
            "G": np.concatenate([p["ckpt_G"] for p in parts], axis=1)}
     cons = []

@@ -174,7 +174,10 @@ def _checkpoint_arrays(run: Run, variant: str, pts: np.ndarray, res: Any) -> dic
     ``ckpt_dist_main`` [J, n], each rerun checkpoint's distance to the main run's.
     """
     th = np.asarray(res.checkpoint_theta)                       # [J, n, P]
-    out = {"ckpt_steps": res.checkpoint_steps, "ckpt_loss": res.checkpoint_loss, "ckpt_G": res.checkpoint_G}
+    n_steps = int(res.settings["steps"])
+    # the fractions actually reached (a short descent rounds several fractions onto one step)
+    out = {"ckpt_steps": res.checkpoint_steps, "ckpt_fraction": res.checkpoint_steps / max(n_steps, 1),
+           "ckpt_loss": res.checkpoint_loss, "ckpt_G": res.checkpoint_G}
     if variant == "main":
         d = th[:, 1:].astype(np.float64) - th[:, :-1].astype(np.float64)
         out["ckpt_next"] = np.sqrt((d * d).sum(-1)) if th.shape[1] > 1 else np.zeros((th.shape[0], 0))
@@ -561,9 +564,8 @@ def stage_sensitivity(run: Run) -> None:
         for f in (1.0, 0.5, 2.0):
             rows.append(sensitivity.row(f"ledge rule, threshold {f * th:g} noise units", segments(run, "ledge", factor=f),
                                         split, change="threshold", factor=f, **kw))
-        for fr in cfg["inner.checkpoints"]:
-            if not (run.dir / "ledges.npz").exists() or not _has_checkpoints(run):
-                break
+        ser = next((x for s in run.seeds if (x := rundir.ledge_series(run, s)) is not None), None)
+        for fr in ([c["fraction"] for c in ser["checkpoints"]] if ser else []):
             rows.append(sensitivity.row(f"budget {fr:g} ({fr * cfg['inner.epochs']:g} epochs)",
                                         segments(run, "ledge", fraction=fr), split, change="budget", fraction=fr, **kw))
         store.write_json(run.dir / "sensitivity.json", {"rule": rule, "split_step": cfg["traps.split"], "rows": rows,
@@ -587,11 +589,6 @@ def stage_sensitivity(run: Run) -> None:
     store.write_json(run.dir / "sensitivity.json", {"rule": rule, "split_step": cfg["traps.split"], "rows": rows,
                                                    "flips": sensitivity.flips(rows)})
     run.stage_done("sensitivity", time.perf_counter() - t0)
-
-
-def _has_checkpoints(run: Run) -> bool:
-    with np.load(run.dir / "ledges.npz", allow_pickle=False) as z:
-        return any(k.endswith("ckpt0_fraction") for k in z.keys())
 
 
 def stage_regime1(run: Run, progress: bool | None) -> None:
