@@ -21,9 +21,10 @@ rule with a refusal:
   change stands clear of the noise) and b/a ≥ ``min_gap`` (1.5); the lowest such interval is taken
   and the steps above it are the trap changes. A drift whose steps straddle the threshold fills every
   interval and is refused; so is a window where more than ``max_share`` of the steps change;
-* **drift inside a trap:** within a trap the endpoint loss must move less in all than it jumps at
-  the smallest change (with no change, less than ``max_spread`` noise units); a window that drifts
-  slowly, below the threshold at every step, is refused by this, not taken for one trap;
+* **drift inside a trap:** every trap's total drift of the endpoint loss (in noise units) is
+  reported beside its length: a long trap of the late phase drifts slowly along its ledge. A window
+  with no change at all whose loss drifts by more than ``max_spread`` noise units is refused: a slow
+  drift whose every step stays below the threshold is not one trap;
 * **agreement:** a step where one primary signal moves as much as it does at the changes while the
   other does not is *disputed* (a jump of the weights at a constant loss, or the reverse); more than
   ``max_disputed`` of them refuses. The report lists every step a signal marks, with the z of each
@@ -118,6 +119,7 @@ class LedgeTraps:
     series: dict[str, Any] | None = None
     spread: dict[str, Any] | None = None
     reruns_elsewhere: int = 0
+    drift: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -142,7 +144,7 @@ class LedgeTraps:
                 "distinct": self.n_distinct, "visits": self.n_visits, "returns": self.n_returns,
                 "signals": {k: v.to_dict() for k, v in self.signals.items()}, "agreement": self.agreement,
                 "budget": self.budget, "settings": self.settings, "spread": self.spread,
-                "reruns_elsewhere": self.reruns_elsewhere}
+                "reruns_elsewhere": self.reruns_elsewhere, "drift": self.drift}
 
 
 def noise_unit(differences: Any, quantile: float = 0.9, name: str = "differences") -> float:
@@ -320,24 +322,19 @@ def ledges(steps: Any, consecutive: Any, loss: Any, noise: dict[str, Any], *, G:
         why.append(f"the distance and the loss disagree: {int(disputed.sum())} step(s) where one of them moves as much "
                    f"as at the {n_ch} change(s) and the other does not (> {max_disputed:.0%} allowed)")
     b = np.flatnonzero(both) + 1 if not why else np.zeros(0, np.int64)
+    drift = []
     if not why:
-        # within a trap the endpoint loss moves less in all than it jumps at a change (no change: less
-        # than max_spread noise units); a segment that spans more is a drift cut into pieces
-        lz = np.nan_to_num(sig["loss"].z, nan=-np.inf)
-        limit = float(np.min(lz[both])) if both.any() else max_spread
+        # how far each trap's endpoints drift in all (loss range, in loss-noise units): reported; with no
+        # change at all, a window that drifts by more than max_spread is refused (a slow drift whose
+        # every step stays below the threshold is not one trap)
         edges = np.r_[0, b, T]
-        for a, e in zip(edges[:-1], edges[1:]):
-            ok = np.flatnonzero(valid[a:e]) + a
-            if ok.size > 1:
-                rng_ = (np.nanmax(ls[ok]) - np.nanmin(ls[ok])) / sig["loss"].noise
-                if rng_ > limit:
-                    why.append(f"the endpoint loss drifts by {rng_:.1f} noise units within outer steps "
-                               f"{_num(st[a])}–{_num(st[e - 1])}, more than "
-                               + (f"its smallest jump at a change ({limit:.1f})" if both.any() else
-                                  f"max_spread ({max_spread:g}) with no change: a drift, not a trap"))
-                    break
-        if why:
-            b = np.zeros(0, np.int64)
+        for a_, e_ in zip(edges[:-1], edges[1:]):
+            ok = np.flatnonzero(valid[a_:e_]) + a_
+            rng_ = float((np.nanmax(ls[ok]) - np.nanmin(ls[ok])) / sig["loss"].noise) if ok.size > 1 else 0.0
+            drift.append({"from": _num(st[a_]), "to": _num(st[e_ - 1]), "loss_drift": rng_})
+        if not b.size and drift and drift[0]["loss_drift"] > max_spread:
+            why.append(f"no trap change, but the endpoint loss drifts by {drift[0]['loss_drift']:.1f} noise units "
+                       f"over the window (> max_spread {max_spread:g}): a slow drift, not one trap")
     if not why and not b.size:
         # one trap spans the window: say how far its endpoints spread, so a slow drift shows
         ok = np.flatnonzero(valid)
@@ -358,7 +355,8 @@ def ledges(steps: Any, consecutive: Any, loss: Any, noise: dict[str, Any], *, G:
                     max_spread=max_spread, quantile=quantile)
     return LedgeTraps(boundaries=b, boundary_steps=st[b], segments=seg, visit_trap=trap, n_distinct=len(seen),
                       n_visits=int((~seg.flagged).sum()), n_returns=returns, separable=not why, why=why, signals=sig,
-                      agreement=agreement, settings=settings, spread=spread, reruns_elsewhere=elsewhere)
+                      agreement=agreement, settings=settings, spread=spread, reruns_elsewhere=elsewhere,
+                      drift=drift)
 
 
 def _visit_traps(seg: Segments, loss: np.ndarray, pairwise: Any, sig: dict[str, Signal], threshold: float,

@@ -109,7 +109,7 @@ SCHEMA: dict[str, Setting] = {
     "ledges.max_share": S("float", 0.5, "refuse when more than this share of the steps are trap changes (every step moves)",
                           min=0, max=1),
     "ledges.max_spread": S("float", 10.0, "a window with no trap change is one trap only if its endpoint loss spans at most "
-                           "this many noise units (with changes, each trap must span less than its smallest jump)",
+                           "this many noise units (each trap's drift is reported)",
                            min=0),
     "ledges.max_disputed": S("float", 0.1, "refuse when more than this share of the trap changes are seen by only one of "
                              "the distance and the loss", min=0, max=1),

@@ -353,23 +353,25 @@ def section_ledges(x: _Inputs) -> list[str]:
              "evidence is the smaller of its two z (steps in noise units); the steps separate when they leave an empty "
              f"interval (a, b) with b ≥ {st.get('threshold', 3):g} and b/a ≥ {st.get('min_gap', 1.5):g}, and the steps "
              "above it are the trap changes. Refused: no such interval (a drift), more than "
-             f"{100 * st.get('max_share', 0.5):.0f}% of the steps changing, a trap whose endpoint loss drifts more than "
-             "it jumps at the smallest change, or steps where one signal moves as much as at the changes and the other "
-             "not (`fasttrap.analysis.ledges`; the same function as `fasttrap.traps_from_endpoints`).", "",
-             "| seed | reruns (elsewhere) | distance noise | loss noise | empty interval (a, b) | changes | traps | returns | verdict |",
-             "|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+             f"{100 * st.get('max_share', 0.5):.0f}% of the steps changing, an endpoint loss that drifts by more than "
+             "max_spread noise units with no change at all, or steps where one signal moves as much as at the changes "
+             "and the other not; each trap's drift of the endpoint loss is shown, in loss-noise units (`fasttrap.analysis.ledges`; the same function as `fasttrap.traps_from_endpoints`).", "",
+             "| seed | reruns (elsewhere) | distance noise | loss noise | empty interval (a, b) | changes | traps | returns | loss drift within a trap, median (max) | verdict |",
+             "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for s, v in lj.get("per_seed", {}).items():
         sig = v.get("signals", {})
         if not sig:
-            lines.append(f"| {s} | 0 | – | – | – | – | – | – | {v['verdict']} |")
+            lines.append(f"| {s} | 0 | – | – | – | – | – | – | – | {v['verdict']} |")
             continue
+        dr = [d["loss_drift"] for d in v.get("drift", [])]
+        drift = f"{fmt(np.median(dr))} ({fmt(max(dr))})" if dr else "–"
         jg = sig.get("joint", {})
         a_, b_ = jg.get("gap", [None, None])
         gap = ("none" if not jg.get("separable") else
                "no step ≥ threshold" if b_ is None or not np.isfinite(b_) else f"({fmt(a_)}, {fmt(b_)})")
         lines.append(f"| {s} | {v.get('n_reruns', '–')} ({v.get('reruns_elsewhere', 0)}) | {fmt(sig['distance']['noise'])} | "
                      f"{fmt(sig['loss']['noise'])} | {gap} | {len(v['boundaries'])} | {v['distinct']} | {v['returns']} | "
-                     f"{'clean' if v['separable'] else '**refused**'} |")
+                     f"{drift} | {'clean' if v['separable'] else '**refused**'} |")
     refused = {s: v for s, v in lj.get("per_seed", {}).items() if not v["separable"]}
     for s, v in refused.items():
         lines += ["", f"Seed {s} refused: " + "; ".join(v["why"]) + "."]
@@ -463,8 +465,12 @@ def section_sensitivity(x: _Inputs) -> list[str]:
     lines = ["", "## Sensitivity", "",
              f"Each row recomputes the statistics after one change. Intervals: 95% expanded percentile bootstrap over seeds "
              f"({x.cfg['sensitivity.seed_bootstrap']} resamples; none with one seed). Early/late: trap start before/after "
-             f"outer step {sen['split_step']}. The reruns (other batch seed, half budget) are real inner descents, "
-             "stored in `inner_seed/` and `inner_half/`." + (" **Not findings: the trapping times are not clean.**"
+             f"outer step {sen['split_step']}. "
+             + ("The threshold rows rerun the ledge rule at half and twice the threshold; the budget rows run it on the "
+                "endpoints the main descents kept at those fractions of the budget (their reruns' checkpoints as noise)."
+                if sen.get("rule") == "ledge" else
+                "The reruns (other batch seed, half budget) are real inner descents, stored in `inner_seed/` and "
+                "`inner_half/`.") + (" **Not findings: the trapping times are not clean.**"
                                                               if x.refused else ""), "",
              "| change | seeds | n | mean | variance | median | early mean | late mean | late/early | α | p | power law |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
