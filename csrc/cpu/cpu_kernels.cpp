@@ -142,87 +142,33 @@ void evaluate(const Net& net, int64_t K, const T* theta, const T* X, const int64
   const Params<T> P = Params<T>::flat(net, const_cast<T*>(theta));
   const int n0 = net.n[0];
   const int64_t nblk = (N + block - 1) / block;
-  if (K >= o.threads || nblk < 2) {
-    // Models in parallel; each walks the data blocks and accumulates into its own rows.
-    const Params<T> Gp = grad ? Params<T>::flat(net, grad) : Params<T>();
-    for_chunks(K, o.threads, [&](int64_t k) {
-      Work<T>& w = thread_work<T>();
-      double ls = 0;
-      int64_t hits = 0;
-      for (int64_t bi = 0; bi < nblk; ++bi) {
-        const int64_t r0 = bi * block;
-        Chunk<T> ch;
-        ch.c = 1;
-        ch.k0 = k;
-        ch.B = int(std::min<int64_t>(block, N - r0));
-        ch.norm = double(N);
-        ch.shared = true;
-        ch.X[0] = X + r0 * n0;
-        ch.y[0] = y + r0;
-        w.ensure(net, 1, ch.B, false, false);
-        forward(net, P, ch, w, &ls, &hits);
-        if (grad || sample_sq) backward(net, P, ch, w, grad ? &Gp : nullptr, k, bi == 0 ? T(0) : T(1), false);
-        if (sample_sq) sample_grad_sq(net, ch, w, sample_sq + k * N + r0);
-      }
-      loss[k] = T(ls);
-      acc[k] = T(double(hits) / double(N));
-    });
-    return;
-  }
-  // Few models, many threads: split the data blocks, with per-thread accumulators.
-  const int nt = o.threads;
-  std::vector<std::vector<T>> gacc(grad ? nt : 0);
-  std::vector<double> lacc(size_t(nt) * K, 0.0);
-  std::vector<int64_t> hacc(size_t(nt) * K, 0);
-  ErrorBox box;
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num();
-    try {
-      if (grad) gacc[t].assign(size_t(K) * net.P, T(0));
-      const Params<T> Gp = grad ? Params<T>::flat(net, gacc[t].data()) : Params<T>();
-      Work<T>& w = thread_work<T>();
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t bi = 0; bi < nblk; ++bi) {
-        const int64_t r0 = bi * block;
-        for (int64_t k = 0; k < K; ++k) {
-          Chunk<T> ch;
-          ch.c = 1;
-          ch.k0 = k;
-          ch.B = int(std::min<int64_t>(block, N - r0));
-          ch.norm = double(N);
-          ch.shared = true;
-          ch.X[0] = X + r0 * n0;
-          ch.y[0] = y + r0;
-          w.ensure(net, 1, ch.B, false, false);
-          forward(net, P, ch, w, &lacc[size_t(t) * K + k], &hacc[size_t(t) * K + k]);
-          if (grad || sample_sq) backward(net, P, ch, w, grad ? &Gp : nullptr, k, T(1), false);
-          if (sample_sq) sample_grad_sq(net, ch, w, sample_sq + k * N + r0);
-        }
-      }
-    } catch (...) {
-      box.capture();
-    }
-  }
-  box.rethrow();
-  for (int64_t k = 0; k < K; ++k) {
+  // Models in parallel; each walks the data blocks in order and accumulates into its own rows.
+  // Always this way, even for fewer models than threads: splitting the blocks of one model across
+  // threads made the sums depend on the thread count and the schedule, so a Dask worker with one
+  // thread wrote other bytes than a local run with two (bench_dask, a block of one model).
+  const Params<T> Gp = grad ? Params<T>::flat(net, grad) : Params<T>();
+  for_chunks(K, o.threads, [&](int64_t k) {
+    Work<T>& w = thread_work<T>();
     double ls = 0;
     int64_t hits = 0;
-    for (int t = 0; t < nt; ++t) {
-      ls += lacc[size_t(t) * K + k];
-      hits += hacc[size_t(t) * K + k];
+    for (int64_t bi = 0; bi < nblk; ++bi) {
+      const int64_t r0 = bi * block;
+      Chunk<T> ch;
+      ch.c = 1;
+      ch.k0 = k;
+      ch.B = int(std::min<int64_t>(block, N - r0));
+      ch.norm = double(N);
+      ch.shared = true;
+      ch.X[0] = X + r0 * n0;
+      ch.y[0] = y + r0;
+      w.ensure(net, 1, ch.B, false, false);
+      forward(net, P, ch, w, &ls, &hits);
+      if (grad || sample_sq) backward(net, P, ch, w, grad ? &Gp : nullptr, k, bi == 0 ? T(0) : T(1), false);
+      if (sample_sq) sample_grad_sq(net, ch, w, sample_sq + k * N + r0);
     }
     loss[k] = T(ls);
     acc[k] = T(double(hits) / double(N));
-  }
-  if (grad) {
-    const int64_t n = K * net.P;
-    for (int64_t q = 0; q < n; ++q) {
-      T s = T(0);
-      for (int t = 0; t < nt; ++t) s += gacc[t][q];
-      grad[q] = s;
-    }
-  }
+  });
 }
 
 #define FT_INSTANTIATE(T)                                                                      \
