@@ -10,26 +10,34 @@ Gradient-norm minimisation, which is exactly the inner descent on G = ½‖∇L�
   with full reorthogonalisation on the compiled HVP (:mod:`fasttrap.linalg.lanczos`), from a fixed
   start vector; ``lambda_min_residual`` is the residual ‖Hu − λu‖ of the λ_min Ritz pair, so an
   unconverged estimate shows;
-* ``index``: the number of eigenvalues below −ε·λ_max, counted as Ritz values below it (a lower
-  bound by Cauchy interlacing, exact when Lanczos spans the whole space; while the count reaches k,
-  k doubles and Lanczos runs 3k steps, up to ``k_max``; ``index_lower_bound`` says which), and
-  ``negative_fraction``, the share of the spectrum below −ε·λ_max from stochastic Lanczos
-  quadrature;
+* ``index``: the number of eigenvalues **proven negative**: Ritz values below −τ, where τ is the
+  solver's own error bound (:func:`fasttrap.linalg.lanczos.rounding_bound`: the asymmetry of the
+  computed projection VᵀHV, which measures the rounding the products carried, times ``safety``).
+  Cauchy interlacing and Weyl's inequality make that count a lower bound on the true index
+  whether Lanczos converged or not (:func:`fasttrap.linalg.lanczos.signs` gives the argument);
+  it is exact only when Lanczos spans the whole space (P steps). While the count reaches k, k
+  doubles and Lanczos runs 3k steps, up to ``k_max``; ``index_lower_bound`` says which;
+* ``undecided``: Ritz values whose residual interval, widened by τ, reaches zero: eigenvalues the
+  solver cannot sign. A single start vector sees each distinct eigenvalue once, so this counts
+  distinct near-zero values the run resolved, not their multiplicity;
+* ``negative_fraction``, the share of the spectrum proven below zero (SLQ nodes below −τ);
 * ``gf_residual`` r = ‖Hp + g‖/‖g‖ for the MINRES solution p of H p = −g: 0 when g lies in the
   range of H, 1 when g lies in its kernel. Following Frye et al. (2021), r ≥ 0.9 marks a
   gradient-flat point;
-* ``kind``, by the rule:
+* ``kind``, by the rule (:func:`fasttrap.analysis.kinds.classify`):
 
   1. ‖∇L‖² < ``grad_tol`` (default 1e-10, the tolerance of the critical-point literature): a
-     critical point — ``"minimum"`` if its index is 0 and no SLQ mass lies below −ε·λ_max, else
-     ``"saddle"``;
+     critical point — ``"saddle"`` if an eigenvalue is proven negative, ``"minimum"`` if none is
+     and none is undecided, ``"degenerate_minimum"`` if none is negative but some are too close
+     to zero to sign (flat directions: linear and ReLU nets have many);
   2. otherwise ``"gradient_flat"`` if r ≥ ``gf_cut`` (default 0.9, Frye et al.);
   3. otherwise ``"not_converged"``: the descent stopped where its budget ran out.
 
-ε (default 1e-4) separates negative curvature from the numerically-zero bulk that every trained
-network's Hessian has: in float64 full-batch products the near-zero eigenvalues of the reference
-net scatter at a few 1e-7·λ_max either side of 0, so a curvature must reach 10⁻⁴ of the largest to
-count. Every threshold is an argument; the raw λ_min is always returned beside the verdict.
+Why not a fixed fraction of λ_max (``eps``, the rule of runs made before this one, kept only so
+that they resume with the rule they were made with): a float64 Lanczos resolves a curvature of
+1e-6·λ_max with ease, and on a linear network two saddles with λ_min = −3e-2 and λ_max ≈ 400 and
+1,200 were called minima under ε = 1e-4. Every threshold is an argument; the raw λ_min and τ are
+always returned beside the verdict.
 
 Cost: all of it is HVPs (Lanczos steps + SLQ probes × steps + MINRES steps + 1, each a pass over
 the rows), batched over the K endpoints: one compiled call per step for all of them.
@@ -46,9 +54,8 @@ from ..model.mlp import MLP
 from ..ops import resolve_for
 from ..ops.validate import check_dataset, check_float, check_int, check_model, check_theta
 from ..linalg.hessian import full_batch_gradient, full_batch_hvp
-from ..linalg.lanczos import lanczos, minres, ritz, slq
-from .kinds import KINDS, classify
-
+from ..linalg.lanczos import damped_solve, lanczos, minres, ritz, rounding_bound, signs, slq
+from .kinds import CRITICAL_KINDS, KINDS, classify
 
 
 @dataclass
@@ -60,10 +67,16 @@ class Certificate:
         loss: the full-batch loss.
         lambda_min, lambda_max: extreme Hessian eigenvalues (Lanczos).
         lambda_min_residual: ‖H u − λ_min u‖ of the Ritz pair (small: converged).
-        index: eigenvalues below −eps·λ_max: Ritz values below it, a lower bound by interlacing.
+        index: eigenvalues proven negative (Ritz values below −tau), a lower bound by interlacing.
         index_lower_bound: True where the index is only a lower bound (Lanczos did not span the
             whole space); False where it is exact.
-        negative_fraction: SLQ estimate of the share of eigenvalues below −eps·λ_max.
+        undecided: Ritz values too close to zero to sign (0 under the old ``eps`` rule).
+        tau: the error bound τ the signs were taken with: the rounding bound of the Lanczos run,
+            plus ``shift`` at critical points (NaN under the ``eps`` rule).
+        shift: at critical points, ‖H(θ + p) − H(θ)‖₂ for the Newton correction p (how far the
+            spectrum can move between the endpoint and the critical point it approximates); 0
+            elsewhere, NaN under the ``eps`` rule.
+        negative_fraction: SLQ estimate of the share of eigenvalues proven negative.
         gf_residual: ‖H p + g‖ / ‖g‖ for the MINRES solution of H p = −g (0 where g = 0).
         kind: one of :data:`KINDS`.
         settings: the thresholds and sizes used.
@@ -80,6 +93,9 @@ class Certificate:
     negative_fraction: np.ndarray
     gf_residual: np.ndarray
     kind: np.ndarray
+    undecided: np.ndarray
+    tau: np.ndarray
+    shift: np.ndarray
     settings: dict[str, Any] = field(default_factory=dict)
     hvps: int = 0
 
@@ -88,18 +104,22 @@ class Certificate:
         return {k: int((self.kind == k).sum()) for k in KINDS}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The [K] arrays, for storage."""
-        return {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
+        """The [K] arrays, for storage (under the old ``eps`` rule without ``undecided`` and ``tau``,
+        which it does not compute, so that a run made with it keeps one set of fields)."""
+        old = self.settings.get("eps") is not None
+        return {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)
+                and not (old and k in ("undecided", "tau", "shift"))}
 
 
 def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_cut: Any, k: Any, k_max: Any,
              lanczos_steps: Any, slq_probes: Any, slq_steps: Any, minres_tol: Any, minres_iters: Any, block: Any,
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+             safety: Any = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     check_model(mlp)
     th = check_theta(mlp, theta).astype(np.float64)
     Xa, ya = check_dataset(mlp, X, y, np.float64)
     P = mlp.n_params
-    s = dict(grad_tol=check_float(grad_tol, "grad_tol", lo=0), eps=check_float(eps, "eps", lo=0),
+    s = dict(grad_tol=check_float(grad_tol, "grad_tol", lo=0), eps=None if eps is None else check_float(eps, "eps", lo=0),
+             safety=check_float(safety, "safety", lo=1),
              gf_cut=check_float(gf_cut, "gf_cut", lo=0), k=check_int(k, "k", lo=1, hi=P),
              lanczos_steps=check_int(lanczos_steps, "lanczos_steps", lo=1), slq_probes=check_int(slq_probes, "slq_probes", lo=0),
              slq_steps=check_int(slq_steps, "slq_steps", lo=1), minres_tol=check_float(minres_tol, "minres_tol", lo=0),
@@ -110,10 +130,10 @@ def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_c
     return th, Xa, ya, s
 
 
-def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, eps: float = 1e-4,
-            gf_cut: float = 0.9, k: int = 8, k_max: int | None = None, lanczos_steps: int = 80,
-            slq_probes: int = 2, slq_steps: int = 30, minres_tol: float = 1e-10, minres_iters: int = 100,
-            block: int = 8192, seed: int = 0, backend: str = "auto") -> Certificate:
+def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, safety: float = 10.0,
+            eps: float | None = None, gf_cut: float = 0.9, k: int = 8, k_max: int | None = None,
+            lanczos_steps: int = 80, slq_probes: int = 2, slq_steps: int = 30, minres_tol: float = 1e-10,
+            minres_iters: int = 100, block: int = 8192, seed: int = 0, backend: str = "auto") -> Certificate:
     """Certify K endpoints: critical point (minimum or saddle), gradient-flat point, or not converged.
 
     Args:
@@ -122,7 +142,11 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
         X: [N, n0] the rows of the full-batch loss (all of them, or a documented subset).
         y: [N] labels.
         grad_tol: ‖∇L‖² below which an endpoint is a critical point (default 1e-10).
-        eps: eigenvalues below −eps·λ_max count as negative (default 1e-4; see the module notes).
+        safety: the factor on the measured rounding of the products in τ (default 10, ≥ 1; see
+            :func:`fasttrap.linalg.lanczos.rounding_bound`).
+        eps: None (default) for the error-bound rule; a number selects the rule of runs made
+            before it (eigenvalues below −eps·λ_max negative, no undecided count), kept so that
+            those runs resume with what they were made with.
         gf_cut: gf_residual at or above which a non-critical endpoint is gradient-flat (0.9).
         k: smallest Ritz values first inspected for the index; doubled while all are negative.
         k_max: cap on k (default min(P, 64)); must not exceed P.
@@ -140,7 +164,7 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
         ValueError: bad shapes or values (K = 0, NaN in θ, a negative tolerance, k > P …).
     """
     th, Xa, ya, s = _checked(mlp, theta, X, y, grad_tol, eps, gf_cut, k, k_max, lanczos_steps, slq_probes,
-                             slq_steps, minres_tol, minres_iters, block)
+                             slq_steps, minres_tol, minres_iters, block, safety)
     K, P = th.shape
     backend = resolve_for(mlp, backend)
     count = [0]
@@ -148,7 +172,18 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
     loss, g = full_batch_gradient(mlp, th, Xa, ya, s["block"], backend)
     grad_sq = (g * g).sum(1)
 
-    lam_min, lam_max, res_min, index, capped = _extremes_and_index(H, K, P, s, seed)
+    lam_min, lam_max, res_min, index, capped, undecided, tau, ritzs = _extremes_and_index(H, K, P, s, seed)
+    gf, _ = _gf_residual(H, g, s)
+    shift = np.zeros(K) if s["eps"] is None else np.full(K, np.nan)
+    crit = np.flatnonzero(grad_sq < s["grad_tol"]) if s["eps"] is None else np.zeros(0, np.int64)
+    if crit.size:
+        # the endpoint is near, not at, its critical point: widen τ by how far the spectrum moves
+        # over the Newton correction p (see _critical_shift), then sign again
+        shift[crit] = _critical_shift(mlp, th[crit], g[crit], lam_min[crit], lam_max[crit], Xa, ya, s, backend, seed,
+                                      count)
+        for i in crit:
+            index[i], undecided[i] = signs(ritzs[i][0], ritzs[i][1], tau[i] + shift[i], not capped[i])
+        tau = tau + np.nan_to_num(shift)
     neg_frac = np.zeros(K)
     if s["slq_probes"] > 0:
         reps = s["slq_probes"]
@@ -156,29 +191,33 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, ep
         Hrep = full_batch_hvp(mlp, th_rep, Xa, ya, s["block"], backend)
         nodes, weights = slq(Hrep, K, P, s["slq_steps"], reps, seed=seed + 1)
         count[0] += s["slq_steps"] * K * reps
-        thr = (-s["eps"] * lam_max)[:, None, None]
+        thr = (-s["eps"] * lam_max if s["eps"] is not None else -tau)[:, None, None]
         neg_frac = (weights * (nodes < thr)).sum(axis=(1, 2)) / reps
-    gf = _gf_residual(H, g, s)
-    kind = classify(grad_sq, index, neg_frac, gf, s["grad_tol"], s["gf_cut"])
+    kind = classify(grad_sq, index, neg_frac, gf, s["grad_tol"], s["gf_cut"],
+                    undecided=None if s["eps"] is not None else undecided)
     return Certificate(grad_sq=grad_sq, loss=loss, lambda_min=lam_min, lambda_max=lam_max,
                        lambda_min_residual=res_min, index=index, index_lower_bound=capped, negative_fraction=neg_frac,
-                       gf_residual=gf, kind=kind, settings=s | {"rows": int(Xa.shape[0]), "seed": seed},
+                       gf_residual=gf, kind=kind, undecided=undecided, tau=tau, shift=shift, settings=s | {"rows": int(Xa.shape[0]), "seed": seed},
                        hvps=int(count[0] // K))
 
 
 def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """λ_min, λ_max, the λ_min residual, the index and whether it is only a lower bound.
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """λ_min, λ_max, the λ_min residual, the index, whether it is only a lower bound, the undecided
+    count and the rounding bound τ.
 
-    By Cauchy interlacing the j-th smallest Ritz value of any Lanczos run is ≥ the j-th smallest
-    eigenvalue, so the number of Ritz values below −eps·λ_max is a lower bound on the index,
-    converged or not; it is exact when the Krylov space is the whole space (P steps, or an
-    invariant subspace). While that count reaches k (the k-th smallest Ritz value is still
-    negative), k doubles and Lanczos runs 3k steps, up to k_max.
+    The index counts the Ritz values proven negative (:func:`fasttrap.linalg.lanczos.signs`): a
+    lower bound, converged or not, and exact when Lanczos spans the whole space (P steps; an
+    invariant subspace found earlier gives exact eigenvalues but not their multiplicities, so the
+    count stays a lower bound). While that count reaches k (the k-th smallest Ritz value is still
+    negative), k doubles and Lanczos runs 3k steps, up to k_max. Under the old ``eps`` rule the
+    threshold is −eps·λ_max and an early invariant subspace counts as exact, as it did.
     """
     v0 = np.random.default_rng([seed, 7]).standard_normal(P)
     lam_min, lam_max, res_min = np.zeros(K), np.zeros(K), np.zeros(K)
     index, lower = np.zeros(K, dtype=np.int64), np.zeros(K, dtype=bool)
+    undecided, tau = np.zeros(K, dtype=np.int64), np.full(K, np.nan)
+    ritzs: list[Any] = [None] * K
     kk = np.full(K, s["k"])
     todo = np.arange(K)
     m = min(P, max(s["lanczos_steps"], 3 * s["k"]))
@@ -194,12 +233,19 @@ def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
             return H(full)[sub]
 
         lz = lanczos(Hsub, np.tile(v0, (sub.size, 1)), m)
+        bound = rounding_bound(lz, s["safety"])
         again = []
         for j, i in enumerate(sub):
             th, _, res = ritz(lz, j)
             lam_min[i], lam_max[i], res_min[i] = th[0], th[-1], res[0]
-            index[i] = int((th < -s["eps"] * th[-1]).sum())
-            exact = lz.steps[j] < m or m == P           # the Krylov space closed, or is everything
+            ritzs[i] = (th, res)
+            if s["eps"] is not None:
+                index[i] = int((th < -s["eps"] * th[-1]).sum())
+                exact = lz.steps[j] < m or m == P       # the Krylov space closed, or is everything
+            else:
+                tau[i] = bound[j]
+                index[i], undecided[i] = signs(th, res, bound[j], bool(lz.steps[j] == P))
+                exact = bool(lz.steps[j] == P)
             lower[i] = not exact
             if not exact and index[i] >= kk[i] and kk[i] < s["k_max"]:
                 kk[i] = min(2 * kk[i], s["k_max"])
@@ -207,15 +253,45 @@ def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
         todo = np.array(again, dtype=np.int64)
         if todo.size:
             m = min(P, max(m, 3 * int(kk[todo].max())))
-    return lam_min, lam_max, res_min, index, lower
+    return lam_min, lam_max, res_min, index, lower, undecided, tau, ritzs
 
 
-def _gf_residual(H: Any, g: np.ndarray, s: dict[str, Any]) -> np.ndarray:
-    """‖H p + g‖ / ‖g‖ for the MINRES solution of H p = −g, measured with one more product."""
+def _gf_residual(H: Any, g: np.ndarray, s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(‖H p + g‖ / ‖g‖ [K], p [K, P]) for the MINRES solution p of H p = −g, the residual measured
+    with one more product."""
     gn = np.linalg.norm(g, axis=1)
     sol = minres(H, -g, rtol=s["minres_tol"], maxiter=s["minres_iters"])
     r = np.linalg.norm(H(sol.x) + g, axis=1)
-    return np.where(gn > 0, r / np.where(gn > 0, gn, 1.0), 0.0)
+    return np.where(gn > 0, r / np.where(gn > 0, gn, 1.0), 0.0), sol.x
+
+
+SHIFT_STEPS = 20
+
+
+def _critical_shift(mlp: MLP, th: np.ndarray, g: np.ndarray, lam_min: np.ndarray, lam_max: np.ndarray, X: np.ndarray,
+                    y: np.ndarray, s: dict[str, Any], backend: str, seed: int, count: list[int]) -> np.ndarray:
+    """δ [K] = ‖H(θ + p) − H(θ)‖₂ by Lanczos on the difference of the two operators.
+
+    Why: ‖∇L‖² < grad_tol puts θ near a critical point θ*, not on it, and near a degenerate one the
+    Hessian's zero eigenvalues split by O(‖θ − θ*‖) either way, so a real but tiny negative value
+    at θ may be none at θ*. p, the damped Newton correction p = −(H² + μI)⁻¹Hg with
+    μ = ‖g‖·‖H‖ (:func:`fasttrap.linalg.lanczos.damped_solve`), is θ* − θ to first order along
+    every direction curved by more than √μ and stays finite along the flat ones (the undamped
+    least-squares step is not: near a singular H it can be 10⁴ times too long). By Weyl's
+    inequality the spectrum of H(θ + p) lies within ‖H(θ + p) − H(θ)‖₂ of that of H(θ); its
+    largest |Ritz value| after ``SHIFT_STEPS`` steps is what τ is widened by at critical points.
+    """
+    Ha = full_batch_hvp(mlp, th, X, y, s["block"], backend, counter=count)
+    hn = np.maximum(np.abs(lam_min), np.abs(lam_max))
+    p, _, _ = damped_solve(Ha, -g, np.linalg.norm(g, axis=1) * hn, min(s["minres_iters"], th.shape[1]))
+    Hb = full_batch_hvp(mlp, th + p, X, y, s["block"], backend, counter=count)
+    v0 = np.random.default_rng([seed, 13]).standard_normal(th.shape)
+    lz = lanczos(lambda V: Hb(V) - Ha(V), v0, min(SHIFT_STEPS, th.shape[1]))
+    out = np.zeros(th.shape[0])
+    for k in range(th.shape[0]):
+        t, _, _ = ritz(lz, k)
+        out[k] = np.abs(t).max()
+    return out
 
 
 def segment_kinds(kind_at: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -235,10 +311,10 @@ def segment_kinds(kind_at: np.ndarray, starts: np.ndarray, lengths: np.ndarray) 
         k = [x for x in kind_at[a:a + n] if x]
         if not k:
             out.append("uncertified")
-        elif all(x in ("minimum", "saddle") for x in k):
+        elif all(x in CRITICAL_KINDS for x in k):
             out.append("critical")
         elif all(x == k[0] for x in k):
             out.append(k[0])
         else:
             out.append("mixed")
-    return np.array(out, dtype="U13")
+    return np.array(out, dtype="U18")

@@ -1,22 +1,29 @@
 """Newton-MR on the full-batch loss: a second-order inner solver that reaches critical points.
 
-Each iteration, for all K models at once (Roosta, Liu, Xu & Mahoney, "Newton-MR", 2018; the
-defaults follow Frye et al.'s ``autocrit``):
+Each iteration, for all K models at once (Roosta, Liu, Xu & Mahoney, "Newton-MR", 2018), in the
+damped (Levenberg–Marquardt) form that degenerate critical manifolds need:
 
 1. g = ∇L on the full batch given (one pass over the rows);
-2. p = MINRES solution of H p = −g (:func:`fasttrap.linalg.lanczos.minres`; each MINRES step is one
-   batched full-batch HVP for all models), then one more HVP for H p;
-3. an Armijo backtracking line search on ‖g‖²: α = α₀, α₀β, α₀β², … until
-   ‖g(θ + αp)‖² ≤ ‖g‖² + 2ρα⟨Hp, g⟩ (ρ = 1e-4, β = 0.5). Each trial is one gradient pass for the
-   models still searching. A model whose search runs out of trials stops with status
-   ``line_search_failed``.
+2. a Lanczos basis of H from g (:func:`fasttrap.linalg.lanczos.damped_solve`: each step is one
+   batched full-batch HVP for all models, up to ``minres_iters`` steps), and in it the step
+   p = −(H² + μI)⁻¹Hg that minimises ‖Hp + g‖² + μ‖p‖², with μ = λ·‖g‖·‖T‖ (‖T‖ the size of
+   the projected Hessian, so λ carries no units). μ → 0 is MINRES's least-squares Newton-MR
+   step; μ ∝ ‖g‖ is the choice of Yamashita & Fukushima (2001) and Fan & Yuan (2005) that
+   keeps quadratic convergence to *non-isolated* solutions, where H is singular on the whole
+   manifold (the GL(p) symmetry of linear networks, the rescalings of ReLU ones);
+3. a trust-region test on ‖g‖²: the trial θ + α₀p is kept when the actual decrease of ‖g‖² is
+   at least ``rho`` of the decrease the model predicts (‖g‖² − ‖Hp + g‖²). A kept step with a
+   ratio above 0.75 divides λ by 4, one below 0.25 doubles it; a refused one multiplies λ by
+   1/``beta`` and re-solves in the same Krylov basis (no new products, one gradient pass per
+   trial). A model refused ``max_backtracks`` times stops as ``line_search_failed``.
 
-The direction p minimises ‖Hp + g‖, which makes ⟨Hp, g⟩ ≤ 0: ‖g‖² decreases along p whatever the
-curvature. The method is therefore attracted to *any* critical point — minima, saddles and maxima
-alike — which is what a search for the traps of the landscape wants (gradient descent on G shares
-this), and it converges quadratically near a non-degenerate one. Where g has a component in the
-kernel of H (a gradient-flat region) MINRES cannot remove it, and the iterates stall with ‖g‖²
-above the tolerance: :func:`fasttrap.certify` then reports them as gradient-flat.
+The undamped MINRES step with an Armijo line search (the form before this one) stalled on a
+linear network: near-singular directions give steps so long that the search cuts them to
+nothing. The direction still minimises a model of ‖g‖², so the method is attracted to *any*
+critical point — minima, saddles and maxima alike — which is what a search for the traps of the
+landscape wants. Where g has a component in the kernel of H (a gradient-flat region) no step
+removes it, and the iterates stall with ‖g‖² above the tolerance: :func:`fasttrap.certify` then
+reports them as gradient-flat.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 
 from ..common.progress import Progress
 from ..linalg.hessian import full_batch_gradient, full_batch_hvp
-from ..linalg.lanczos import minres
+from ..linalg.lanczos import Lanczos, damped_resolve, lanczos
 from ..model.mlp import MLP
 from ..reference import STATUS_CONVERGED, STATUS_DIVERGED, STATUS_MAX_STEPS, STATUS_NONFINITE
 
@@ -45,10 +52,13 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
         steps: Newton iterations at most.
         G_tol: converged when G = ½‖∇L‖² < G_tol.
         growth: diverged when G > growth × G(start) (0: never).
-        minres_tol, minres_iters: MINRES relative tolerance and step cap per iteration.
-        alpha0: first trial step (1: the Newton step; autocrit starts at 0.1).
-        beta, rho: backtracking factor and Armijo constant.
-        max_backtracks: trials per line search before the model stops as ``line_search_failed``.
+        minres_tol: unused by the damped step (every iteration builds ``minres_iters`` Lanczos
+            steps, fewer where the Krylov space closes); kept for the shared signature.
+        minres_iters: Lanczos steps per iteration (the Krylov space of the step).
+        alpha0: scale of every trial step (1: the damped Newton step).
+        beta: a refused trial multiplies the damping λ by 1/beta (0.5: doubles it).
+        rho: least ratio of actual to predicted decrease of ‖g‖² for a trial to be kept.
+        max_backtracks: trials per iteration before the model stops as ``line_search_failed``.
         block: rows per compiled call.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
         progress: a progress bar over iterations.
@@ -67,11 +77,13 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
     passes = np.zeros(K, np.int64)
     trace = np.full((K, steps + 1), np.nan)
     active = np.ones(K, bool)
+    damping = np.full(K, DAMPING0)
     _, g = full_batch_gradient(mlp, th, X, y, block, backend)
     passes += 1
     G = 0.5 * (g * g).sum(1)
     G_first = G.copy()
     trace[:, 0] = G
+    m = int(min(minres_iters, P))
     bar = progress if isinstance(progress, Progress) else Progress(steps, f"Newton-MR ({K} models)", "iteration",
                                                                   enabled=progress)
     try:
@@ -82,36 +94,41 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
                 break
             ta, ga = th[idx], g[idx]
             H = full_batch_hvp(mlp, ta, X, y, block, backend)
-            sol = minres(H, -ga, rtol=minres_tol, maxiter=minres_iters)
-            p = sol.x
-            Hp = H(p)
-            hvps[idx] += sol.iterations + 1
-            slope = 2 * np.einsum("kp,kp->k", Hp, ga)       # d/dα ‖g(θ+αp)‖² at α = 0
-            gsq = 2 * G[idx]
-            alpha = np.full(idx.size, alpha0)
+            lz = lanczos(H, -ga, m, keep_basis=True)
+            hvps[idx] += lz.steps
+            gn = np.sqrt(2 * G[idx])
+            tn = np.array([_t_norm(lz, j) for j in range(idx.size)])
             accepted = np.zeros(idx.size, bool)
-            new_th, new_g = ta.copy(), ga.copy()
             for _ in range(max_backtracks):
                 todo = np.flatnonzero(~accepted)
                 if todo.size == 0:
                     break
-                trial = ta[todo] + alpha[todo, None] * p[todo]
+                sub = _subset(lz, todo)
+                p, pred = damped_resolve(sub, gn[todo], damping[idx[todo]] * gn[todo] * tn[todo])
+                trial = ta[todo] + alpha0 * p
                 finite = np.isfinite(trial).all(1)
                 gt = np.full_like(trial, np.nan)
                 if finite.any():
                     gt[finite] = full_batch_gradient(mlp, trial[finite], X, y, block, backend)[1]
                 passes[idx[todo]] += 1
-                ok = finite & np.isfinite(gt).all(1) & ((gt * gt).sum(1) <= gsq[todo] + rho * alpha[todo] * slope[todo])
-                acc = todo[ok]
-                new_th[acc], new_g[acc] = trial[ok], gt[ok]
-                accepted[acc] = True
-                alpha[todo[~ok]] *= beta
+                gts = (gt * gt).sum(1)
+                ratio = (2 * G[idx[todo]] - gts) / np.maximum(pred, 1e-300)
+                ok = finite & np.isfinite(gts) & (ratio > rho)
+                for n, j in enumerate(todo):
+                    k = idx[j]
+                    if ok[n]:
+                        th[k], g[k], G[k] = trial[n], gt[n], 0.5 * gts[n]
+                        accepted[j] = True
+                        if ratio[n] > 0.75:
+                            damping[k] = max(damping[k] / 4, DAMPING_FLOOR)
+                        elif ratio[n] < 0.25:
+                            damping[k] *= 2
+                    else:
+                        damping[k] /= beta
             failed = idx[~accepted]
             status[failed] = STATUS_LINE_SEARCH_FAILED
             steps_done[failed] = s
             active[failed] = False
-            th[idx[accepted]], g[idx[accepted]] = new_th[accepted], new_g[accepted]
-            G[idx[accepted]] = 0.5 * (new_g[accepted] ** 2).sum(1)
             trace[idx[accepted], s + 1] = G[idx[accepted]]
             steps_done[idx[accepted]] = s + 1
             bar.update_to(s + 1)
@@ -122,6 +139,22 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
             bar.close()
     return {"theta": th, "status": status, "steps_done": steps_done, "G_first": G_first, "G_last": G.copy(),
             "G_trace": trace, "hvps": hvps, "grad_passes": passes}
+
+
+DAMPING0 = 1e-2        # λ of the first iteration (μ = λ·‖g‖·‖T‖)
+DAMPING_FLOOR = 1e-12
+
+
+def _t_norm(lz: Lanczos, k: int) -> float:
+    """An upper bound on ‖T‖ of model k (Gershgorin: |α| + 2|β| at most 3 max), 1 if T is zero."""
+    s = int(lz.steps[k])
+    t = 3 * max(np.abs(lz.alpha[k, :s]).max(initial=0.0), np.abs(lz.beta[k, :s]).max(initial=0.0))
+    return t if t > 0 else 1.0
+
+
+def _subset(lz: Lanczos, rows: np.ndarray) -> Lanczos:
+    """The Lanczos run of some of its operators."""
+    return Lanczos(alpha=lz.alpha[rows], beta=lz.beta[rows], steps=lz.steps[rows], basis=lz.basis[rows])
 
 
 def _judge(G: np.ndarray, G0: np.ndarray, G_tol: float, growth: float, active: np.ndarray, status: np.ndarray,

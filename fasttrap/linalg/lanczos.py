@@ -41,12 +41,17 @@ class Lanczos:
             residual coupling of the last step; 0 when an invariant subspace was found).
         steps: [K] steps taken per operator (fewer than m when the Krylov space closed early).
         basis: [K, m, P] the orthonormal Lanczos vectors, or None when not kept.
+        skew: [K] ‖M − Mᵀ‖₂ of M = Vᵀ(HV) as computed (the first Gram–Schmidt pass gives every
+            entry): for an exactly symmetric product M is symmetric up to the rounding of the
+            reorthogonalisation, so this measures the rounding error the products carried into the
+            projected operator (see :func:`rounding_bound`).
     """
 
     alpha: np.ndarray
     beta: np.ndarray
     steps: np.ndarray
     basis: np.ndarray | None
+    skew: np.ndarray | None = None
 
 
 def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, breakdown: float = 1e-12) -> Lanczos:
@@ -76,27 +81,61 @@ def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, br
     steps = np.zeros(K, dtype=np.int64)
     active = np.ones(K, dtype=bool)
     scale = np.zeros(K)
+    M = np.zeros((K, m + 1, m))            # M[:, i, j] = v_iᵀ (H v_j) as computed
     for j in range(m):
         if not active.any():
             break
         w = np.asarray(matvec(V[:, j]), dtype=np.float64)
         steps[active] = j + 1
-        active = _extend(V, j, w, active, alpha, beta, scale, breakdown)
-    return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=V[:, :m] if keep_basis else None)
+        active = _extend(V, j, w, active, alpha, beta, scale, breakdown, M)
+    skew = np.zeros(K)
+    for k in range(K):
+        s = int(steps[k])
+        Mk = M[k, :s, :s]
+        skew[k] = np.linalg.norm(Mk - Mk.T, 2) if s else 0.0
+    return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=V[:, :m] if keep_basis else None, skew=skew)
+
+
+def rounding_bound(lz: Lanczos, safety: float = 10.0) -> np.ndarray:
+    """τ [K]: how far the computed Ritz values can lie from those of the exact projection VᵀHV.
+
+    Why: with orthonormal V, the computed products satisfy (H + E)V = V M + f e_mᵀ, E the rounding
+    of the products. VᵀHV = M − VᵀEV is symmetric, so the skew part of M is exactly the skew part
+    of the projected error VᵀEV, and the tridiagonal T Lanczos keeps differs from M only by entries
+    of M − Mᵀ. Rounding has no reason to be symmetric, so the symmetric part of VᵀEV, which no
+    computation can see, is taken to be as large as the skew part; ``safety`` covers that and the
+    loss of orthogonality (at the unit roundoff with reorthogonalisation twice). By Weyl's
+    inequality every Ritz value then lies within τ = safety·max(‖M − Mᵀ‖₂, u·‖T‖·√s) of the
+    corresponding eigenvalue of VᵀHV; the floor u·‖T‖·√s (u the float64 unit roundoff, s the steps)
+    applies where the products happen to be exactly symmetric.
+    """
+    u = np.finfo(np.float64).eps / 2
+    out = np.zeros(lz.steps.size)
+    for k in range(lz.steps.size):
+        s = int(lz.steps[k])
+        tn = max(np.abs(lz.alpha[k, :s]).max(initial=0.0), np.abs(lz.beta[k, :s]).max(initial=0.0)) * 3
+        sk = lz.skew[k] if lz.skew is not None else 0.0
+        out[k] = safety * max(sk, u * tn * np.sqrt(s))
+    return out
 
 
 def _extend(V: np.ndarray, j: int, w: np.ndarray, active: np.ndarray, alpha: np.ndarray, beta: np.ndarray,
-            scale: np.ndarray, breakdown: float) -> np.ndarray:
+            scale: np.ndarray, breakdown: float, M: np.ndarray | None = None) -> np.ndarray:
     """One Lanczos step in place, given w = H v_j [K, P]: α_j, w orthogonalised against every vector
     so far (twice), β_j and v_{j+1} for the operators still active. Returns the operators that go on
-    (those whose Krylov space did not close; ``scale`` tracks the largest |α|, β seen)."""
+    (those whose Krylov space did not close; ``scale`` tracks the largest |α|, β seen; ``M``, when
+    given, receives column j of Vᵀw from the first pass and β_j below it)."""
     w[~active] = 0.0
     a = np.einsum("kp,kp->k", w, V[:, j])
     alpha[active, j] = a[active]
-    for _ in range(2):
+    for n in range(2):
         c = np.einsum("kjp,kp->kj", V[:, : j + 1], w)
+        if n == 0 and M is not None:
+            M[active, : j + 1, j] = c[active]
         w -= np.einsum("kj,kjp->kp", c, V[:, : j + 1])
     b = np.linalg.norm(w, axis=1)
+    if M is not None:
+        M[active, j + 1, j] = b[active]
     np.maximum(scale, np.maximum(np.abs(a), b), out=scale)
     go = active & (b > breakdown * np.maximum(scale, 1e-300))
     beta[go, j] = b[go]
@@ -222,3 +261,76 @@ def minres(matvec: MatVec, b: np.ndarray, rtol: float = 1e-10, maxiter: int = 10
             break
     its[live] = steps
     return Minres(x=x, residual=res, iterations=its)
+
+
+def signs(theta: np.ndarray, residual: np.ndarray, tau: float, exact: bool) -> tuple[int, int]:
+    """(negative, undecided): how many eigenvalues a Lanczos run proves negative, and how many of
+    its Ritz values it cannot sign.
+
+    The rule, for Ritz values θ_1 ≤ … ≤ θ_s of a run on H with rounding bound τ
+    (:func:`rounding_bound`) and residuals r_i = ‖Hu_i − θ_i u_i‖:
+
+    * **negative**: θ_j < −τ. By Cauchy interlacing the j-th smallest eigenvalue of the exact
+      projection VᵀHV is ≥ λ_j(H); by Weyl it lies within τ of θ_j; so λ_j(H) ≤ θ_j + τ < 0. This
+      needs no convergence at all: the count is a lower bound on the index, whatever the residuals.
+    * **undecided**: not negative, but θ_i − r_i − τ ≤ 0, i.e. the interval [θ_i − r_i − τ,
+      θ_i + r_i + τ], which holds an eigenvalue of H (the residual bound, widened by the rounding),
+      reaches zero or below: the solver cannot say that eigenvalue is positive.
+
+    A fixed fraction of λ_max (the rule before) throws away what the solver knows: a float64 run
+    resolves a curvature of 1e-6·λ_max, and no threshold that scales with λ_max alone can tell
+    rounding noise in float32 products from a real negative curvature. Where Lanczos did not
+    span the whole space (``exact`` False), unconverged Ritz values may hide more negative
+    eigenvalues: the index is then a lower bound, as the certificate says.
+    """
+    neg = theta < -tau
+    und = ~neg & (theta - residual - tau <= 0)
+    return int(neg.sum()), int(und.sum())
+
+
+def damped_solve(matvec: MatVec, b: np.ndarray, mu: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, Lanczos]:
+    """Levenberg–Marquardt solutions of K symmetric systems: x_k minimises ‖H_k x − b_k‖² + μ_k‖x‖²
+    over the Krylov space K_m(H_k, b_k), i.e. x = (H² + μI)⁻¹ H b restricted to that space.
+
+    With the Lanczos basis V of b and H V_m = V_{m+1} T̄, the problem is the small one
+    min_y ‖T̄ y − ‖b‖ e_1‖² + μ‖y‖², solved by the SVD of T̄ (m × m work, nothing next to an
+    HVP). μ → 0 gives MINRES's least-squares solution; μ > 0 keeps the step finite where H is
+    singular or nearly so, which is what Newton on degenerate critical manifolds needs
+    (Yamashita & Fukushima 2001; Fan & Yuan 2005: μ ∝ ‖g‖ keeps quadratic convergence to
+    non-isolated solutions under a local error bound).
+
+    Args:
+        matvec: V [K, P] → H V.
+        b: [K, P] right-hand sides (no zero row).
+        mu: [K] damping, ≥ 0.
+        m: Lanczos steps (≤ P).
+
+    Returns:
+        ``(x [K, P], predicted [K], lz)``: the solutions, the model's decrease
+        ‖b‖² − ‖H x − b‖² of each, and the Lanczos run (kept basis) for re-solving with another μ
+        (:func:`damped_resolve`).
+    """
+    lz = lanczos(matvec, b, m, keep_basis=True)
+    bn = np.linalg.norm(b, axis=1)
+    x, pred = damped_resolve(lz, bn, mu)
+    return x, pred, lz
+
+
+def damped_resolve(lz: Lanczos, bnorm: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The solutions of :func:`damped_solve` for new damping ``mu`` [K] on the same Lanczos run."""
+    K = lz.steps.size
+    x = np.zeros((K, lz.basis.shape[2]))
+    pred = np.zeros(K)
+    for k in range(K):
+        s = int(lz.steps[k])
+        T = np.zeros((s + 1, s))
+        T[np.arange(s), np.arange(s)] = lz.alpha[k, :s]
+        T[np.arange(1, s + 1), np.arange(s)] = lz.beta[k, :s]
+        T[np.arange(s - 1), np.arange(1, s)] = lz.beta[k, : s - 1]
+        U, S, Wt = np.linalg.svd(T, full_matrices=False)
+        y = Wt.T @ (S * (bnorm[k] * U[0]) / (S ** 2 + mu[k]))
+        r = T @ y
+        r[0] -= bnorm[k]
+        pred[k] = bnorm[k] ** 2 - r @ r
+        x[k] = y @ lz.basis[k, :s]
+    return x, pred

@@ -137,7 +137,11 @@ SCHEMA: dict[str, Setting] = {
     "certify.every": S("int", 1, "certify every this-many endpoints of each seed's window", min=1),
     "certify.rows": S("int", 10000, "training rows of the full-batch loss the certificates use (0: all)", min=0),
     "certify.grad_tol": S("float", 1e-10, "critical point when |grad L|^2 on those rows is below this", min=0),
-    "certify.eps": S("float", 1e-4, "eigenvalues below -eps x lambda_max count as negative", min=0),
+    "certify.rule": S("str", "bound", "sign rule: 'bound' (negative beyond the solver's own error bound) or 'eps' "
+                      "(below -eps x lambda_max: the rule of runs made before 'bound'; it calls shallow saddles minima)",
+                      choices=("bound", "eps")),
+    "certify.safety": S("float", 10.0, "rule 'bound': the factor on the measured rounding of the products", min=1),
+    "certify.eps": S("float", 1e-4, "rule 'eps' only: eigenvalues below -eps x lambda_max count as negative", min=0),
     "certify.gf_cut": S("float", 0.9, "gradient-flat when the MINRES residual |Hp+g|/|g| reaches this", min=0, max=1),
     "certify.lanczos_steps": S("int", 40, "Lanczos steps for lambda_min, lambda_max and the index", min=2),
     "certify.k": S("int", 8, "smallest Ritz values first inspected for the index", min=1),
@@ -705,10 +709,10 @@ def describe() -> str:
 
 
 NEUTRAL_LATER = ("model.arch", "model.compile", "data.train_rows", "data.test_rows", "ledges.threshold",
-                 "ledges.min_gap", "ledges.max_share", "ledges.max_disputed", "ledges.max_spread")
+                 "ledges.min_gap", "ledges.max_share", "ledges.max_disputed", "ledges.max_spread", "certify.safety")
 # settings added later whose *old* behaviour is a value other than the default: a run made before
 # them gets the value that reproduces what it computed
-AS_MADE_BEFORE = {"inner.checkpoints": [], "sensitivity.every": 1, "sensitivity.half": True}
+AS_MADE_BEFORE = {"inner.checkpoints": [], "sensitivity.every": 1, "sensitivity.half": True, "certify.rule": "eps"}
 
 
 def from_saved(path: str | Path, fill_missing: bool = False) -> dict[str, Any]:

@@ -311,7 +311,7 @@ def aging_curves(results: dict[str, Any], stem: str | Path) -> list[Path]:
     return save_figure(fig, stem, arrays)
 
 
-KIND_COLOURS = {"minimum": "C2", "saddle": "C1", "gradient_flat": "C4", "not_converged": "0.5"}
+KIND_COLOURS = {"minimum": "C2", "degenerate_minimum": "C0", "saddle": "C1", "gradient_flat": "C4", "not_converged": "0.5"}
 
 
 def certificates(steps: Any, cert: dict[str, Any], boundary_steps: Any, stem: str | Path, grad_tol: float = 1e-10,

@@ -44,3 +44,24 @@ def test_recorded_ledges_reproduce_the_stored_traps(d):
             np.testing.assert_array_equal(tz[f"boundaries_{s}"], again.boundaries)
             lengths.append(again.segments.lengths)
     np.testing.assert_array_equal(np.concatenate(lengths), tz["lengths"])
+
+
+CERT_RUNS = [d for d in RUNS if (d / "certify").is_dir()]
+
+
+@pytest.mark.parametrize("d", CERT_RUNS, ids=[str(p.relative_to(RECORDED)) for p in CERT_RUNS])
+def test_recorded_kinds_are_those_of_the_error_bound_rule(d):
+    """Re-certification from the stored arrays: the sign rule changed (eps·λ_max → error bound), but
+    it only decides between the critical kinds. Where every certified endpoint has ‖∇L‖² ≥ grad_tol,
+    the kinds under the new rule are the stored ones, whatever rule made the run."""
+    from fasttrap.analysis.kinds import classify
+
+    r = fasttrap.open_run(d)
+    cfg = r.config
+    for f in sorted((d / "certify").glob("seed_*.npz")):
+        c = store.read_npz(f)
+        assert np.all(c["grad_sq"] >= cfg["certify.grad_tol"]), f       # no critical point recorded
+        big_index = np.full(c["grad_sq"].size, 10**6)                   # any index: it must not matter
+        again = classify(c["grad_sq"], big_index, c["negative_fraction"], c["gf_residual"], cfg["certify.grad_tol"],
+                         cfg["certify.gf_cut"], undecided=c.get("undecided", np.zeros(c["grad_sq"].size)))
+        np.testing.assert_array_equal(again, c["kind"])

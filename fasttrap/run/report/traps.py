@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...analysis.curves import regimes
+from ...analysis.kinds import CRITICAL_KINDS, KINDS
 from ...analysis.powerlaw import PowerLawFit
 from ...common import store
 from .. import config as cfgmod, plots, rundir
@@ -243,6 +244,20 @@ def section_sharpness(run: rundir.Run, x: _Inputs) -> list[str]:
     return lines
 
 
+def _sign_rule_text(cfg: dict[str, Any]) -> str:
+    """The certification rule in words, as the run applied it."""
+    head = (f"Rule (`fasttrap.certify`): a critical point needs ‖∇L‖² < {cfg['certify.grad_tol']:g}; a non-critical "
+            f"endpoint is gradient-flat when the residual is ≥ {cfg['certify.gf_cut']:g}, else not converged. ")
+    if cfg.get("certify.rule", "eps") == "eps":
+        return head + (f"A critical point is a minimum when no Ritz value lies below −{cfg['certify.eps']:g}·λ_max, else a "
+                       "saddle (the rule of runs made before the error-bound rule: it can call a shallow saddle a minimum).")
+    return head + (f"An eigenvalue counts as negative when its Ritz value lies below −τ, τ the solver's own error bound "
+                   f"({cfg['certify.safety']:g} × the measured rounding of the products, plus, at critical points, how far "
+                   "the spectrum moves over the Newton correction to the critical point): a lower bound on the index by "
+                   "interlacing. A critical point is a saddle when one is, a minimum when none is and none lies within "
+                   "its error of zero, and a degenerate minimum when some do (flat directions).")
+
+
 def section_certificates(x: _Inputs) -> list[str]:
     """What the endpoints are: kinds per regime, the distributions behind them, the figure."""
     cfg = x.cfg
@@ -256,13 +271,10 @@ def section_certificates(x: _Inputs) -> list[str]:
     lines += [f"{c['kind'].size} of {n_all} finite endpoints certified (every {cfg['certify.every']} of each window), on "
               f"the full-batch loss of the first {cfg['certify.rows'] or 'all'} training rows, float64: ‖∇L‖², the "
               f"extreme Hessian eigenvalues and the index by Lanczos ({cfg['certify.lanczos_steps']} steps), the "
-              f"gradient-flat residual ‖Hp + g‖/‖g‖ of MINRES (the index counts the Ritz values below −ε·λ_max: a "
-              f"lower bound by interlacing unless Lanczos spans the whole space). Rule (`fasttrap.certify`): a critical point needs "
-              f"‖∇L‖² < {cfg['certify.grad_tol']:g}; it is a minimum when no eigenvalue lies below "
-              f"−{cfg['certify.eps']:g}·λ_max, else a saddle; a non-critical endpoint is gradient-flat when the "
-              f"residual is ≥ {cfg['certify.gf_cut']:g}, else not converged.", "",
-              "| regime | certified | minimum | saddle | gradient-flat | not converged | median ‖∇L‖² | median λ_min | median index (≥) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              f"gradient-flat residual ‖Hp + g‖/‖g‖ of MINRES. " + _sign_rule_text(cfg), "",
+              "| regime | certified | minimum | degenerate minimum | saddle | gradient-flat | not converged | median ‖∇L‖² | "
+              "median λ_min | median index (≥) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     split = cfg["inner.regime_split"]
     crit_share = {}
     for name, m in ((f"steps ≤ {split}", c["steps"] <= split), (f"steps > {split}", c["steps"] > split),
@@ -270,8 +282,8 @@ def section_certificates(x: _Inputs) -> list[str]:
         n = int(m.sum())
         if n == 0:
             continue
-        cnt = {k: int((c["kind"][m] == k).sum()) for k in ("minimum", "saddle", "gradient_flat", "not_converged")}
-        crit_share[name] = (cnt["minimum"] + cnt["saddle"]) / n
+        cnt = {k: int((c["kind"][m] == k).sum()) for k in KINDS}
+        crit_share[name] = sum(cnt[k] for k in CRITICAL_KINDS) / n
         cells = " | ".join(f"{v} ({100 * v / n:.0f}%)" for v in cnt.values())
         lines.append(f"| {name} | {n} | {cells} | {fmt(np.median(c['grad_sq'][m]))} | {fmt(np.median(c['lambda_min'][m]))} | "
                      f"{fmt(np.median(c['index'][m]))} |")

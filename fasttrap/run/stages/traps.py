@@ -322,7 +322,8 @@ def certify_seed(run: Run, ds: datamod.Dataset, s: int, bar: Any = None, offset:
     parts = []
     for lo in range(0, idx.size, 16):            # 16 endpoints per batch bounds the Lanczos bases' memory
         c = certify(mlp, theta[local[lo:lo + 16]], X, y, grad_tol=cfg["certify.grad_tol"],
-                    eps=cfg["certify.eps"], gf_cut=cfg["certify.gf_cut"], lanczos_steps=cfg["certify.lanczos_steps"],
+                    safety=cfg["certify.safety"], eps=cfg["certify.eps"] if cfg["certify.rule"] == "eps" else None,
+                    gf_cut=cfg["certify.gf_cut"], lanczos_steps=cfg["certify.lanczos_steps"],
                     slq_probes=cfg["certify.slq_probes"], minres_iters=cfg["certify.minres_iters"],
                     k=min(cfg["certify.k"], mlp.n_params), k_max=min(cfg["certify.k_max"], mlp.n_params),
                     seed=cfg["run.seed"], backend=cfg["run.backend"])
@@ -528,7 +529,7 @@ def stage_traps(run: Run) -> dict[str, Any]:
         out[f"boundaries_{s}"] = b
         out[f"boundary_steps_{s}"] = ind.steps[b]
     pooled = traps.pool(segs)
-    seg_kind = np.concatenate([certify_kinds(run, s, seg) for s, seg in zip(run.seeds, segs)]) if segs else np.zeros(0, "U13")
+    seg_kind = np.concatenate([certify_kinds(run, s, seg) for s, seg in zip(run.seeds, segs)]) if segs else np.zeros(0, "U18")
     # the split is an outer step; segments carry window indices
     steps0 = rundir.load_indicators(run, run.seeds[0]).steps
     split_idx = int(np.searchsorted(steps0, cfg["traps.split"]))
@@ -612,7 +613,7 @@ def stage_regime1(run: Run, progress: bool | None) -> None:
 def certify_kinds(run: Run, s: int, seg: traps.Segments) -> np.ndarray:
     """The certificate kind of each segment of seed ``s`` ("uncertified" without certificates)."""
     n = len(rundir.load_indicators(run, s))
-    kind_at = np.full(n, "", dtype="U13")
+    kind_at = np.full(n, "", dtype="U18")
     c = rundir.certificates(run, s)
     if c is not None:
         _, _, seeds = rundir.start_points(run)
