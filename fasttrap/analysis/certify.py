@@ -165,6 +165,7 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, sa
     """
     th, Xa, ya, s = _checked(mlp, theta, X, y, grad_tol, eps, gf_cut, k, k_max, lanczos_steps, slq_probes,
                              slq_steps, minres_tol, minres_iters, block, safety)
+    seed = check_int(seed, "seed", lo=0)
     K, P = th.shape
     backend = resolve_for(mlp, backend)
     count = [0]

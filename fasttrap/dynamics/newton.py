@@ -65,7 +65,8 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
 
     Returns:
         the dict of :func:`fasttrap.reference.descent_loop` (theta, status, steps_done, G_first,
-        G_last, G_trace [K, steps + 1] with G before every iteration), plus ``hvps`` [K] and
+        G_last, G_trace [K, n + 1] with G before every iteration, n the iterations run, NaN for a
+        model that had stopped), plus ``hvps`` [K] and
         ``grad_passes`` [K], the products and gradient passes each model used.
     """
     th = np.array(theta0, dtype=np.float64)
@@ -75,14 +76,16 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
     steps_done = np.zeros(K, np.int64)
     hvps = np.zeros(K, np.int64)
     passes = np.zeros(K, np.int64)
-    trace = np.full((K, steps + 1), np.nan)
+    # G before every iteration, grown as iterations run: a budget of 10¹² iterations must not
+    # allocate 10¹² slots up front (most runs converge in a few dozen)
+    rows: list[np.ndarray] = []
     active = np.ones(K, bool)
     damping = np.full(K, DAMPING0)
     _, g = full_batch_gradient(mlp, th, X, y, block, backend)
     passes += 1
     G = 0.5 * (g * g).sum(1)
     G_first = G.copy()
-    trace[:, 0] = G
+    rows.append(G.copy())
     m = int(min(minres_iters, P))
     bar = progress if isinstance(progress, Progress) else Progress(steps, f"Newton-MR ({K} models)", "iteration",
                                                                   enabled=progress)
@@ -92,6 +95,7 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
             idx = np.flatnonzero(active)
             if idx.size == 0:
                 break
+            rows.append(np.full(K, np.nan))
             ta, ga = th[idx], g[idx]
             H = full_batch_hvp(mlp, ta, X, y, block, backend)
             lz = lanczos(H, -ga, m, keep_basis=True)
@@ -129,7 +133,7 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
             status[failed] = STATUS_LINE_SEARCH_FAILED
             steps_done[failed] = s
             active[failed] = False
-            trace[idx[accepted], s + 1] = G[idx[accepted]]
+            rows[-1][idx[accepted]] = G[idx[accepted]]
             steps_done[idx[accepted]] = s + 1
             bar.update_to(s + 1)
         _judge(G, G_first, G_tol, growth, active, status, steps_done, steps)
@@ -138,7 +142,7 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
         if not isinstance(progress, Progress):
             bar.close()
     return {"theta": th, "status": status, "steps_done": steps_done, "G_first": G_first, "G_last": G.copy(),
-            "G_trace": trace, "hvps": hvps, "grad_passes": passes}
+            "G_trace": np.stack(rows, axis=1), "hvps": hvps, "grad_passes": passes}
 
 
 DAMPING0 = 1e-2        # λ of the first iteration (μ = λ·‖g‖·‖T‖)

@@ -78,10 +78,11 @@ class Swap:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"Swap.{name}: expected an int >= {lo}, got {v!r}")
-        if self.prob is not None and not (isinstance(self.prob, (int, float)) and 0 < self.prob <= 1):
+        if self.prob is not None and (isinstance(self.prob, bool) or not (isinstance(self.prob, (int, float))
+                                                                          and 0 < self.prob <= 1)):
             raise ValueError(f"Swap.prob: expected a probability in (0, 1], got {self.prob!r}")
-        if self.temperature is not None and not (isinstance(self.temperature, (int, float))
-                                                 and np.isfinite(self.temperature) and self.temperature >= 0):
+        if self.temperature is not None and (isinstance(self.temperature, bool) or not (
+                isinstance(self.temperature, (int, float)) and np.isfinite(self.temperature) and self.temperature >= 0)):
             raise ValueError(f"Swap.temperature: expected None (always accept) or a temperature >= 0, "
                              f"got {self.temperature!r}")
         if self.kind in WEIGHT_KINDS and self.layer is None:

@@ -54,7 +54,8 @@ class Lanczos:
     skew: np.ndarray | None = None
 
 
-def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, breakdown: float = 1e-12) -> Lanczos:
+def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, breakdown: float = 1e-12,
+            restart: int | None = None) -> Lanczos:
     """m steps of Lanczos with full reorthogonalisation, for K operators at once.
 
     Args:
@@ -64,6 +65,10 @@ def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, br
         keep_basis: keep the Lanczos vectors (needed for Ritz vectors and MINRES solutions).
         breakdown: relative size of β below which the Krylov space counts as closed (an invariant
             subspace: the Ritz values of that operator are then exact).
+        restart: None (stop an operator whose Krylov space closed), or a seed: go on from a random
+            vector orthogonal to the basis so far, with β = 0 at the join (T block diagonal). One
+            start vector sees each distinct eigenvalue once; restarting finds the further copies
+            of repeated ones (a zero cluster, say), so that m steps give m Ritz values.
 
     Returns:
         :class:`Lanczos`.
@@ -82,12 +87,22 @@ def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, br
     active = np.ones(K, dtype=bool)
     scale = np.zeros(K)
     M = np.zeros((K, m + 1, m))            # M[:, i, j] = v_iᵀ (H v_j) as computed
+    fresh = np.random.default_rng([restart, 23]) if restart is not None else None
     for j in range(m):
         if not active.any():
             break
         w = np.asarray(matvec(V[:, j]), dtype=np.float64)
         steps[active] = j + 1
+        was = active.copy()
         active = _extend(V, j, w, active, alpha, beta, scale, breakdown, M)
+        if fresh is not None and j + 1 < m:
+            for k in np.flatnonzero(was & ~active):
+                r = fresh.standard_normal(P)
+                for _ in range(2):
+                    r -= V[k, : j + 1].T @ (V[k, : j + 1] @ r)
+                V[k, j + 1] = r / np.linalg.norm(r)
+                beta[k, j] = 0.0
+                active[k] = True
     skew = np.zeros(K)
     for k in range(K):
         s = int(steps[k])

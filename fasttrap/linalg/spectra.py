@@ -124,7 +124,9 @@ def hessian_eigs(mlp: MLP, theta: Any, X: Any, y: Any, k: int = 10, which: str =
         raise ValueError(f"which: expected 'LA' or 'SA', got {which!r}")
     m = check_int(min(P, max(3 * k, 40)) if steps is None else steps, "steps", lo=k, hi=P)
     H = full_batch_hvp(mlp, th, Xd, yd, check_int(block, "block", lo=1), resolve_for(mlp, backend))
-    lz = lanczos(H, np.random.default_rng([seed, 17]).standard_normal(th.shape), m)
+    # restart where the Krylov space closes: a repeated eigenvalue (a zero cluster) is seen once
+    # per start vector, and without restarts the values after it would shift and the last be NaN
+    lz = lanczos(H, np.random.default_rng([seed, 17]).standard_normal(th.shape), m, restart=seed)
     K = th.shape[0]
     vals, res = np.full((K, k), np.nan), np.full((K, k), np.nan)
     for i in range(K):

@@ -79,10 +79,14 @@ def _batch(path: Path, label_key: str, n_classes: int) -> tuple[np.ndarray, np.n
     if not isinstance(X, np.ndarray) or X.dtype != np.uint8 or X.ndim != 2 or X.shape[1] != ROW:
         desc = f"{X.dtype} {list(X.shape)}" if isinstance(X, np.ndarray) else type(X).__name__
         raise _err(f"{path}: data must be uint8 [n, {ROW}] (32 × 32 × 3 images), got {desc}")
-    try:
-        y = np.asarray(d[label_key], dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise _err(f"{path}: {label_key} are not integers ({exc})") from None
+    raw = d[label_key]
+    vals = raw.tolist() if isinstance(raw, np.ndarray) else raw
+    if not isinstance(vals, (list, tuple)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in vals):
+        # a float label 2.7 would truncate to 2, b'3' and True would pass as numbers: refuse them all
+        kinds = sorted({type(v).__name__ for v in vals}) if isinstance(vals, (list, tuple)) else [type(raw).__name__]
+        raise _err(f"{path}: {label_key} must be integers, got {', '.join(kinds)}")
+    y = np.asarray(vals, dtype=np.int64)
     if y.ndim != 1 or y.size != X.shape[0]:
         raise _err(f"{path}: {X.shape[0]} images but {y.size} {label_key}")
     if X.shape[0] == 0:

@@ -203,6 +203,9 @@ def _load_raw(directory: str, verify: bool, required: bool) -> tuple[np.ndarray,
             raise DataError(f"{pi} has {img.shape[0]} images but {pl} has {lab.shape[0]} labels")
         if img.shape[0] == 0:
             raise DataError(f"{pi}: holds no images")
+        if np.issubdtype(img.dtype, np.floating) and not np.all(np.isfinite(img)):
+            bad = int((~np.isfinite(img)).sum())
+            raise DataError(f"{pi}: {bad} pixel values are NaN or infinite; the images are damaged")
         if not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0 or lab.max() > 255:
             raise DataError(f"{pl}: labels must be small non-negative integers, got range "
                             f"[{lab.min()}, {lab.max()}]")

@@ -60,6 +60,12 @@ class TorchModel:
         if loss == "nll" and output != "identity":
             raise ValueError("output: loss 'nll' needs output 'identity' (the softmax is part of the loss)")
         for name, m in module.named_modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.track_running_stats:
+                raise ValueError(
+                    f"module: {name or 'the module'} is a BatchNorm layer with track_running_stats=False: it "
+                    "normalises with the statistics of whatever batch it is given, in training and in eval mode, so "
+                    "the loss would depend on how the rows are batched and not on the weights alone. Use a BatchNorm "
+                    "with running statistics in eval mode, a GroupNorm or LayerNorm, or remove the layer")
             stateful = isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
             if m.training and (stateful or isinstance(m, torch.nn.modules.dropout._DropoutNd)):
                 kind = "BatchNorm" if stateful else "dropout"

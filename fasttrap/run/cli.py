@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                                 f"into an old one (use --resume {directory} to continue it)")
     except cfgmod.ConfigError as exc:
         return _fail(2, str(exc))
+    from ..ops.backend import BackendUnavailable, resolve as resolve_backend
+
+    try:                               # before any directory or data: an explicit backend must exist here
+        resolve_backend(cfg["run.backend"])
+    except BackendUnavailable as exc:
+        return _fail(2, f"run.backend = {cfg['run.backend']!r}: {exc}; use --backend auto or cpu")
 
     text = cfgmod.to_toml(cfg)
     print(text, flush=True)

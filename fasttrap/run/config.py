@@ -618,6 +618,11 @@ def validate(cfg: dict[str, Any]) -> None:
     if arch == "toy" and analysis == "aging" and any(len(h) != 1 for h in hidden_widths(cfg)):
         raise ConfigError(f"aging.hidden: the toy model has one hidden layer; give one width per network, e.g. "
                           f"'100,4' (got {cfg['aging.hidden']!r})")
+    rows = cfg["data.train_rows"]
+    for key in ("outer.batch_size", "inner.batch_size"):
+        if rows and cfg[key] > rows:
+            raise ConfigError(f"{key} = {cfg[key]} is larger than the training set data.train_rows = {rows}; "
+                              f"give data.train_rows >= {cfg[key]} or a smaller {key}")
     if cfg["certify.k_max"] < cfg["certify.k"]:
         raise ConfigError(f"certify.k_max ({cfg['certify.k_max']}) must be >= certify.k ({cfg['certify.k']})")
     if cfg["regime1.seeds"]:

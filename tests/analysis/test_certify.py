@@ -115,6 +115,8 @@ def test_gf_residual_flags_a_gradient_in_the_kernel(rng):
     (dict(grad_tol=-1.0), None, ValueError, "grad_tol"),
     (dict(eps=-1e-3), None, ValueError, "eps"),
     (dict(safety=0.5), None, ValueError, "safety"),
+    (dict(seed=-1), None, ValueError, "seed"),
+    (dict(seed="a"), None, TypeError, "seed"),
     (dict(safety="x"), None, TypeError, "safety"),
     (dict(k=10_000), None, ValueError, "k"),
     (dict(gf_cut=1.5), None, ValueError, "gf_cut"),
@@ -154,3 +156,15 @@ def test_sgd_then_newton_polish_keeps_the_basin_and_converges():
     sgd = fasttrap.inner_descent(mlp, th0, (X, y), steps=200, lr=0.05, batch_size=16, progress=False)
     # the polish starts where SGD ended: its start G is SGD's endpoint G (minibatch vs full: same point)
     assert np.allclose(r.settings["polish_G_start"], sgd.train_G, rtol=1e-6)
+
+
+def test_newton_mr_with_a_huge_budget_allocates_only_what_it_runs():
+    """steps = 10¹² once tried to allocate a [K, steps + 1] trace (14.6 TiB) before the first step."""
+    rng = np.random.default_rng(4)
+    mlp = fasttrap.MLP((3, 2), activation="linear", loss="mse")
+    X = rng.standard_normal((30, 3))
+    y = rng.integers(0, 2, 30)
+    r = fasttrap.inner_descent(mlp, mlp.init(2, 0).astype(np.float64), (X, y), method="newton_mr", steps=10**12,
+                               progress=False)
+    assert set(r.status) == {"converged"}
+    assert r.G_trace.shape[1] == r.steps_done.max() + 1 <= 10

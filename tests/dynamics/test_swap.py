@@ -180,6 +180,8 @@ def test_metropolis_accepts_at_the_right_rate(dL, T):
     (lambda: Swap("swirl"), ValueError, ["pixels, channels, rows"]),
     (lambda: Swap("pixels", prob=1.5), ValueError, ["prob"]),
     (lambda: Swap("pixels", every=0), ValueError, ["every"]),
+    (lambda: Swap("pixels", prob=True), ValueError, ["prob"]),              # a bool is not a probability
+    (lambda: Swap("rows", layer=1, temperature=True), ValueError, ["temperature"]),
     (lambda: "rows", TypeError, ["list of fasttrap.Swap"]),
 ])
 def test_bad_moves_get_clear_errors(small, make, err, words):

@@ -93,3 +93,27 @@ def test_slq_density_integrates_to_one_and_matches_traces(rng):
             exact = np.trace(np.linalg.matrix_power(Hs[k], p)) / 60
             sd = np.sqrt(2 * np.trace(np.linalg.matrix_power(Hs[k], 2 * p)) / probes) / 60   # Hutchinson's error
             assert abs(est - exact) < 5 * sd + 1e-9, (k, p, est, exact)
+
+
+def test_hessian_eigs_finds_every_copy_of_a_zero_cluster():
+    """Dead ReLU units make exact zero eigenvalues, many of them. One start vector sees the cluster
+    once; with restarts k = P still gives all P eigenvalues, in place, with honest residuals."""
+    import fasttrap
+    from fasttrap import reference
+    from fasttrap.linalg.spectra import hessian_eigs
+
+    rng = np.random.default_rng(3)
+    mlp = fasttrap.MLP((4, 6, 3), activation="relu", loss="nll")
+    th = mlp.init(1, 2).astype(np.float64)
+    (ow, ob, oe), _ = mlp.layer_offsets()
+    th[0, ob:ob + 3] = -50.0                             # three dead hidden units
+    X = rng.standard_normal((40, 4))
+    y = rng.integers(0, 3, 40)
+    P = mlp.n_params
+    _, _, H = reference.dense_hessian(mlp, th[0], X, y)
+    want = np.linalg.eigvalsh((H + H.T) / 2)
+    assert (np.abs(want) < 1e-12).sum() >= 15            # the cluster is there
+    got = hessian_eigs(mlp, th, X, y, k=P, which="SA", steps=P)
+    assert np.all(np.isfinite(got.values)) and got.steps[0] == P
+    np.testing.assert_allclose(got.values[0], want, atol=1e-9 * np.abs(want).max())
+    assert np.all(got.residuals[0] < 1e-8)

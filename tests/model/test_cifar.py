@@ -59,6 +59,10 @@ def _corrupt(tmp_path, rng, how):
     elif how == "labels":
         (d / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]},
                                                     protocol=2))
+    elif how in ("float_labels", "bytes_labels", "bool_labels"):
+        lab = {"float_labels": [0.0, 2.7], "bytes_labels": [0, b"3"], "bool_labels": [True, False]}[how]
+        (d / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": lab},
+                                                    protocol=2))
     elif how == "count":
         (d / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]},
                                                     protocol=2))
@@ -78,6 +82,9 @@ def _corrupt(tmp_path, rng, how):
     ("dtype", ["test_batch", "uint8"]),
     ("labels", ["test_batch", "[0, 10)"]),
     ("count", ["test_batch", "3 images but 2 labels"]),
+    ("float_labels", ["test_batch", "must be integers", "float"]),     # 2.7 is never truncated to 2
+    ("bytes_labels", ["test_batch", "must be integers", "bytes"]),
+    ("bool_labels", ["test_batch", "must be integers", "bool"]),
     ("missing_test", ["test_batch"]),
     ("missing_batch", ["a batch is missing"]),
     ("not_a_dict", ["data_batch_1", "dict"]),

@@ -183,3 +183,14 @@ def test_fashion_mnist_from_debian():
     assert ds.X_train.shape == (60000, 784) and ds.n_classes == 10
     assert ds.normalize == "fashion-mnist"
     assert not np.array_equal(ds.y_train[:100], data.load("mnist").y_train[:100])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_float_idx_images_with_nan_or_inf_are_refused(tmp_path, bad):
+    d = _tiny_dir(tmp_path)
+    imgs = np.random.default_rng(2).uniform(0, 1, (20, 4, 4)).astype(">f4")
+    imgs[3, 1, 2] = bad
+    payload = struct.pack(">I", (0x0D << 8) | 3) + b"".join(struct.pack(">I", s) for s in imgs.shape) + imgs.tobytes()
+    (d / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(payload))
+    with pytest.raises(DataError, match=r"train-images.*1 pixel values are NaN or infinite"):
+        data.load(d)

@@ -656,11 +656,22 @@ def stage_report(run: Run) -> str:
     return text
 
 
+def check_sizes(cfg: dict[str, Any], mlp: Any) -> None:
+    """Refuse, before any work, settings that ask for more eigenvalues than the network has
+    parameters (they were once clamped to P silently, which started a P-step Lanczos)."""
+    P = mlp.n_params
+    for key, on in (("certify.k", cfg["certify.enabled"]), ("sharpness.k", cfg["sharpness.every"] > 0)):
+        if on and cfg[key] > P:
+            raise cfgmod.ConfigError(f"{key} = {cfg[key]}: more eigenvalues than the network has parameters "
+                                     f"(P = {P}); give at most {P}")
+
+
 def execute(run: Run, progress: bool | None = None) -> str:
     """Run (or resume) every stage of the trapping-time analysis; returns the short summary."""
     t_all = time.perf_counter()
     ds = stage_data(run)
     log(f"data: {ds!r}")
+    check_sizes(run.cfg, mlp_of(run.cfg, ds))
     stage_outer(run, ds, progress)
     ex = make_executor(run.cfg, run.dir)
     try:
