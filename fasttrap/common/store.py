@@ -8,18 +8,71 @@ clear message and leaves the previous file intact.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
 import tempfile
+import threading
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 
 class StoreError(OSError):
     """Writing to the run directory failed (the message says what and why)."""
+
+
+class DamagedFileError(ValueError):
+    """A file of the run directory cannot be read as what it should be (truncated, not a zip archive,
+    a bad CRC, not JSON …). The message names the file and says why; ``path`` is the file."""
+
+    def __init__(self, path: str | os.PathLike, why: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: damaged ({why})")
+
+
+# Watchers of directories: every file written atomically below one of them is reported to the
+# watcher of the deepest such directory (a run directory records each file it writes in its manifest;
+# a run nested in another, such as <run>/regime1, records its own).
+_WATCH: dict[Path, Callable[[Path], None]] = {}
+_WATCH_LOCK = threading.Lock()
+
+
+def watch(directory: str | os.PathLike, callback: Callable[[Path], None] | None) -> None:
+    """Call ``callback(path)`` after every atomic write below ``directory`` (None: stop watching)."""
+    d = Path(directory).resolve()
+    with _WATCH_LOCK:
+        if callback is None:
+            _WATCH.pop(d, None)
+        else:
+            _WATCH[d] = callback
+
+
+def _notify(path: Path) -> None:
+    if not _WATCH:
+        return
+    p = path.resolve()
+    with _WATCH_LOCK:
+        hit = None
+        for parent in p.parents:
+            if parent in _WATCH:
+                hit = _WATCH[parent]
+                break
+    if hit is not None:
+        hit(p)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _fsync_dir(d: Path) -> None:
@@ -81,6 +134,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[io.BufferedWriter], 
             pass
         raise
     _fsync_dir(path.parent)
+    _notify(path)
     return path
 
 
@@ -130,8 +184,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+    """A JSON file; a file that is not valid JSON raises :class:`DamagedFileError` naming it."""
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read().decode())
+    except (ValueError, UnicodeDecodeError) as exc:        # JSONDecodeError is a ValueError
+        raise DamagedFileError(path, f"not valid JSON: {exc}") from None
 
 
 def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
@@ -143,9 +201,50 @@ def write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     return atomic_write(path, lambda fh: np.savez(fh, **arrs))
 
 
+# what a damaged .npz raises inside NumPy / zipfile (a truncated archive, a bad CRC, a torn header)
+NPZ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, KeyError, zipfile.LargeZipFile)
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """Every array of an .npz file; a damaged one raises :class:`DamagedFileError` naming it
+    (a missing one, FileNotFoundError)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except NPZ_ERRORS as exc:
+        raise DamagedFileError(path, f"not a readable .npz archive: {type(exc).__name__}: {exc}") from None
+
+
+@contextmanager
+def open_npz(path: str | os.PathLike) -> Iterator[Any]:
+    """``np.load`` of an .npz without pickles, for reading a few of its arrays; a damaged file (or one
+    that lacks a named array) raises :class:`DamagedFileError` naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            yield z
+    except FileNotFoundError:
+        raise
+    except NPZ_ERRORS as exc:
+        raise DamagedFileError(path, f"not a readable .npz archive, or one without the arrays it should hold: "
+                                     f"{type(exc).__name__}: {exc}") from None
+
+
+def npz_layout(path: str | os.PathLike) -> dict[str, list[Any]]:
+    """What an .npz holds, from its headers alone: {name: [dtype, shape]} (no array is read)."""
+    out: dict[str, list[Any]] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                with zf.open(name) as fh:
+                    major, _ = np.lib.format.read_magic(fh)
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                out[name.removesuffix(".npy")] = [dtype.str, list(shape)]
+    except NPZ_ERRORS as exc:
+        raise DamagedFileError(path, f"not a readable .npz archive: {type(exc).__name__}: {exc}") from None
+    return out
 
 
 def save_figure(fig: Any, stem: str | os.PathLike, arrays: dict[str, Any] | None = None) -> list[Path]:

@@ -59,11 +59,23 @@ def _load_saved(directory: Path) -> dict[str, Any]:
     try:
         return cfgmod.from_saved(directory / "config.toml")
     except cfgmod.ConfigError as exc:
-        raise cfgmod.ConfigError(f"--resume {exc}") from None
+        first = exc
+    # a run that recorded its settings says exactly which lines are missing or changed
+    from .rundir import Run
+
+    try:
+        cfg = cfgmod.from_saved(directory / "config.toml", fill_missing=True)
+    except cfgmod.ConfigError:
+        raise cfgmod.ConfigError(f"--resume {first}") from None
+    if (directory / "manifest.json").is_file():
+        Run(directory, cfg).check_settings(cfgmod.keys_in(directory / "config.toml"))
+    raise cfgmod.ConfigError(f"--resume {first}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .rundir import IntegrityError
+
     if args.threads is not None and args.threads < 1:
         return _fail(2, f"--threads: expected an int >= 1, got {args.threads}")
     try:
@@ -100,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                                 f"into an old one (use --resume {directory} to continue it)")
     except cfgmod.ConfigError as exc:
         return _fail(2, str(exc))
+    except IntegrityError as exc:       # config.toml or manifest.json not as the run recorded them
+        return _fail(3, str(exc))
     from ..ops.backend import BackendUnavailable, resolve as resolve_backend
 
     try:                               # before any directory or data: an explicit backend must exist here
@@ -152,6 +166,7 @@ def _execute(args: argparse.Namespace, cfg: dict[str, Any], text: str, directory
             store.clean_stale_temps(directory)
         run = rundir.Run(directory, cfg)
         if args.resume:
+            run.check_settings(cfgmod.keys_in(directory / "config.toml"))     # config.toml edited since?
             run.manifest["resumes"] = run.manifest.get("resumes", 0) + 1
         summary = pipeline.execute(run, progress=progress)
     except KeyboardInterrupt:
@@ -160,7 +175,7 @@ def _execute(args: argparse.Namespace, cfg: dict[str, Any], text: str, directory
         return _fail(4, f"{exc.strerror or exc}")
     except cfgmod.ConfigError as exc:          # e.g. run.executor = "dask" without Dask installed
         return _fail(2, str(exc))
-    except (rundir.RunError, DataError, DivergenceError) as exc:
+    except (rundir.RunError, DataError, DivergenceError, store.DamagedFileError) as exc:
         return _fail(3, str(exc))
     except PermissionError as exc:
         return _fail(3, f"{directory}: {exc.strerror or exc}")

@@ -549,9 +549,11 @@ def resolve(profile: str = "quick", toml_path: str | Path | None = None, overrid
     if toml_path is not None:
         p = Path(toml_path)
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(p.read_bytes().decode())
         except OSError as exc:
             raise ConfigError(f"--config {p}: cannot be read ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--config {p}: not a TOML file (it is not UTF-8 text; binary?)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"--config {p}: not valid TOML ({exc})") from None
         for k, v in _flatten(data).items():
@@ -720,6 +722,22 @@ NEUTRAL_LATER = ("model.arch", "model.compile", "data.train_rows", "data.test_ro
 AS_MADE_BEFORE = {"inner.checkpoints": [], "sensitivity.every": 1, "sensitivity.half": True, "certify.rule": "eps"}
 
 
+def keys_in(path: str | Path) -> set[str]:
+    """The dotted keys written in a saved ``config.toml`` (to tell a missing line from a default)."""
+    data = _read_toml(Path(path))
+    data.pop("profile", None)
+    return set(_flatten(data)) | ({"analysis"} if "analysis" in data else set())
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_bytes().decode())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a TOML file (it is not UTF-8 text; binary?)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
 def from_saved(path: str | Path, fill_missing: bool = False) -> dict[str, Any]:
     """The settings of a run directory's ``config.toml``, checked as a fresh resolve would check them.
 
@@ -732,7 +750,7 @@ def from_saved(path: str | Path, fill_missing: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path.parent}: no config.toml there (is it a fasttrap run directory?)")
-    data = tomllib.loads(path.read_text())
+    data = _read_toml(path)
     profile = data.pop("profile", None)
     analysis = data.pop("analysis", "traps")
     if analysis not in ANALYSES:

@@ -65,6 +65,12 @@ class Task:
     output: Path
     work: int = 0
 
+    def what(self) -> dict[str, Any]:
+        """What its output is, for the run's ledger: the task and its arguments (variant, block,
+        start-point range; or the seed)."""
+        args = [a.item() if hasattr(a, "item") else a for a in self.args]        # NumPy scalars
+        return {"task": self.key, "args": [a if isinstance(a, (str, int, float)) else str(a) for a in args]}
+
 
 class LocalExecutor:
     """The tasks in order, in this process (the default)."""
@@ -74,7 +80,9 @@ class LocalExecutor:
     def run(self, run: Any, ds: Any, tasks: list[Task], bar: Progress) -> Iterator[tuple[Task, dict[str, Any]]]:
         offset = 0
         for t in tasks:
-            yield t, t.fn(run, ds, *t.args, bar=bar, offset=offset)
+            entry = t.fn(run, ds, *t.args, bar=bar, offset=offset)
+            run.record(t.output, t.what())
+            yield t, entry
             offset += t.work
 
     def close(self) -> None:
@@ -163,6 +171,7 @@ class DaskExecutor:
                     text = "".join(traceback.format_exception(type(exc), exc, tb))
                     raise RunError(f"task {t.key} failed on a Dask worker (not retried: it would fail again):\n{text}")
                 res = fut.result()
+                run.record(t.output, t.what())        # the worker wrote it; the ledger is kept here
                 done_work += t.work
                 bar.update_to(done_work)
                 yield t, res

@@ -40,4 +40,6 @@ def execute(run: Run, progress: bool | None = None) -> str:
         log(f"{run.dir} had finished ({run.manifest['finished']}); what is on disk is kept, and the cheap stages that "
             "always run (traps, statistics, report and figures) are recomputed from it: no descent is run again")
     run.save_manifest()
-    return _analyses()[cfg.get("analysis", "traps")](run, progress)
+    with run.recording():       # every file written is recorded in the manifest's ledger
+        run.repair()            # a damaged, foreign or unknown file is moved aside and computed again
+        return _analyses()[cfg.get("analysis", "traps")](run, progress)

@@ -35,7 +35,9 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +49,16 @@ from ..common import store
 from ..ops import backend
 from ..version import __version__
 from . import config as cfgmod
+from . import integrity
 
 
 class RunError(RuntimeError):
     """The run cannot go on (bad data, an unusable directory, a full disk …); the message says why."""
+
+
+class IntegrityError(RunError, integrity.IntegrityError):
+    """A run directory's files or settings are not what its manifest recorded; the message names the
+    files (or settings) and the fix."""
 
 
 def log(msg: str) -> None:
@@ -88,39 +96,201 @@ def hardware() -> dict[str, Any]:
 
 
 class Run:
-    """A run directory and its manifest."""
+    """A run directory, its manifest and the ledger of its files (:mod:`fasttrap.run.integrity`)."""
 
     def __init__(self, directory: Path, cfg: dict[str, Any]):
         self.dir = directory
         self.cfg = cfg
         self.manifest_path = directory / "manifest.json"
+        self._lock = threading.RLock()
         if self.manifest_path.exists():
-            self.manifest = store.read_json(self.manifest_path)
+            try:
+                self.manifest = store.read_json(self.manifest_path)
+            except (store.DamagedFileError, OSError) as exc:
+                raise IntegrityError(f"{self.manifest_path}: {exc}. It is the run's record of its stages and "
+                                     "files; without it the run can be neither read nor resumed. Restore it from "
+                                     "a backup, or start the run again in a new directory") from None
+            if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("stages"), dict):
+                raise IntegrityError(f"{self.manifest_path}: damaged (no 'stages' record in it); restore it from a "
+                                     "backup, or start the run again in a new directory")
         else:
+            rec = integrity.settings_record(cfg)
             self.manifest = {"versions": versions(), "hardware": hardware(), "backend": backend.info(),
                              "profile": cfg.get("profile"), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                             "seeds": self.seeds, "stages": {}, "resumes": 0}
+                             "seeds": self.seeds, "stages": {}, "resumes": 0,
+                             "settings": rec, "settings_sha256": integrity.settings_sha256(rec), "files": {}}
 
     @property
     def seeds(self) -> list[int]:
         return [self.cfg["outer.seed_offset"] + i for i in range(self.cfg["outer.seeds"])]
 
     def save_manifest(self) -> None:
-        store.write_json(self.manifest_path, self.manifest)
+        with self._lock:
+            store.write_json(self.manifest_path, self.manifest)
 
     def stage_done(self, name: str, seconds: float, **extra: Any) -> None:
-        st = self.manifest["stages"].setdefault(name, {})
-        st.update(done=True, seconds=round(st.get("seconds", 0.0) + seconds, 3), **extra)
-        self.save_manifest()
+        with self._lock:
+            st = self.manifest["stages"].setdefault(name, {})
+            st.update(done=True, seconds=round(st.get("seconds", 0.0) + seconds, 3), **extra)
+            self.save_manifest()
 
     def is_done(self, name: str) -> bool:
         return bool(self.manifest["stages"].get(name, {}).get("done"))
 
     def finished(self, wall_seconds: float) -> None:
         """Mark the run finished, with this session's wall time."""
-        self.manifest["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.manifest["wall_seconds_last_session"] = round(wall_seconds, 2)
-        self.save_manifest()
+        with self._lock:
+            self.manifest["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            self.manifest["wall_seconds_last_session"] = round(wall_seconds, 2)
+            self.save_manifest()
+
+    # ---------------------------------------------------------------------------- the ledger ---
+    @property
+    def has_ledger(self) -> bool:
+        """Whether the manifest records the run's files (runs made before the ledger do not)."""
+        return isinstance(self.manifest.get("files"), dict)
+
+    def _rel(self, path: Path) -> str | None:
+        try:
+            rel = Path(path).resolve().relative_to(self.dir.resolve()).as_posix()
+        except ValueError:
+            return None
+        return None if integrity.excluded(rel) else rel
+
+    def has(self, rel: str) -> bool:
+        """Whether the run holds the file ``rel`` for a reader: it exists and, in a run with a ledger,
+        the ledger records it (a file written after the manifest's last update is not read)."""
+        return (self.dir / rel).is_file() and (not self.has_ledger or rel in self.manifest["files"])
+
+    def record(self, path: Path, what: dict[str, Any] | None = None) -> None:
+        """Record a file just written in the ledger (and save the manifest). A file recomputed after
+        its first version was found damaged must have that version's bytes when later stages were
+        computed from it (:func:`fasttrap.run.integrity.is_task_output`)."""
+        rel = self._rel(path)
+        if rel is None or not self.has_ledger or not Path(path).is_file():
+            return
+        e = integrity.entry_of(Path(path), what)
+        with self._lock:
+            old = self.manifest["files"].get(rel)
+            if old is not None and "what" in old and "what" not in e:
+                e["what"] = old["what"]
+            was = self.manifest.get("replaced", {}).pop(rel, None)
+            self.manifest["files"][rel] = e
+            if was is not None:
+                same = was["sha256"] == e["sha256"]
+                self.manifest.setdefault("recomputed", []).append(
+                    {"file": rel, "found": was["kind"], "same_bytes": same, "at": time.strftime("%Y-%m-%d %H:%M:%S")})
+            self.save_manifest()
+        if was is None:
+            return
+        moved = self.dir / was["moved_to"] if was.get("moved_to") else None
+        if was["kind"] == "unrecorded":       # not known to be wrong: the recomputation decides
+            if was["sha256"] == e["sha256"] and moved is not None:
+                moved.unlink(missing_ok=True)
+                _prune(moved.parent, self.dir / integrity.DAMAGED)
+                log(f"{rel}: recomputed to the bytes of the file found there unrecorded (it was a finished write "
+                    "the manifest had not yet recorded); that copy is removed")
+            else:
+                log(f"{rel}: recomputed; the unrecorded file found there had other bytes and stays in {was['moved_to']}")
+        elif was["sha256"] == e["sha256"]:
+            log(f"{rel}: recomputed, the same bytes as first written")
+        elif integrity.is_task_output(rel):
+            raise IntegrityError(f"{self.dir / rel}: recomputed, but its bytes differ from those first written "
+                                 f"(sha256 {e['sha256'][:12]}…, recorded {was['sha256'][:12]}…); the later stages were "
+                                 "computed from the first version, so this run can no longer be trusted. Start "
+                                 "it again in a new directory")
+
+    @contextmanager
+    def recording(self):  # type: ignore[no-untyped-def]
+        """While inside, every file written below the run directory is recorded in its ledger."""
+        store.watch(self.dir, self.record)
+        try:
+            yield self
+        finally:
+            store.watch(self.dir, None)
+
+    def check_settings(self, present: set[str] | None = None) -> None:
+        """Refuse settings that differ from those the run was made with (its ``config.toml`` edited).
+
+        Args:
+            present: the keys written in ``config.toml`` (a missing line is refused too).
+
+        Raises:
+            IntegrityError: naming ``config.toml`` and every setting that differs.
+        """
+        rec = self.manifest.get("settings")
+        if not isinstance(rec, dict):
+            return
+        diff = integrity.settings_diff(rec, self.cfg, present)
+        if diff:
+            raise IntegrityError(f"{self.dir / 'config.toml'}: no longer the settings this run was made with "
+                                 f"(manifest.json, settings_sha256 {self.manifest.get('settings_sha256', '?')[:12]}…): "
+                                 + "; ".join(diff) + ". Put the file back as it was (manifest.json keeps the "
+                                 "settings under 'settings'); a change of settings is a new run (--out)")
+
+    def problems(self) -> list[integrity.Problem]:
+        """The files that are not what the ledger recorded (empty for a run without a ledger)."""
+        return integrity.check(self.dir, self.manifest["files"]) if self.has_ledger else []
+
+    def verify(self) -> None:
+        """Refuse a run directory whose recorded files are damaged, foreign or missing.
+
+        Raises:
+            IntegrityError: naming each such file, and the fix.
+        """
+        bad = [p for p in self.problems() if p.kind != "unrecorded"]
+        if bad:
+            raise IntegrityError(f"{self.dir}: {len(bad)} file(s) are not what the run wrote: "
+                                 + "; ".join(map(str, bad[:8])) + (" …" if len(bad) > 8 else "")
+                                 + f". Nothing was read from them. python -m fasttrap.run --resume {self.dir} "
+                                 "recomputes them")
+
+    def repair(self) -> list[integrity.Problem]:
+        """Before a resume: move every file that is not what the ledger recorded into ``damaged/`` and
+        forget it, so its stage computes it again (:meth:`record` then checks the bytes). A run made
+        before the ledger adopts the files it holds. Returns the problems found."""
+        if not self.has_ledger:
+            with self._lock:
+                self.manifest["files"] = {}
+                rec = integrity.settings_record(self.cfg)
+                self.manifest.setdefault("settings", rec)
+                self.manifest.setdefault("settings_sha256", integrity.settings_sha256(rec))
+            n = 0
+            for p in self.dir.rglob("*"):
+                if p.is_file() and self._rel(p) is not None and not any(
+                        n_.parent in p.parents for n_ in self.dir.glob("*/manifest.json")):
+                    self.record(p)
+                    n += 1
+            if n:
+                log(f"{self.dir} was made before fasttrap kept a ledger of a run's files: its {n} files are taken "
+                    "as they are, and checked from now on")
+            self.save_manifest()
+            return []
+        found = self.problems()
+        if not found:
+            return found
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        with self._lock:
+            for p in found:
+                sha = store.sha256(self.dir / p.rel) if p.kind == "unrecorded" else None
+                dst = integrity.quarantine(self.dir, p.rel, stamp)
+                old = self.manifest["files"].pop(p.rel, None)
+                # its recomputation is checked against the recorded bytes (or, for a file the ledger did
+                # not know, compared with what was found)
+                self.manifest.setdefault("replaced", {})[p.rel] = {
+                    "kind": p.kind, "sha256": sha if old is None else old["sha256"],
+                    "moved_to": dst.relative_to(self.dir).as_posix() if dst else None}
+                where = f"; moved to {dst.relative_to(self.dir)}" if dst else ""
+                log(f"{p}{where}; it is computed again")
+            self.save_manifest()
+        return found
+
+
+def _prune(d: Path, stop: Path) -> None:
+    """Remove empty folders from ``d`` up to and including ``stop``."""
+    while d != stop.parent and d.is_dir() and not any(d.iterdir()):
+        d.rmdir()
+        d = d.parent
 
 
 # The inner stage and its reruns: "main", "seed" (batch seed run.seed + 1), "half" (half the epochs).
@@ -211,10 +381,40 @@ def inner_results(run: Run, variant: str = "main") -> dict[str, np.ndarray]:
     G_trace [N, T'] … (N: the start points of the variant's seeds)."""
     n = n_points(run, variant)
     nb = len(blocks(n, block_size(run.cfg, n)))
-    parts = [store.read_npz(inner_dir(run, variant) / f"block_{b:04d}.npz") for b in range(nb)]
+    paths = [inner_dir(run, variant) / f"block_{b:04d}.npz" for b in range(nb)]
+    parts = [store.read_npz(p) for p in paths]
+    _check_blocks(run, paths, parts, blocks(n, block_size(run.cfg, n)))
     keys = {k for k in set.intersection(*(set(p) for p in parts)) - {"trace_steps"}   # older blocks lack newer keys
             if not k.startswith("ckpt_")}                                       # checkpoints: checkpoint_series
     return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)} | {"trace_steps": parts[0]["trace_steps"]}
+
+
+# what every inner block has held since the first version; a block without one is not a block
+BLOCK_KEYS = ("theta", "status", "train_loss", "train_G")
+
+
+def _check_blocks(run: Run, paths: list[Path], parts: list[dict[str, np.ndarray]], ranges: list[tuple[int, int]]) -> None:
+    """What a block must be, checked also where no ledger can vouch for it (runs made before it): its
+    arrays, one row per start point of its range, θ of the run's size, and finite θ for a run whose
+    status says it ended well."""
+    P = None
+    for p, z, (lo, hi) in zip(paths, parts, ranges):
+        lack = [k for k in BLOCK_KEYS if k not in z]
+        if lack:
+            raise store.DamagedFileError(p, f"it lacks {lack}: not an inner block of this run")
+        th = z["theta"]
+        if th.ndim != 2 or th.shape[0] != hi - lo or len(z["status"]) != hi - lo:
+            raise store.DamagedFileError(p, f"it holds {th.shape[0] if th.ndim else '?'} endpoints, the block "
+                                            f"covers start points [{lo}, {hi}): from another run or block")
+        P = th.shape[1] if P is None else P
+        if th.shape[1] != P:
+            raise store.DamagedFileError(p, f"its θ has {th.shape[1]} parameters, the other blocks' {P}: "
+                                            "from another run")
+        ok = np.isin(z["status"].astype(str), ["converged", "max_steps"])
+        bad = ok & ~np.isfinite(th).all(axis=1)
+        if bad.any():
+            raise store.DamagedFileError(p, f"{int(bad.sum())} endpoint(s) have non-finite θ but the status "
+                                            f"{z['status'][bad][0]!s}: damaged")
 
 
 def inner_fields(run: Run, keys: tuple[str, ...], variant: str = "main", lo: int = 0,
@@ -228,7 +428,7 @@ def inner_fields(run: Run, keys: tuple[str, ...], variant: str = "main", lo: int
     for b, (a, e) in enumerate(blocks(n, block_size(run.cfg, n))):
         if e <= lo or a >= hi:
             continue
-        with np.load(inner_dir(run, variant) / f"block_{b:04d}.npz", allow_pickle=False) as z:
+        with store.open_npz(inner_dir(run, variant) / f"block_{b:04d}.npz") as z:
             for k in keys:
                 out[k].append(z[k][max(lo, a) - a: min(hi, e) - a])
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -244,7 +444,7 @@ def inner_fields_at(run: Run, keys: tuple[str, ...], points: Any, variant: str =
         sel = np.flatnonzero((pts >= a) & (pts < e))
         if not sel.size:
             continue
-        with np.load(inner_dir(run, variant) / f"block_{b:04d}.npz", allow_pickle=False) as z:
+        with store.open_npz(inner_dir(run, variant) / f"block_{b:04d}.npz") as z:
             for k in keys:
                 arr = z[k]
                 for i in sel:
@@ -294,9 +494,9 @@ def ledge_series(run: Run, s: int) -> dict[str, Any] | None:
     from ..analysis.ledges import series_from_arrays
 
     p = run.dir / "ledges.npz"
-    if not p.exists():
+    if not run.has("ledges.npz"):
         return None
-    with np.load(p, allow_pickle=False) as z:
+    with store.open_npz(p) as z:
         return series_from_arrays(z, prefix=f"s{s}_") if f"s{s}_steps" in z else None
 
 
@@ -319,14 +519,14 @@ def certificates(run: Run, s: int) -> dict[str, np.ndarray] | None:
     """The certificates of seed ``s`` (``point`` [C] global start-point indices, ``steps``, ``kind``,
     ``grad_sq``, ``lambda_min``, ``index`` … [C]), or None when the run has none."""
     p = run.dir / "certify" / f"seed_{s}.npz"
-    return store.read_npz(p) if p.exists() else None
+    return store.read_npz(p) if run.has(f"certify/seed_{s}.npz") else None
 
 
 def sharpness(run: Run, s: int) -> dict[str, np.ndarray] | None:
     """The Hessian at seed ``s``'s outer points (``steps`` [M], ``top`` [M, k] descending, ``residuals``,
     ``trace`` [M], SLQ ``nodes`` / ``weights`` [M, probes, m]), or None when not recorded."""
     p = run.dir / "sharpness" / f"seed_{s}.npz"
-    return store.read_npz(p) if p.exists() else None
+    return store.read_npz(p) if run.has(f"sharpness/seed_{s}.npz") else None
 
 
 def pairwise_distances(run: Run, s: int, variant: str = "main") -> np.ndarray:
@@ -360,6 +560,8 @@ class RunData:
             (:func:`checkpoint_series`), or None.
         regime1: the regime-1 companion run (``<run>/regime1``) as a :class:`RunData`, or None.
         sharpness: per seed, the Hessian at its outer points (:func:`sharpness`), or None.
+        integrity: "verified" (settings and every recorded file checked against the manifest's
+            ledger), or why not (a run made before the ledger).
     """
 
     path: Path
@@ -381,26 +583,35 @@ class RunData:
     checkpoints: dict[str, np.ndarray] | None = None
     regime1: "RunData | None" = None
     sharpness: dict[int, dict[str, np.ndarray]] | None = None
+    integrity: str = "unverified"
 
     def run(self) -> Run:
         """The :class:`Run` (directory and manifest) behind this data, for the readers above."""
         return Run(self.path, self.config)
 
 
-def open_run(path: str | os.PathLike[str]) -> RunData:
+def open_run(path: str | os.PathLike[str], verify: bool = True) -> RunData:
     """Read a run directory of ``python -m fasttrap.run`` back as arrays and dataclasses.
 
     Stages that have not finished yet come back as None, so a running or killed run can be
     inspected too. Nothing is written.
 
+    A run with a ledger (every run made since fasttrap kept one) is checked first
+    (:mod:`fasttrap.run.integrity`): its ``config.toml`` must hold the settings it was made with, and
+    every file it recorded must have the bytes recorded; a file written after the manifest's last
+    update (a run still writing, or killed in between) is not read. ``RunData.integrity`` says which.
+
     Args:
         path: the run directory (it holds ``config.toml`` and ``manifest.json``).
+        verify: check the files' hashes (False skips that, not the settings check: for a quick look
+            at a very large run).
 
     Returns:
         :class:`RunData`.
 
     Raises:
         RunError: ``path`` is not a fasttrap run directory.
+        IntegrityError: its settings or files are not what it recorded (the message names them).
 
     Example::
 
@@ -411,10 +622,20 @@ def open_run(path: str | os.PathLike[str]) -> RunData:
     d = Path(path)
     if not (d / "config.toml").is_file() or not (d / "manifest.json").is_file():
         raise RunError(f"{d}: not a fasttrap run directory (config.toml and manifest.json are missing)")
-    cfg = cfgmod.from_saved(d / "config.toml", fill_missing=True)
+    try:
+        cfg = cfgmod.from_saved(d / "config.toml", fill_missing=True)
+    except cfgmod.ConfigError as exc:
+        raise IntegrityError(str(exc)) from None
     run = Run(d, cfg)
+    run.check_settings(cfgmod.keys_in(d / "config.toml"))
+    if run.has_ledger:
+        if verify:
+            run.verify()
+        integrity_note = "verified" if verify else "settings checked; file hashes not checked (verify=False)"
+    else:
+        integrity_note = "unverified: made before fasttrap kept a ledger of a run's files"
     seeds = run.seeds
-    outer = {s: store.read_npz(d / "outer" / f"seed_{s}.npz") for s in seeds if (d / "outer" / f"seed_{s}.npz").exists()}
+    outer = {s: store.read_npz(d / "outer" / f"seed_{s}.npz") for s in seeds if run.has(f"outer/seed_{s}.npz")}
     have_outer = len(outer) == len(seeds) and len(seeds) > 0
     th0 = st = sd = None
     if have_outer:
@@ -423,19 +644,20 @@ def open_run(path: str | os.PathLike[str]) -> RunData:
     if have_outer and run.is_done("inner"):
         inner = inner_results(run)
     ind = None
-    if all((d / "indicators" / f"seed_{s}.npz").exists() for s in seeds) and seeds:
+    if all(run.has(f"indicators/seed_{s}.npz") for s in seeds) and seeds:
         ind = {s: load_indicators(run, s) for s in seeds}
     tr = None
-    if (d / "traps.npz").exists() and (d / "traps.json").exists():
+    if run.has("traps.npz") and run.has("traps.json"):
         tr = dict(store.read_npz(d / "traps.npz")) | store.read_json(d / "traps.json")
-    stats = store.read_json(d / "stats.json") if (d / "stats.json").exists() else None
+
+    def js(name: str) -> Any:
+        return store.read_json(d / name) if run.has(name) else None
+
     certs = {s: c for s in seeds if (c := certificates(run, s)) is not None} or None
-    idn = store.read_json(d / "identity.json") if (d / "identity.json").exists() else None
-    sen = store.read_json(d / "sensitivity.json") if (d / "sensitivity.json").exists() else None
-    led = store.read_json(d / "ledges.json") if (d / "ledges.json").exists() else None
     ck = checkpoint_series(run) if inner is not None else None
-    r1 = open_run(d / "regime1") if (d / "regime1" / "manifest.json").is_file() else None
+    r1 = open_run(d / "regime1", verify) if (d / "regime1" / "manifest.json").is_file() else None
     sharp = {s: h for s in seeds if (h := sharpness(run, s)) is not None} or None
-    return RunData(sharpness=sharp, certificates=certs, identity=idn, sensitivity=sen, ledges=led, checkpoints=ck,
-                   regime1=r1, path=d, config=cfg, manifest=run.manifest, seeds=seeds, outer=outer, start_points=th0,
-                   start_steps=st, start_seeds=sd, inner=inner, indicators=ind, traps=tr, stats=stats)
+    return RunData(sharpness=sharp, certificates=certs, identity=js("identity.json"), sensitivity=js("sensitivity.json"),
+                   ledges=js("ledges.json"), checkpoints=ck, regime1=r1, path=d, config=cfg, manifest=run.manifest,
+                   seeds=seeds, outer=outer, start_points=th0, start_steps=st, start_seeds=sd, inner=inner,
+                   indicators=ind, traps=tr, stats=js("stats.json"), integrity=integrity_note)

@@ -21,7 +21,7 @@ from ..executor import LocalExecutor, Task, run_analysis
 from ..report.aging import write_aging_report
 from ..rundir import Run, log
 from .data import mlp_of
-from .swap import applied_moves
+from .swap import applied_moves, check_applied
 
 
 def aging_nets(cfg: dict[str, Any], ds: datamod.Dataset) -> dict[str, Any]:
@@ -43,8 +43,10 @@ def aging_nets(cfg: dict[str, Any], ds: datamod.Dataset) -> dict[str, Any]:
 def stage_aging(run: Run, ds: datamod.Dataset, progress: bool | None, executor: Any = None) -> None:
     """One aging run per network, each checkpointed and resumable to identical results; each network
     is one task of ``executor`` (:mod:`fasttrap.run.executor`; default: this process)."""
-    todo = [Task(f"aging-{name}", aging_net, (name,), run.dir / "aging" / f"net_{name}.npz", 1)
-            for name in aging_nets(run.cfg, ds)]
+    nets = aging_nets(run.cfg, ds)
+    for net in nets.values():                  # a move into a layer the net lacks: refused before any run
+        check_applied(run.cfg, net, ds.image_shape)
+    todo = [Task(f"aging-{name}", aging_net, (name,), run.dir / "aging" / f"net_{name}.npz", 1) for name in nets]
     todo = [t for t in todo if not t.output.exists()]
     if not todo:
         return

@@ -81,6 +81,22 @@ def applied_moves(cfg: dict[str, Any]) -> list[Swap] | None:
     return [_move(cfg, cfg["swap.apply"], cfg["swap.pairs"][0], cfg["swap.every"][0])]
 
 
+def check_applied(cfg: dict[str, Any], mlp: Any, image_shape: tuple[int, int, int] | None) -> None:
+    """Refuse, before any work, a ``swap.apply`` move that this network or data cannot take (a layer
+    it does not have, channel swaps on one channel …), naming the settings.
+
+    Raises:
+        ConfigError: what :func:`fasttrap.dynamics.swap.check_moves` found, with the settings' names.
+    """
+    moves = applied_moves(cfg)
+    if not moves:
+        return
+    try:
+        check_moves(moves, mlp, image_shape)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"swap.apply = {cfg['swap.apply']!r} with swap.layer = {cfg['swap.layer']}: {exc}") from None
+
+
 def seeds(cfg: dict[str, Any]) -> list[int]:
     return [cfg["outer.seed_offset"] + i for i in range(cfg["swap.seeds"])]
 

@@ -33,7 +33,7 @@ from ..executor import LocalExecutor, Task, make_executor
 from ..report.traps import write_report
 from ..rundir import Run, log
 from .data import mlp_of, stage_data
-from .swap import applied_moves
+from .swap import applied_moves, check_applied
 
 
 def stage_outer(run: Run, ds: datamod.Dataset, progress: bool | None) -> None:
@@ -200,7 +200,7 @@ def _main_checkpoints_at(run: Run, pts: np.ndarray) -> np.ndarray:
     for b, (a, e) in enumerate(rundir.blocks(n, rundir.block_size(run.cfg, n))):
         if not np.any((pts >= a) & (pts < e)):
             continue
-        with np.load(rundir.inner_dir(run) / f"block_{b:04d}.npz", allow_pickle=False) as z:
+        with store.open_npz(rundir.inner_dir(run) / f"block_{b:04d}.npz") as z:
             rows, th = z["ckpt_rows"], z["ckpt_theta"]
             for i, g in enumerate(rows):
                 got[int(g)] = th[:, i]
@@ -418,7 +418,7 @@ def stage_ledges(run: Run) -> None:
 def ledge_result(run: Run, s: int, factor: float = 1.0, fraction: float | None = None) -> Any:
     """The ledge rule on seed ``s``'s stored series (threshold × ``factor``; at a checkpoint ``fraction``
     of the budget instead of the endpoints), or None when the seed has no series."""
-    with np.load(run.dir / "ledges.npz", allow_pickle=False) as z:
+    with store.open_npz(run.dir / "ledges.npz") as z:
         if f"s{s}_steps" not in z:
             return None
         ser = series_from_arrays(z, prefix=f"s{s}_")
@@ -607,7 +607,10 @@ def stage_regime1(run: Run, progress: bool | None) -> None:
         f"{run.seeds[0]}–{run.seeds[0] + cfg['regime1.seeds'] - 1}, in {d}")
     sub = Run(d, sub_cfg)
     sub.manifest["backend_resolved"] = run.manifest.get("backend_resolved")
-    execute(sub, progress)
+    sub.check_settings()
+    with sub.recording():
+        sub.repair()
+        execute(sub, progress)
 
 
 def certify_kinds(run: Run, s: int, seg: traps.Segments) -> np.ndarray:
@@ -672,6 +675,7 @@ def execute(run: Run, progress: bool | None = None) -> str:
     ds = stage_data(run)
     log(f"data: {ds!r}")
     check_sizes(run.cfg, mlp_of(run.cfg, ds))
+    check_applied(run.cfg, mlp_of(run.cfg, ds), ds.image_shape)
     stage_outer(run, ds, progress)
     ex = make_executor(run.cfg, run.dir)
     try:
@@ -683,7 +687,7 @@ def execute(run: Run, progress: bool | None = None) -> str:
         ex.close()
     for v in rundir.variants(run):
         stage_indicators(run, v)
-    if run.cfg["traps.rule"] == "ledge" and not (run.dir / "ledges.json").exists():
+    if run.cfg["traps.rule"] == "ledge" and not all((run.dir / f).exists() for f in ("ledges.json", "ledges.npz")):
         stage_ledges(run)
     stage_identity(run)
     stage_traps(run)
