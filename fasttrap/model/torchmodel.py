@@ -59,25 +59,11 @@ class TorchModel:
             raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
         if loss == "nll" and output != "identity":
             raise ValueError("output: loss 'nll' needs output 'identity' (the softmax is part of the loss)")
-        for name, m in module.named_modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.track_running_stats:
-                raise ValueError(
-                    f"module: {name or 'the module'} is a BatchNorm layer with track_running_stats=False: it "
-                    "normalises with the statistics of whatever batch it is given, in training and in eval mode, so "
-                    "the loss would depend on how the rows are batched and not on the weights alone. Use a BatchNorm "
-                    "with running statistics in eval mode, a GroupNorm or LayerNorm, or remove the layer")
-            stateful = isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-            if m.training and (stateful or isinstance(m, torch.nn.modules.dropout._DropoutNd)):
-                kind = "BatchNorm" if stateful else "dropout"
-                raise ValueError(
-                    f"module: {name or 'the module'} is a {kind} layer in training mode. Its output then depends on "
-                    "the batch's statistics (BatchNorm) or on chance (dropout), so the loss would not be a function "
-                    "of the weights alone, and neither would G = ½|∇L|². Call module.eval() first (BatchNorm then "
-                    "uses its stored running statistics, fixed), or remove the layer")
+        self.module = module
+        self.check_layers()
         if not isinstance(compile, bool):
             raise TypeError(f"compile: expected a bool, got {type(compile).__name__}")
         self.compile = compile
-        self.module = module
         self.loss = loss
         self.output = output
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
@@ -91,13 +77,64 @@ class TorchModel:
         self.buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
         self.n_out: int | None = None
         if self.input_shape is not None:
+            if any(v < 1 for v in self.input_shape):
+                raise ValueError(f"input_shape: expected positive sizes, got {list(self.input_shape)}")
+            p0 = next(iter(module.parameters()))
+            self.n_out = self.output_width(lambda x: module(x), torch.zeros((2, *self.input_shape), dtype=p0.dtype,
+                                                                            device=p0.device))
+
+    def check_layers(self) -> None:
+        """Refuse a layer whose output depends on the batch or on chance, in the mode it is in now.
+
+        Checked when wrapping and again before every op: ``module.train()`` after wrapping an
+        eval-mode net would otherwise reach torch.func with BatchNorm updating its running
+        statistics in place.
+
+        Raises:
+            ValueError: a BatchNorm without running statistics (any mode), or a BatchNorm or dropout
+                layer in training mode.
+        """
+        import torch
+
+        for name, m in self.module.named_modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.track_running_stats:
+                raise ValueError(
+                    f"module: {name or 'the module'} is a BatchNorm layer with track_running_stats=False: it "
+                    "normalises with the statistics of whatever batch it is given, in training and in eval mode, so "
+                    "the loss would depend on how the rows are batched and not on the weights alone. Use a BatchNorm "
+                    "with running statistics in eval mode, a GroupNorm or LayerNorm, or remove the layer")
+            stateful = isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            if m.training and (stateful or isinstance(m, torch.nn.modules.dropout._DropoutNd)):
+                kind = "BatchNorm" if stateful else "dropout"
+                raise ValueError(
+                    f"module: {name or 'the module'} is a {kind} layer in training mode. Its output then depends on "
+                    "the batch's statistics (BatchNorm) or on chance (dropout), so the loss would not be a function "
+                    "of the weights alone, and neither would G = ½|∇L|². Call module.eval() first, or again if it was "
+                    "put back in training mode after wrapping (BatchNorm then uses its stored running statistics, "
+                    "fixed), or remove the layer")
+
+    def output_width(self, fn: Any, x: Any) -> int:
+        """C, the outputs per row of ``fn(x)`` for inputs x [B, ...], checked to be [B, C].
+
+        Raises:
+            ValueError: the module cannot take inputs of this shape (naming ``input_shape``), or its
+                output is not [batch, classes].
+        """
+        import torch
+
+        try:
             with torch.no_grad():
-                p0 = next(iter(module.parameters()))
-                out = module(torch.zeros((2, *self.input_shape), dtype=p0.dtype, device=p0.device))
-            if out.ndim != 2:
-                raise ValueError(f"module: its output for inputs [2, {', '.join(map(str, self.input_shape))}] has shape "
-                                 f"{list(out.shape)}; expected [batch, classes]")
-            self.n_out = int(out.shape[1])
+                out = fn(x)
+        except RuntimeError as e:
+            shape = list(x.shape[1:])
+            raise ValueError(
+                f"input_shape: the module cannot take inputs of shape {shape} "
+                f"({'given as input_shape' if self.input_shape is not None else 'the data as given; pass input_shape'}"
+                f"): torch says: {str(e).splitlines()[0]}") from None
+        if out.ndim != 2 or out.shape[0] != x.shape[0]:
+            raise ValueError(f"module: its output for inputs {list(x.shape)} has shape {list(out.shape)}; expected "
+                             f"[{x.shape[0]}, classes] (one row of class scores per input)")
+        return int(out.shape[1])
 
     # --- what MLP offers -------------------------------------------------------------------------
     @property
@@ -206,9 +243,5 @@ class TorchModel:
         if self.n_out is None:
             p0 = next(iter(self.module.parameters()))
             x = torch.as_tensor(np.asarray(X[:1]) if not isinstance(X, torch.Tensor) else X[:1])
-            with torch.no_grad():
-                out = self.module(self.shape_inputs(x.to(p0.device, p0.dtype), 1))
-            if out.ndim != 2:
-                raise ValueError(f"module: its output for one input has shape {list(out.shape)}; expected [batch, classes]")
-            self.n_out = int(out.shape[1])
+            self.n_out = self.output_width(self.module, self.shape_inputs(x.to(p0.device, p0.dtype), 1))
         return self.n_out

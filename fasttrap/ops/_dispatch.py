@@ -222,6 +222,7 @@ def module_op(name: str, model: TorchModel, theta: Any, X: Any, y: Any, *rest: A
     from ..reference import module as impl
 
     be = resolve_module_backend(backend)           # refuses 'cpu', unknown names and 'cuda' without a GPU
+    model.check_layers()                           # module.train() may have been called since wrapping
     th = theta if is_torch(theta) else torch.from_numpy(np.ascontiguousarray(np.asarray(theta)))
     if th.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"theta: dtype must be float32 or float64, got {th.dtype}")
@@ -247,9 +248,8 @@ def module_op(name: str, model: TorchModel, theta: Any, X: Any, y: Any, *rest: A
                          f"{list(yt.shape)} (and B >= 1), got {list(Xt.shape)}")
     model.shape_inputs(Xt[(0,) * lead][None], 1)                   # the input shape, checked on one row
     if model.n_out is None:
-        with torch.no_grad():
-            x0 = model.shape_inputs(Xt.reshape(-1, *Xt.shape[lead:])[:1].to(th.device, th.dtype), 1)
-            model.n_out = int(model.forward(th[0], x0).shape[-1])
+        x0 = model.shape_inputs(Xt.reshape(-1, *Xt.shape[lead:])[:2].to(th.device, th.dtype), 1)
+        model.n_out = model.output_width(lambda x: model.forward(th[0], x), x0)
     if int(yt.min()) < 0 or int(yt.max()) >= model.n_out:
         raise ValueError(f"y: labels must lie in [0, {model.n_out}) (the module has {model.n_out} outputs), got "
                          f"[{int(yt.min())}, {int(yt.max())}]; does the module's output match the number of classes?")

@@ -136,7 +136,7 @@ def test_refusals(rng):
         fasttrap.value_and_grad(tm, th, np.zeros((2, 4)), np.array([0, 1]), backend="cpu")
     with pytest.raises(ValueError, match=r"theta: expected shape \[K, 15\]"):
         fasttrap.value_and_grad(tm, np.zeros((1, 9)), np.zeros((2, 4)), np.array([0, 1]))
-    with pytest.raises(ValueError, match=r"expected \[batch, classes\]"):
+    with pytest.raises(ValueError, match=r"expected \[2, classes\]"):
         TorchModel(torch.nn.Conv2d(1, 2, 3), input_shape=(1, 5, 5))
 
 
@@ -348,3 +348,51 @@ def test_batchnorm_without_running_statistics_is_refused_in_either_mode(mode):
     getattr(bn, mode)()
     with pytest.raises(ValueError, match="track_running_stats=False"):
         fasttrap.TorchModel(bn, input_shape=(4,))
+
+
+def test_a_wrong_input_shape_is_named():
+    """Before: torch's "mat1 and mat2 shapes cannot be multiplied", naming neither argument."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 26 * 26, 10))
+    with pytest.raises(ValueError, match=r"input_shape: the module cannot take inputs of shape \[1, 20, 20\]"):
+        TorchModel(net, input_shape=(1, 20, 20))
+    m = TorchModel(torch.nn.Linear(784, 10))            # no input_shape: the data's rows are the inputs
+    X, y = np.zeros((4, 100), np.float32), np.arange(4)
+    with pytest.raises(ValueError, match=r"input_shape.*\[100\].*pass input_shape"):
+        fasttrap.value_and_grad(m, m.init(1, 0), X, y)
+
+
+class _Squeezed(torch.nn.Module):
+    def __init__(self, out_shape):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, int(np.prod(out_shape)))
+        self.out_shape = out_shape
+
+    def forward(self, x):
+        return self.lin(x).reshape(-1, *self.out_shape) if self.out_shape != (1,) else self.lin(x)[:, 0]
+
+
+@pytest.mark.parametrize("out_shape,shown", [((1,), r"\[2\]"), ((4, 2), r"\[2, 4, 2\]")])
+@pytest.mark.parametrize("given", [True, False])
+def test_an_output_that_is_not_batch_by_classes_is_named(out_shape, shown, given):
+    """Before: an output [B] gave "labels must lie in [0, 1)", and [B, 4, 2] a torch target-size error."""
+    X, y = np.zeros((5, 6), np.float32), np.arange(5) % 2
+    with pytest.raises(ValueError, match=rf"module: its output for inputs \[2, 6\] has shape {shown}; expected \[2, "
+                                         "classes\\]"):
+        m = TorchModel(_Squeezed(out_shape), input_shape=(6,) if given else None)
+        fasttrap.value_and_grad(m, m.init(1, 0), X, y)
+
+
+def test_train_mode_after_wrapping_is_refused_before_any_op():
+    """Before: ``net.train()`` after wrapping an eval-mode BatchNorm net gave a functorch in-place error."""
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3)).eval()
+    m = TorchModel(net, input_shape=(6,))
+    th, X, y = m.init(2, 0), np.random.default_rng(0).random((8, 6), dtype=np.float32), np.arange(8) % 3
+    loss, _ = fasttrap.value_and_grad(m, th, X, y)
+    assert np.isfinite(loss).all()
+    net.train()
+    with pytest.raises(ValueError, match="BatchNorm layer in training mode.*put back in training mode"):
+        fasttrap.value_and_grad(m, th, X, y)
+    with pytest.raises(ValueError, match="BatchNorm layer in training mode"):
+        fasttrap.hvp(m, th, X, y, th)
+    net.eval()
+    np.testing.assert_array_equal(fasttrap.value_and_grad(m, th, X, y)[0], loss)
