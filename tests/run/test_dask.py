@@ -27,12 +27,12 @@ SMALL = ["--set", "model.widths=[784,24,10]", "--set", "outer.steps=30", "--set"
          "--set", "certify.lanczos_steps=10", "--set", "certify.minres_iters=10", "--set", "outer.seeds=2"]
 
 
-def same_bytes(a: Path, b: Path) -> None:
+def same_bytes(a: Path, b: Path, certificates: bool = False) -> None:
     x = {k: v for k, v in all_arrays(a).items() if not k.startswith("figures")}
     y = {k: v for k, v in all_arrays(b).items() if not k.startswith("figures")}
     assert x.keys() == y.keys()
     # the certificates are compared too (issue 28: a Dask run's gf_residual once differed from the local one's)
-    assert any(k.startswith("certify/") and k.endswith(":gf_residual") for k in x), sorted(x)[:5]
+    assert not certificates or any(k.startswith("certify/") and k.endswith(":gf_residual") for k in x), sorted(x)[:5]
     for k in x:
         assert x[k].dtype == y[k].dtype and x[k].tobytes() == y[k].tobytes(), f"{k} differs"
 
@@ -73,7 +73,7 @@ def test_dask_run_equals_the_local_run(local_run, tmp_path):
                  "--set", "cluster.workers=2", "--set", "cluster.threads=1"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dask: a new local cluster; dashboard" in r.stderr
-    same_bytes(local_run, out)
+    same_bytes(local_run, out, certificates=True)
     man = store.read_json(out / "manifest.json")
     assert man["stages"]["inner"]["executor"] == "dask" and len(man["stages"]["inner"]["blocks"]) == 6
     assert (out / "report.md").read_text().count("## Sensitivity") == 1
