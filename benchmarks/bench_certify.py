@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import data
+from fasttrap.model import data
 from fasttrap.linalg.hessian import full_batch_gradient, full_batch_hvp
 
 MLP = fasttrap.MLP((784, 100, 100, 10))

@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import fasttrap
-from fasttrap import cuda as ftcuda
-from fasttrap import flops, reference
+from fasttrap.ops import cuda as ftcuda, flops
+from fasttrap import reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import agreement, func_grad_G  # noqa: E402
@@ -67,7 +67,7 @@ def _problem(K):
     # Real inputs: a normalised MNIST batch, and K models near their initialisation (random
     # unnormalised pixels saturate some models' softmax, where every float32 implementation
     # alike loses the digits of 1 - p; that would measure float32, not the implementations).
-    ds = fasttrap.data.load("mnist")
+    ds = fasttrap.model.data.load("mnist")
     idx = np.random.default_rng(K).choice(len(ds.y_train), B, replace=False)
     g = torch.Generator(device="cuda").manual_seed(K)
     theta = torch.from_numpy(MLP.init(K, 7)).cuda() + 0.01 * torch.randn(K, MLP.n_params, device="cuda", generator=g)

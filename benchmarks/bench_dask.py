@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fasttrap import store
+from fasttrap.common import store
 
 pytest.importorskip("distributed")
 

@@ -28,7 +28,8 @@ import pytest
 import torch
 
 import fasttrap
-from fasttrap import flops, reference
+from fasttrap import reference
+from fasttrap.ops import flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shared import agreement, func_grad_G  # noqa: E402
@@ -43,7 +44,7 @@ IMPLS = ["fasttrap", "twin-loop", "twin-batched", "func-fwdrev", "func-revrev",
 
 def _problem(K: int):
     # A real, normalised MNIST batch and K models near their initialisation.
-    ds = fasttrap.data.load("mnist")
+    ds = fasttrap.model.data.load("mnist")
     rng = np.random.default_rng(K)
     idx = rng.choice(len(ds.y_train), B, replace=False)
     theta = MLP.init(K, 7) + np.float32(0.01) * rng.standard_normal((K, MLP.n_params)).astype(np.float32)

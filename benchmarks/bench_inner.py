@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import data
+from fasttrap.model import data
 
 MLP = fasttrap.MLP((784, 100, 100, 10))
 FULL = 100 * 100 * 469

@@ -33,8 +33,7 @@ import pytest
 import torch
 
 import fasttrap
-from fasttrap import data
-from fasttrap.model import zoo
+from fasttrap.model import data, zoo
 
 DEVICE = os.environ.get("FASTTRAP_BENCH_DEVICE", "cpu")
 SUITE = f"{DEVICE}_module"

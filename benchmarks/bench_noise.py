@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import data, reference
+from fasttrap import reference
+from fasttrap.model import data
 
 MLP = fasttrap.MLP((784, 100, 100, 10))
 _ds: dict = {}

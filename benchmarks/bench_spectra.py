@@ -33,7 +33,8 @@ import pytest
 import torch
 
 import fasttrap
-from fasttrap import data, reference
+from fasttrap import reference
+from fasttrap.model import data
 from fasttrap.linalg.spectra import symmetric_eigvalsh
 
 MLP = fasttrap.MLP((784, 100, 100, 10))

@@ -6,7 +6,7 @@
 The reference net (784-100-100-10) on MNIST, 10 seeds at once, batch 128, float32, every move firing
 at every step. Two measurements, in the same run:
 
-* **the move itself**: ``fasttrap.swap.apply_moves`` called alone for 300 steps on a fixed θ and
+* **the move itself**: ``fasttrap.dynamics.swap.apply_moves`` called alone for 300 steps on a fixed θ and
   minibatch (best of 5), against a plain SGD step (``outer_sgd`` without moves, 300 steps, best of
   5): the overhead in % of a step. This is the precise number.
 * **end to end**: ``outer_sgd`` with and without the move, alternating, best of 5. Machine noise
@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import Swap, data
+from fasttrap import Swap
+from fasttrap.model import data
 
 MLP = fasttrap.MLP((784, 100, 100, 10))
 SEEDS = list(range(10))

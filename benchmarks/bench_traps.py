@@ -1,4 +1,4 @@
-"""Segmentation speed: 10⁶ outer points through fasttrap.traps.segment (Numba).
+"""Segmentation speed: 10⁶ outer points through fasttrap.analysis.traps.segment (Numba).
 
     python -m pytest benchmarks/bench_traps.py
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fasttrap import traps
+from fasttrap.analysis import traps
 
 # The slow reference lives with the tests' other naive references (tests/naive/, as stumpy keeps
 # tests/naive.py); the benchmark compares against the same one.

@@ -11,8 +11,8 @@ from collections import defaultdict
 from torch.profiler import ProfilerActivity, profile
 
 import fasttrap
-from fasttrap import cuda as ftcuda
-from fasttrap import data
+from fasttrap.ops import cuda as ftcuda
+from fasttrap.model import data
 
 
 def main() -> None:

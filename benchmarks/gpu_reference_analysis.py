@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 import fasttrap
-from fasttrap import cuda as ftcuda
-from fasttrap import data
+from fasttrap.ops import cuda as ftcuda
+from fasttrap.model import data
 
 
 def main() -> None:

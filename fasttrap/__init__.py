@@ -17,15 +17,14 @@ One folder per stage of the data flow::
     common/     atomic storage and progress bars, shared by every stage
     run/        python -m fasttrap.run: settings, run directories, stages, reports, figures
 
-The old flat module names (``fasttrap.traps``, ``fasttrap.stats``, ``fasttrap.kernels`` …) still
-import, as aliases of the modules' new homes.
+``__all__`` below is the public surface; everything else is imported from its subpackage
+(``fasttrap.analysis.traps``, ``fasttrap.model.data``, ``fasttrap.common.store`` …).
 """
 
 from __future__ import annotations
 
 from .version import __version__  # noqa: F401  (first: the core loader checks the core against it)
 
-from . import _compat
 from .analysis.certify import Certificate, certify
 from .analysis.ledges import LedgeTraps, traps_from_endpoints
 from .dynamics.inner import InnerResult, inner_descent
@@ -39,8 +38,6 @@ from .ops.backend import (BackendUnavailable, built_with_cuda, cuda_available, c
 from .ops.backend import info as backend_info
 from .linalg.spectra import hessian_density, hessian_eigs, jacobian_density, jacobian_esd
 from .run.rundir import RunData, open_run
-
-_compat.install()
 
 __all__ = [
     "MLP",
@@ -58,11 +55,9 @@ __all__ = [
     "RunData",
     "Swap",
     "TorchModel",
-    "data",
     "inner_descent",
     "open_run",
     "outer_sgd",
-    "rng",
     "BackendUnavailable",
     "backend_info",
     "built_with_cuda",
@@ -77,11 +72,3 @@ __all__ = [
     "value_and_grad",
 ]
 
-
-def __getattr__(name: str):  # noqa: ANN202 - module attribute hook (PEP 562)
-    # fasttrap.traps, fasttrap.aging, … as attributes: the old flat names, imported on first use.
-    if name in _compat.ALIASES:
-        mod = _compat.resolve(name)
-        globals()[name] = mod
-        return mod
-    raise AttributeError(f"module 'fasttrap' has no attribute {name!r}")

@@ -18,10 +18,10 @@ A system ages when Δ at a fixed lag falls as t_w grows: the older it is, the sl
 τ ∝ t_w is simple aging, τ flat in t_w is no (or interrupted) aging.
 
 Only the snapshots at the t_w are stored, never the path: :class:`TwoTimeStream` is called at
-every outer step (the ``observe`` hook of :func:`fasttrap.outer.outer_sgd`) and does work only at
+every outer step (the ``observe`` hook of :func:`fasttrap.dynamics.outer.outer_sgd`) and does work only at
 the t_w and at the t_w + t. :func:`two_time` computes the same from stored θ, for checking.
 :func:`run_aging` drives one network: outer SGD, the two-time observables, the training curves
-and the gradient noise D(t) (:mod:`fasttrap.diffusion`), with atomic checkpoints that resume to
+and the gradient noise D(t) (:mod:`fasttrap.analysis.diffusion`), with atomic checkpoints that resume to
 identical results.
 """
 
@@ -396,7 +396,7 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
               checkpoint_every: int = 0, moves: Sequence[Any] | None = None) -> AgingResult:
     """Train one network with SGD and measure its aging and diffusion on the way.
 
-    The outer path is :func:`fasttrap.outer.outer_sgd` (same seeds give the same path as the trap
+    The outer path is :func:`fasttrap.dynamics.outer.outer_sgd` (same seeds give the same path as the trap
     analysis). Along it: Δ, Δ₄ on the (t_w, lag) grid (snapshots only at the t_w), and at
     ``curve_points`` log-spaced steps the full train/test loss and accuracy and the gradient noise
     D(t) over the training set.
@@ -415,11 +415,11 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
         eval_rows: rows of each set for the loss/accuracy curves (None: all).
         dtype: float32 or float64 for training.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
-        progress: as in :func:`fasttrap.outer.outer_sgd`.
+        progress: as in :func:`fasttrap.dynamics.outer.outer_sgd`.
         checkpoint: a file to checkpoint to (atomically) and to resume from if it exists. A
             resumed run gives bit-identical results.
         checkpoint_every: steps between checkpoints (0: about 20 per run).
-        moves: swap moves (:class:`fasttrap.Swap`) inside the SGD (:func:`fasttrap.outer.outer_sgd`).
+        moves: swap moves (:class:`fasttrap.Swap`) inside the SGD (:func:`fasttrap.dynamics.outer.outer_sgd`).
             Δ is measured on the permutation-aligned weights, so paired swaps, which are symmetries,
             do not show up as motion; the other moves are real motion and do.
 
@@ -491,7 +491,7 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
 
 
 def aging_verdict(ts: dict[str, Any], threshold: float = 0.2) -> str:
-    """A one-line reading of :func:`fasttrap.aging.timescales` (the rule is stated in the report).
+    """A one-line reading of :func:`fasttrap.analysis.aging.timescales` (the rule is stated in the report).
 
     τ growing at least like t_w^threshold over a half of the waiting times counts as aging there;
     aging in the first half whose second-half slope falls below the threshold or below half its early

@@ -1,6 +1,6 @@
 """Trap identity by clustering endpoints: returns to an earlier trap are visits of the same trap.
 
-The consecutive-jump rule (:func:`fasttrap.traps.segment`) compares each endpoint only with the one
+The consecutive-jump rule (:func:`fasttrap.analysis.traps.segment`) compares each endpoint only with the one
 before it, so a path that goes A → B → A counts three traps. Energy-landscape codes instead keep a
 database of distinct minima and match every new one against all of them (pele's ``Database``,
 TopSearch's similarity). Here every endpoint of a window is compared with every other through the
@@ -40,7 +40,7 @@ class TrapIdentity:
 
     Attributes:
         labels: [T] trap of each endpoint (0, 1, … by first appearance; −1 for invalid endpoints).
-        visits: the visits as :class:`fasttrap.traps.Segments` (their lengths are trapping times;
+        visits: the visits as :class:`fasttrap.analysis.traps.Segments` (their lengths are trapping times;
             the first and last are censored, a visit next to an invalid endpoint is flagged).
         visit_trap: [V] the trap each visit is to.
         n_distinct: distinct traps; n_visits: visits; n_returns: visits to a trap seen before.

@@ -156,7 +156,7 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         index_offset: with independent batches, model k draws stream index ``index_offset + k``.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch`` (the twin: same batches, same rules).
         progress: a progress bar with model-steps/s (None: log lines off a terminal; False: silent),
-            or an existing :class:`fasttrap.progress.Progress` to advance (from ``progress_offset``).
+            or an existing :class:`fasttrap.common.progress.Progress` to advance (from ``progress_offset``).
         progress_offset: where this call's model-steps start on a shared bar.
         polish_steps: Newton-MR iterations of ``"sgd+newton_mr"``.
         minres_tol, minres_iters: MINRES tolerance and step cap of each Newton-MR iteration.
@@ -293,7 +293,7 @@ def _training_set(mlp: MLP, data: Any, dtype: np.dtype) -> tuple[np.ndarray, np.
     elif isinstance(data, tuple) and len(data) == 2:
         X, y = data
     else:
-        raise TypeError(f"data: expected a fasttrap.data.Dataset or a tuple (X, y), got {type(data).__name__}")
+        raise TypeError(f"data: expected a fasttrap.model.data.Dataset or a tuple (X, y), got {type(data).__name__}")
     return check_dataset(mlp, X, y, dtype, name="data X")
 
 

@@ -48,7 +48,7 @@ class OuterResult:
         curve_steps: [C] log-spaced steps at which the curves were evaluated.
         train_loss, train_acc, test_loss, test_acc: [S, C] on the full sets.
         lr, batch_size: the settings.
-        moves: what the swap moves did (:class:`fasttrap.swap.MoveLog`), or None without moves.
+        moves: what the swap moves did (:class:`fasttrap.dynamics.swap.MoveLog`), or None without moves.
         alignment: [S, Σ hidden widths] the paired-swap relabelling at the end (pass it back as
             ``alignment0`` to continue the run), or None without moves.
         theta_end: [S, P] θ at the last step as the dynamics hold it (not aligned), or None without
@@ -105,7 +105,7 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
 
     Args:
         mlp: the network.
-        data: a :class:`fasttrap.data.Dataset` (its training and test sets).
+        data: a :class:`fasttrap.model.data.Dataset` (its training and test sets).
         seeds: the seeds (an int means ``range(seeds)``): one model each, with its own init and batches.
         lr: learning rate.
         batch_size: minibatch size (the last batch of an epoch may be shorter).
@@ -116,15 +116,15 @@ def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0
         dtype: float32 or float64.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch`` for the gradient.
         progress: a bar on a terminal (None: log lines when not a terminal; False: silent), or an
-            existing :class:`fasttrap.progress.Progress` to advance to the step reached.
+            existing :class:`fasttrap.common.progress.Progress` to advance to the step reached.
         theta0: optional [S, P] starting points instead of ``mlp.init`` (θ at step ``start``).
         start: the step θ0 is at. Batches depend only on (seed, step), so running 0..a and then
             a..b from θ_a gives exactly the path of one run 0..b (the unit of checkpointing).
         observe: called as ``observe(t, θ_t)`` at every step t = start..steps with θ [S, P]
             (a read-only view, valid only during the call): the hook for streaming observables
-            such as :class:`fasttrap.aging.TwoTimeStream`.
+            such as :class:`fasttrap.analysis.aging.TwoTimeStream`.
         moves: swap moves (:class:`fasttrap.Swap`) applied between steps, for every seed (see
-            :mod:`fasttrap.swap`); None or [] gives exactly the run without moves.
+            :mod:`fasttrap.dynamics.swap`); None or [] gives exactly the run without moves.
         alignment0: the paired-swap relabelling at step ``start`` (``OuterResult.alignment`` of the
             run being continued); None: none yet.
         align: record (and show ``observe``) θ in the original labelling of the hidden units, undoing
@@ -204,7 +204,7 @@ def _settings(mlp: MLP, data: Any, seeds: Any, lr: Any, batch_size: Any, steps: 
     """Every argument of :func:`outer_sgd` checked: (seeds, lr, batch_size, steps, start, curve_points, dtype)."""
     check_model(mlp)
     if not isinstance(data, Dataset):
-        raise TypeError(f"data: expected a fasttrap.data.Dataset, got {type(data).__name__}")
+        raise TypeError(f"data: expected a fasttrap.model.data.Dataset, got {type(data).__name__}")
     what = "the MLP" if isinstance(mlp, MLP) else "the module"
     if mlp.n_in is not None and data.n_features != mlp.n_in:
         raise ValueError(f"data: has {data.n_features} input features but {what} expects {mlp.n_in}")

@@ -21,7 +21,7 @@ move applied between two SGD steps, for every seed:
   the loss). Each proposal then costs one loss evaluation.
 * **frequency**: every ``every`` steps, or with probability ``prob`` per step.
 
-Randomness comes from the counter-based streams (:mod:`fasttrap.rng`, stage ``"swap"``), hashed per
+Randomness comes from the counter-based streams (:mod:`fasttrap.model.rng`, stage ``"swap"``), hashed per
 (seed, step, draw) and vectorised over seeds (:class:`Draws`), so a run cut at any step and resumed
 draws exactly the same moves, and the moves cost little next to a step (``benchmarks/bench_swap.py``).
 
@@ -146,7 +146,7 @@ def check_moves(moves: Any, mlp: MLP, image_shape: tuple[int, int, int] | None) 
 class Draws:
     """The random numbers of one step's moves for every seed: counter-based and vectorised over seeds.
 
-    Seed s at step t has the key k = :func:`fasttrap.rng.stream_ids` (s, "swap", t); its n-th number
+    Seed s at step t has the key k = :func:`fasttrap.model.rng.stream_ids` (s, "swap", t); its n-th number
     is splitmix64(k ⊕ splitmix64(n)), the finaliser that also drives the batch order. Every call draws
     the same count for every seed, whether or not its move fires there, so a seed's numbers depend
     only on (seed, step, moves): a seed run alone, or a run cut at any step and resumed, draws

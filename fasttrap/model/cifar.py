@@ -10,7 +10,7 @@ The data sets cannot be shipped or downloaded here; a user gives the directory t
   ``fine_label_names``.
 
 A row of ``data`` is one 32 × 32 colour image in channel-major order (the 1,024 red values, then
-green, then blue, each row-major), so a :class:`fasttrap.data.Dataset` keeps it as it is and records
+green, then blue, each row-major), so a :class:`fasttrap.model.data.Dataset` keeps it as it is and records
 ``image_shape = (3, 32, 32)``: swap moves and conv nets know what a pixel and a channel are.
 
 The files are pickles written by Python 2. Unpickling runs code named in the file, so they are read

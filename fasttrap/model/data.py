@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cifar
-from .errors import DataError  # noqa: F401  (re-exported: fasttrap.data.DataError)
+from .errors import DataError
 
 EMBEDDED = Path(__file__).resolve().parent.parent / "datasets" / "mnist"
 FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)

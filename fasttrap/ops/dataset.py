@@ -45,7 +45,7 @@ def per_sample_grad_sq(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = F
     With L = (1/N) Σ_α ℓ_α, this returns ‖∇ℓ_α‖² for every α. For a dense layer the per-sample
     gradient is an outer product, so ‖∂ℓ_α/∂W‖² + ‖∂ℓ_α/∂b‖² = (‖a_α‖² + 1)‖e_α‖²: the cost is one
     forward and one backward pass, against forming N × P numbers for ``vmap(grad)``. The gradient
-    noise of the data set is then D = mean_α ‖∇ℓ_α‖² − ‖∇L‖² (:func:`fasttrap.diffusion.gradient_noise`).
+    noise of the data set is then D = mean_α ‖∇ℓ_α‖² − ‖∇L‖² (:func:`fasttrap.analysis.diffusion.gradient_noise`).
 
     There is no fused CUDA kernel for this yet: with CUDA inputs, or ``backend="cuda"``, the torch
     twin (``torch.func.vmap(grad)``) runs on the device.

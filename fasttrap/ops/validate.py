@@ -105,7 +105,7 @@ def check_float_array(x: Any, name: str, dtype: np.dtype) -> np.ndarray:
     a = as_numpy(x, name)
     if not np.issubdtype(a.dtype, np.floating):
         raise TypeError(f"{name}: expected a floating-point array, got dtype {a.dtype}"
-                        + (" (normalise pixels first, e.g. with fasttrap.data.load)"
+                        + (" (normalise pixels first, e.g. with fasttrap.model.data.load)"
                            if np.issubdtype(a.dtype, np.integer) else ""))
     a = np.ascontiguousarray(a, dtype=dtype)
     return a

@@ -18,8 +18,7 @@ from .descent import (STATUS_CONVERGED, STATUS_DIVERGED, STATUS_INTERRUPTED, STA
 from .grad import grad_G, hvp, value_and_grad
 from .spectra import input_jacobian, jacobian_gram
 
-inner_descent = descent_loop   # the name this twin had before the ops were given rooms
 
 __all__ = ["ACT", "certify", "dense_hessian", "STATUS_CONVERGED", "STATUS_DIVERGED", "STATUS_INTERRUPTED", "STATUS_MAX_STEPS", "STATUS_NONFINITE", "STATUS_RUNNING",
-           "as_tensor", "descent_loop", "evaluate", "grad_G", "hvp", "inner_descent", "input_jacobian", "jacobian_gram", "losses", "outputs",
+           "as_tensor", "descent_loop", "evaluate", "grad_G", "hvp", "input_jacobian", "jacobian_gram", "losses", "outputs",
            "per_sample_grad_sq", "unflatten", "value_and_grad"]

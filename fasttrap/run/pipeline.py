@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..ops import backend
-from .rundir import Run, RunError, open_run  # noqa: F401  (re-exported: fasttrap.pipeline.Run)
+from .rundir import Run
 
 
 def _analyses() -> dict[str, Callable[[Run, Any], str]]:

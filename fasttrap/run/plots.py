@@ -1,7 +1,7 @@
 """Figures of a run, with matplotlib's object API (no pyplot, no backend or display needed).
 
 Every figure is saved as PNG and PDF, with the arrays it shows in an .npz beside it, atomically
-(see :mod:`fasttrap.store`).
+(see :mod:`fasttrap.common.store`).
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def aging_family(results: dict[str, Any], stem: str | Path) -> list[Path]:
     """Per network: Δ(t_w, t_w+t) against t, one curve per t_w (log-log), and α₂ below it.
 
     Args:
-        results: network name -> :class:`fasttrap.aging.AgingResult`.
+        results: network name -> :class:`fasttrap.analysis.aging.AgingResult`.
     """
     import matplotlib
 

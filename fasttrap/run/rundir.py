@@ -501,14 +501,14 @@ def ledge_series(run: Run, s: int) -> dict[str, Any] | None:
 
 
 def load_indicators(run: Run, s: int, variant: str = "main") -> traps.Indicators:
-    """The indicator series of seed ``s`` (:class:`fasttrap.traps.Indicators`) of ``variant``."""
+    """The indicator series of seed ``s`` (:class:`fasttrap.analysis.traps.Indicators`) of ``variant``."""
     z = store.read_npz(indicators_dir(run, variant) / f"seed_{s}.npz")
     return traps.Indicators(z["steps"], z["loss_end"], z["acc_end"], z["G_end"], z["end_to_end"], z["start_to_end"],
                             z["outer_step"], z["status"], z["invalid"], z.get("G_start"))
 
 
 def thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The segmentation settings of a run, as keyword arguments of :func:`fasttrap.traps.segment`."""
+    """The segmentation settings of a run, as keyword arguments of :func:`fasttrap.analysis.traps.segment`."""
     return {k: cfg[f"traps.{k}"] for k in ("dist_ratio", "peak_window", "confirm", "loss_step", "G_step", "adaptive",
                                            "bimodality")}
 
@@ -547,7 +547,7 @@ class RunData:
         start_points: θ_t of all seeds [N, P] in global order, with ``start_steps`` [N] and ``start_seeds`` [N].
         inner: the inner endpoints in the same order (``theta`` [N, P], ``status`` [N], ``train_loss``,
             ``train_G``, ``train_acc`` [N], ``G_trace`` [N, T'] …), or None before the inner stage ends.
-        indicators: per seed, :class:`fasttrap.traps.Indicators`, or None.
+        indicators: per seed, :class:`fasttrap.analysis.traps.Indicators`, or None.
         traps: ``traps.npz`` (lengths, censoring and flags, boundaries per seed) merged with
             ``traps.json`` (summary, thresholds), or None.
         stats: ``stats.json`` (the power-law fits), or None.

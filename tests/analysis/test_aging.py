@@ -8,8 +8,11 @@ import pytest
 import torch
 
 import fasttrap
-from fasttrap import aging, data, diffusion, reference, store
-from fasttrap.aging import TwoTime, TwoTimeStream
+from fasttrap import reference
+from fasttrap.analysis import aging, diffusion
+from fasttrap.model import data
+from fasttrap.common import store
+from fasttrap.analysis.aging import TwoTime, TwoTimeStream
 
 from _util import COMPILED_BACKENDS, cosine, num_threads, rel_l2, to_np
 

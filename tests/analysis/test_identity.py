@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from fasttrap import traps
-from fasttrap.analysis import identity
+from fasttrap.analysis import traps, identity
 
 
 def _walk(rng, seq, lens, P=30, jitter=0.05, spread=5.0):

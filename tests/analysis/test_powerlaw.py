@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import special, stats as sst
 
-from fasttrap import stats
+from fasttrap.analysis import powerlaw as stats
 
 
 def test_discrete_sampler_matches_the_pmf():

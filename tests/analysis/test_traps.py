@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from fasttrap import traps
+from fasttrap.analysis import traps
 
 
 # ---------------------------------------------------------------- the NumPy reference ---------

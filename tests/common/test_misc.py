@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import _loader, flops, progress, store, traps
+from fasttrap.ops import _loader, flops
+from fasttrap.common import progress, store
+from fasttrap.analysis import traps
 
 
 def test_textbook_and_fused_flop_counts():

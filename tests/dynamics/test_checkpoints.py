@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import data
+from fasttrap.model import data
 from fasttrap.dynamics.inner import checkpoint_steps
 
 from _util import COMPILED_BACKENDS

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import data
+from fasttrap.model import data
 
 from _util import COMPILED_BACKENDS
 
@@ -143,7 +143,7 @@ def test_interrupt_flag_stops_the_loop(small, backend):
     t.join(timeout=60)
     assert not t.is_alive()
     r = out["r"]
-    assert list(fasttrap.inner.STATUS_NAMES[r["status"]]) == ["interrupted"] * 8
+    assert list(fasttrap.dynamics.inner.STATUS_NAMES[r["status"]]) == ["interrupted"] * 8
     assert 5 <= r["steps_done"][0] < 10**7
     assert prog[1] == r["steps_done"].sum()            # executed model-steps, as counted
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import data, rng
+from fasttrap.model import data, rng
 
 from _util import COMPILED_BACKENDS
 
@@ -80,9 +80,9 @@ def test_data_must_fit_the_network(small):
 
 
 def test_divergence_is_a_clear_error_naming_step_and_seeds():
-    from fasttrap.outer import DivergenceError
+    from fasttrap.dynamics.outer import DivergenceError
 
-    ds = fasttrap.data.load("mnist").subset(500, 100)
+    ds = fasttrap.model.data.load("mnist").subset(500, 100)
     with pytest.raises(DivergenceError, match=r"seed\(s\) \[0, 1\].*lower the learning rate") as exc:
         fasttrap.outer_sgd(fasttrap.MLP((784, 20, 10), "relu", "mse"), ds, seeds=2, lr=1e4, batch_size=50,
                            steps=100, curve_points=0, progress=False)

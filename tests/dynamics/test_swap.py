@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import data, reference
+from fasttrap import reference
+from fasttrap.model import data
 from fasttrap.dynamics import swap
 from fasttrap.dynamics.swap import Alignment, Draws, MoveLog, Swap, apply_data, apply_moves, apply_weight
 
@@ -205,7 +206,7 @@ def test_measuring_dL_never_changes_the_moves(small):
         assert np.array_equal(b.moves.accepted, b.moves.proposed)
 
 
-class _KillAt(fasttrap.progress.Progress):
+class _KillAt(fasttrap.common.progress.Progress):
     """A progress bar that interrupts the run when it reaches a step (a kill, for resume tests)."""
 
     def __init__(self, total, at):
@@ -221,7 +222,7 @@ class _KillAt(fasttrap.progress.Progress):
 def test_aging_with_swaps_aligns_symmetries_and_resumes(small, tmp_path):
     """Paired swaps do not show up as motion in Δ (aligned weights); rows swaps do; an interrupted
     aging run with moves resumes from its checkpoint to the same bytes."""
-    from fasttrap import aging
+    from fasttrap.analysis import aging
 
     mlp = fasttrap.MLP((784, 16, 10))
     kw = dict(seeds=[0, 1], lr=0.05, batch_size=32, steps=300, t_w=[10, 50], lags=[1, 10, 100], curve_points=4,
@@ -245,6 +246,6 @@ def test_aging_with_swaps_aligns_symmetries_and_resumes(small, tmp_path):
 
 
 def store_npz(p):
-    from fasttrap import store
+    from fasttrap.common import store
 
     return store.read_npz(p)

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from fasttrap import data
+from fasttrap.model import data
 from fasttrap.model.cifar import read_cifar, write_cifar
 
 

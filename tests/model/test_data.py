@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fasttrap import data
-from fasttrap.data import DataError
+from fasttrap.model import data
+from fasttrap.model.data import DataError
 
 
 def test_embedded_mnist_loads_and_is_verified():

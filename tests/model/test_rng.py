@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fasttrap import _loader, rng
+from fasttrap.ops import _loader
+from fasttrap.model import rng
 
 
 @pytest.mark.parametrize("stream", [0, 1, 2**64 - 1, rng.stream_id(3, "inner", 7)])

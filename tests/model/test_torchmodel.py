@@ -141,7 +141,7 @@ def test_refusals(rng):
 
 
 def _fashion_or_mnist():
-    from fasttrap import data
+    from fasttrap.model import data
 
     try:
         return data.load("fashion-mnist").subset(600, 200)
@@ -152,7 +152,7 @@ def _fashion_or_mnist():
 def test_outer_sgd_and_aging_run_on_a_small_conv_net():
     """Outer SGD, aging (Δ, Δ₄) and the gradient noise on the small conv net, on a slice of
     Fashion-MNIST (MNIST where that package is missing); the path learns and resumes exactly."""
-    from fasttrap import aging
+    from fasttrap.analysis import aging
 
     ds = _fashion_or_mnist()
 

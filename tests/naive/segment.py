@@ -1,6 +1,6 @@
 """Slow, obvious references of the segmentation (as stumpy keeps tests/naive.py).
 
-Independent of the package: plain NumPy loops that say what :func:`fasttrap.traps.segment` and its
+Independent of the package: plain NumPy loops that say what :func:`fasttrap.analysis.traps.segment` and its
 Otsu split compute. The tests and ``benchmarks/bench_traps.py`` compare the Numba code against them.
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import fasttrap
-from fasttrap import _loader
+from fasttrap.ops import _loader
 
 
 def test_core_is_built():

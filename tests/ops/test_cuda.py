@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import fasttrap
-from fasttrap import cuda as ftcuda
-from fasttrap import data, reference
+from fasttrap.ops import cuda as ftcuda
+from fasttrap import reference
+from fasttrap.model import data
 
 from _util import CUDA, rel_l2
 

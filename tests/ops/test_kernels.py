@@ -150,7 +150,7 @@ def test_thread_count_does_not_change_results(rng, threads):
 @pytest.mark.parametrize("chunk", [1, 2, 5, 64])
 def test_chunk_size_does_not_change_results(rng, chunk):
     mlp, theta, X, y, _ = _inputs(rng, ((784, 100, 100, 10), "sigmoid", "mse", "sigmoid", 11, 128, False), np.float64)
-    from fasttrap import backend as be
+    from fasttrap.ops import backend as be
 
     old = be.get_chunk()
     try:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fasttrap
-from fasttrap import _loader
+from fasttrap.ops import _loader
 
 MLP = fasttrap.MLP((6, 4, 3))
 K, B = 2, 5

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fasttrap import store
+from fasttrap.common import store
 
 distributed = pytest.importorskip("distributed")
 
@@ -166,8 +166,7 @@ def test_without_dask_the_setting_is_refused_with_the_install_command(tmp_path):
 def test_slurm_job_script_is_rendered_from_the_settings():
     """The documented SLURM example (README, "Running on a cluster"), rendered without a cluster."""
     pytest.importorskip("dask_jobqueue")
-    from fasttrap import config
-    from fasttrap.run import executor
+    from fasttrap.run import config, executor
 
     cfg = config.resolve("thesis", None, ["run.executor=dask", "cluster.kind=slurm", "cluster.workers=8",
                                           "cluster.threads=4", "cluster.memory=16GB", "cluster.walltime=04:00:00",

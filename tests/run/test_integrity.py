@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import store
+from fasttrap.common import store
 from fasttrap.run.rundir import IntegrityError, RunError
 
 from test_run import TINY, run_cmd  # noqa: E402  (rootdir-relative, as the other run tests)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fasttrap import config, open_run, store
+from fasttrap import open_run
+from fasttrap.run import config
+from fasttrap.common import store
 
 from test_run import refused, run_cmd
 

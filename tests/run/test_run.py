@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fasttrap import cli, config, store
+from fasttrap.run import cli, config
+from fasttrap.common import store
 
 # A tiny but real configuration: the embedded MNIST, a small MLP, 20 outer points.
 TINY = ["--set", "model.widths=[784,24,10]", "--set", "outer.steps=30", "--set", "window.start=1",
@@ -199,7 +200,7 @@ def test_reruns_every_kth_point_are_real_descents(tmp_path):
     np.testing.assert_array_equal(rer["index"], pts)
     main = rundir_mod.inner_results(run)
     mlp = mlp_of(cfg)
-    ds = fasttrap.data.load("mnist", normalize=cfg["data.normalize"])
+    ds = fasttrap.model.data.load("mnist", normalize=cfg["data.normalize"])
     spe = -(-len(ds.y_train) // cfg["inner.batch_size"])
     n = int(round(cfg["inner.epochs"] * spe))
     th0 = rd.start_points[pts].astype(np.float32)
@@ -242,7 +243,7 @@ def test_sensitivity_rows_come_from_real_reruns(tmp_path):
     cfg = rd.config
     main, half, other = (store.read_npz(out / d / "block_0000.npz") for d in ("inner", "inner_half", "inner_seed"))
     mlp = mlp_of(cfg)
-    ds = fasttrap.data.load("mnist", normalize=cfg["data.normalize"])
+    ds = fasttrap.model.data.load("mnist", normalize=cfg["data.normalize"])
     th0 = rd.start_points[:5].astype(np.float32)
     spe = -(-len(ds.y_train) // cfg["inner.batch_size"])
     for z, steps, seed in ((half, int(round(cfg["inner.epochs"] / 2 * spe)), 0),

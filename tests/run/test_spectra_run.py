@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fasttrap
-from fasttrap import config, store
+from fasttrap.run import config
+from fasttrap.common import store
 from fasttrap.model import data as datamod
 
 from test_run import all_arrays, kill_when_written, refused, run_cmd

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fasttrap import config, store
+from fasttrap.run import config
+from fasttrap.common import store
 from fasttrap.model.cifar import write_cifar
 
 from test_run import all_arrays, kill_when_written, run_cmd

@@ -6,7 +6,7 @@
 import sys
 from pathlib import Path
 
-from fasttrap import store
+from fasttrap.common import store
 
 
 def arrays(d: Path) -> dict:

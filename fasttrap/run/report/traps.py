@@ -323,7 +323,7 @@ def section_traps(x: _Inputs) -> list[str]:
               if rule == "cluster" else
               "Trapping times are the segments of the **consecutive-jump rule**"
               + (" (clustering needs a measured within-trap scale, and this run has none)." if cfg["traps.rule"] == "cluster" else ".")),
-             "The consecutive-jump rule of `fasttrap.traps` (" + ", ".join(f"{k}={v}" for k, v in rundir.thresholds(cfg).items())
+             "The consecutive-jump rule of `fasttrap.analysis.traps` (" + ", ".join(f"{k}={v}" for k, v in rundir.thresholds(cfg).items())
              + ") is shown beside it.", "",
              "| seed | trapping segments | consecutive-rule boundaries at outer steps |", "|---:|---:|---|"]
     for s in ([] if rule == "ledge" else x.seeds):

@@ -1,7 +1,7 @@
 """The stages of the aging analysis: data → one aging run per network → report.
 
 Each network's run is checkpointed atomically and resumes to bit-identical results
-(:func:`fasttrap.aging.run_aging`); a finished network is skipped on resume.
+(:func:`fasttrap.analysis.aging.run_aging`); a finished network is skipped on resume.
 """
 
 from __future__ import annotations
