@@ -197,3 +197,16 @@ def test_the_console_script_points_at_a_real_function():
         pytest.skip("fasttrap is not pip-installed here (no fasttrap-run script beside this python)")
     r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--resume" in r.stdout, r.stderr[-2000:]
+
+
+def test_every_public_driver_is_keyword_only_past_its_first_three_arguments():
+    """Drivers take (model, data or θ, seeds or data) by position and every setting by name, so a
+    setting can be added or reordered without silently shifting a call. (The ops and the
+    certificates take the four data arguments (model, θ, X, y) of their compiled twins.)"""
+    import fasttrap
+    from fasttrap.analysis import aging
+
+    for f in (fasttrap.outer_sgd, fasttrap.inner_descent, aging.run_aging, fasttrap.traps_from_endpoints):
+        ps = inspect.signature(f).parameters.values()
+        positional = [p.name for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        assert len(positional) <= 3, f"{f.__module__}.{f.__name__}: positional past the third: {positional[3:]}"

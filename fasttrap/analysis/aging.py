@@ -389,7 +389,7 @@ class _Observer:
             self.c[k] = np.array(st[f"c_{k}"], dtype=np.float64)
 
 
-def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0.1, batch_size: int = 100,
+def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, *, lr: float = 0.1, batch_size: int = 100,
               steps: int = 10_000, t_w: Any = None, lags: Any = None, curve_points: int = 30,
               noise_rows: int | None = None, eval_rows: int | None = None, dtype: Any = np.float32,
               backend: str = "auto", progress: bool | None | Progress = True, checkpoint: str | Path | None = None,

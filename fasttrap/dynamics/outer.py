@@ -95,7 +95,7 @@ def _record_steps(record: Any, steps: int, start: int = 0) -> np.ndarray:
     return r
 
 
-def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, lr: float = 0.1, batch_size: int = 128,
+def outer_sgd(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, *, lr: float = 0.1, batch_size: int = 128,
               steps: int = 150, record: Any = "all", curve_points: int = 30, eval_rows: int | None = None,
               dtype: Any = np.float32, backend: str = "auto", progress: bool | None | Progress = True,
               theta0: np.ndarray | None = None, start: int = 0,
