@@ -14,7 +14,7 @@ One folder per stage of the data flow::
     dynamics/   outer SGD and the batched inner descents
     linalg/     Lanczos, SLQ and MINRES batched over K models, on the full-batch Hessian
     analysis/   traps, power laws, aging, gradient noise, training-curve regimes, certificates
-    common/     atomic storage and progress bars, shared by every stage
+    common/     atomic storage, progress bars and the endpoint-kind rule, shared by every stage
     run/        python -m fasttrap.run: settings, run directories, stages, reports, figures
 
 ``__all__`` below is the public surface; everything else is imported from its subpackage

@@ -210,3 +210,29 @@ def test_every_public_driver_is_keyword_only_past_its_first_three_arguments():
         ps = inspect.signature(f).parameters.values()
         positional = [p.name for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         assert len(positional) <= 3, f"{f.__module__}.{f.__name__}: positional past the third: {positional[3:]}"
+
+
+# The floors, lowest first: a room may import only from its own floor or below. ``ops`` sits above
+# ``reference`` because the dispatch point routes ``backend="torch"`` to the twins.
+FLOORS = ["common", "model", "reference", "ops", "linalg", "dynamics", "analysis", "run"]
+
+
+def _room(mod: str) -> str | None:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in FLOORS else None
+
+
+def test_arrows_point_down():
+    """No upward import (lazy ones count): training and descents live in ``dynamics/`` and the
+    analyses call them; the twins never reach for an analysis."""
+    assert {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()} <= set(FLOORS) | {"datasets"}
+    up = []
+    for m in MODULES:
+        a = _room(m)
+        if a is None:
+            continue
+        for target, _ in imports_of(m):
+            b = _room(target)
+            if b is not None and FLOORS.index(b) > FLOORS.index(a):
+                up.append(f"{m} ({a}) imports {target} ({b})")
+    assert not up, "\n".join(up)

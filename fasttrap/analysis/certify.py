@@ -24,7 +24,7 @@ Gradient-norm minimisation, which is exactly the inner descent on G = ½‖∇L�
 * ``gf_residual`` r = ‖Hp + g‖/‖g‖ for the MINRES solution p of H p = −g: 0 when g lies in the
   range of H, 1 when g lies in its kernel. Following Frye et al. (2021), r ≥ 0.9 marks a
   gradient-flat point;
-* ``kind``, by the rule (:func:`fasttrap.analysis.kinds.classify`):
+* ``kind``, by the rule (:func:`fasttrap.common.kinds.classify`):
 
   1. ‖∇L‖² < ``grad_tol`` (default 1e-10, the tolerance of the critical-point literature): a
      critical point — ``"saddle"`` if an eigenvalue is proven negative, ``"minimum"`` if none is
@@ -55,7 +55,7 @@ from ..ops import resolve_for
 from ..ops.validate import check_dataset, check_float, check_int, check_model, check_theta
 from ..linalg.hessian import full_batch_gradient, full_batch_hvp
 from ..linalg.lanczos import damped_solve, lanczos, minres, ritz, rounding_bound, signs, slq
-from .kinds import CRITICAL_KINDS, KINDS, classify
+from ..common.kinds import CRITICAL_KINDS, KINDS, classify
 
 
 @dataclass

@@ -24,7 +24,7 @@ from .. import ops
 from ..model import rng
 from ..ops import resolve_for
 from ..ops.validate import check_dataset, check_float, check_int, check_model, check_theta
-from ..analysis.stability import auto_lr
+from .stepsize import auto_lr
 from ..linalg.hessian import lambda_max
 from .newton import newton_mr
 
@@ -133,7 +133,7 @@ def inner_descent(mlp: MLP, theta0: Any, data: Dataset | tuple[Any, Any], *, epo
         steps: length in steps (for ``method="gd"`` one step is one full-batch step).
         lr: learning rate, a scalar, one per model [K], or ``"auto"``: lr = lr_c/λ_max² per start
             point, λ_max(H) by 20 Lanczos steps on the first ``lr_rows`` rows
-            (:mod:`fasttrap.analysis.stability`: descent on G is linearly stable for lr < 2/λ_max²).
+            (:mod:`fasttrap.dynamics.stepsize`: descent on G is linearly stable for lr < 2/λ_max²).
         batch_size: minibatch size; the last batch of an epoch is shorter unless ``drop_last``.
         seed: seed of the batch order (stream ``(seed, "inner", index)``).
         batches: ``"shared"`` (common random numbers, the default) or ``"independent"``.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..analysis.kinds import classify
+from ..common.kinds import classify
 from ..model.mlp import MLP
 from .common import as_tensor, losses, outputs
 

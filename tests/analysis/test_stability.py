@@ -7,6 +7,7 @@ import pytest
 
 import fasttrap
 from fasttrap.analysis import stability
+from fasttrap.dynamics import stepsize
 from fasttrap.linalg.hessian import lambda_max
 
 
@@ -32,7 +33,7 @@ def test_auto_lr_keeps_runs_stable_where_a_fixed_lr_diverges(rng):
     th0 = mlp.init(6, 2)
     lam = lambda_max(mlp, th0.astype(np.float64), X, y)
     fixed = 50.0 / np.min(lam) ** 2                         # 25× past the stability limit for every run
-    assert np.all(stability.unstable(fixed, lam))
+    assert np.all(stepsize.unstable(fixed, lam))
     bad = fasttrap.inner_descent(mlp, th0, (X, y), steps=300, lr=fixed, method="gd", growth=1e3, progress=False)
     good = fasttrap.inner_descent(mlp, th0, (X, y), steps=300, lr="auto", lr_rows=256, method="gd", growth=1e3,
                                   progress=False)
@@ -48,7 +49,7 @@ def test_auto_lr_keeps_runs_stable_where_a_fixed_lr_diverges(rng):
     assert set(good.status) <= {"max_steps", "converged"} and not blown(good).any()
     assert np.all(good.G_last <= good.G_start)               # and it descends
     np.testing.assert_allclose(good.settings["lr"], 1.0 / good.settings["lambda_max"] ** 2)
-    assert not np.any(stability.unstable(good.settings["lr"], good.settings["lambda_max"]))
+    assert not np.any(stepsize.unstable(good.settings["lr"], good.settings["lambda_max"]))
 
 
 def test_a_blow_up_that_recovers_is_flagged():
@@ -80,9 +81,9 @@ def test_a_collapsed_endpoint_is_flagged_only_from_a_trained_start():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="lam_max"):
-        stability.auto_lr([1.0, -2.0])
+        stepsize.auto_lr([1.0, -2.0])
     with pytest.raises(ValueError, match="c"):
-        stability.auto_lr([1.0], c=0)
+        stepsize.auto_lr([1.0], c=0)
     mlp = fasttrap.MLP((4, 3))
     with pytest.raises(ValueError, match="lr"):
         fasttrap.inner_descent(mlp, mlp.init(1, 0), (np.zeros((8, 4)), np.zeros(8, int)), steps=1, lr="fast",

@@ -54,7 +54,7 @@ def test_recorded_kinds_are_those_of_the_error_bound_rule(d):
     """Re-certification from the stored arrays: the sign rule changed (eps·λ_max → error bound), but
     it only decides between the critical kinds. Where every certified endpoint has ‖∇L‖² ≥ grad_tol,
     the kinds under the new rule are the stored ones, whatever rule made the run."""
-    from fasttrap.analysis.kinds import classify
+    from fasttrap.common.kinds import classify
 
     r = fasttrap.open_run(d)
     cfg = r.config

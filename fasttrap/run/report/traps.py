@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...analysis.curves import regimes
-from ...analysis.kinds import CRITICAL_KINDS, KINDS
+from ...common.kinds import CRITICAL_KINDS, KINDS
 from ...analysis.powerlaw import PowerLawFit
 from ...common import store
 from .. import config as cfgmod, plots, rundir

@@ -23,6 +23,7 @@ from ...analysis.ledges import series_from_arrays, series_to_arrays, traps_from_
 from ...analysis.certify import certify, segment_kinds
 from ...common import store
 from ...common.progress import Progress
+from ...dynamics import stepsize
 from ...dynamics.inner import inner_descent
 from ...linalg.hessian import lambda_max
 from ...linalg.spectra import hessian_density, hessian_eigs
@@ -141,7 +142,7 @@ def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi
         rows = cfg["inner.lr_rows"]
         lam = lambda_max(mlp_of(cfg, ds), theta0, ds.X_train[:rows], ds.y_train[:rows], backend=cfg["run.backend"])
         lrs = cfg["inner.lr"]
-        lr_b = (stability.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto"
+        lr_b = (stepsize.auto_lr(lam, cfg["inner.lr_c"]) if cfg["inner.lr_rule"] == "auto"
                 else np.where(steps <= cfg["inner.regime_split"], lrs[0], lrs[-1]))
     else:
         main = rundir.inner_fields_at(run, ("lambda_max", "lr"), pts)
@@ -156,7 +157,7 @@ def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi
     extra = _checkpoint_arrays(run, variant, pts, res) if len(res.checkpoint_steps) else {}
     store.write_npz(rundir.inner_dir(run, variant) / f"block_{b:04d}.npz", theta=res.theta,
                     status=status.astype("U18"), G_peak_ratio=fl["G_peak_ratio"], norm_ratio=fl["norm_ratio"],
-                    lambda_max=lam, lr=lr_b, lr_unstable=stability.unstable(lr_b, lam),
+                    lambda_max=lam, lr=lr_b, lr_unstable=stepsize.unstable(lr_b, lam),
                     steps_done=res.steps_done, G_start=res.G_start, G_last=res.G_last,
                     train_loss=res.train_loss, train_G=res.train_G, train_acc=res.train_acc,
                     G_trace=res.G_trace, trace_steps=res.trace_steps, index=pts, **extra)

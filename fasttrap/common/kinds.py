@@ -1,5 +1,7 @@
-"""The verdict on an endpoint from its certificate, a rule of its own so that the certificate and
-its dense twin (:mod:`fasttrap.reference.certify`) share it without importing each other."""
+"""The verdict on an endpoint from its certificate, a rule of its own so that the certificate
+(:mod:`fasttrap.analysis.certify`) and its dense twin (:mod:`fasttrap.reference.certify`) share it.
+It sits in ``common/``, the lowest floor, because the twin sits below ``analysis/``: imports only
+point down."""
 
 from __future__ import annotations
 
