@@ -57,6 +57,15 @@ T* mptr(py::array& a, const char* name, std::vector<int64_t> shape) {
 bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
 bool is_f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
 
+// The one dtype branch of every op: the dtype of θ picks the instantiation, f(T{}) with T float or
+// double (the impls check every other array against it and release the GIL around the compute).
+template <class F>
+decltype(auto) by_dtype(const py::array& theta, const char* name, F&& f) {
+  if (is_f64(theta)) return f(double(0));
+  if (is_f32(theta)) return f(float(0));
+  bad(std::string(name) + ": dtype must be float32 or float64");
+}
+
 template <class T>
 ft::cpu::Batch<T> make_batch(const Net& net, int64_t K, const py::array& X, const py::array& y) {
   ft::cpu::Batch<T> b;
@@ -312,9 +321,9 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
          py::array y, int threads, int chunk) -> py::tuple {
         Net net = make_net(widths, act, loss, out_act);
-        if (is_f64(theta)) return vag_impl<double>(net, theta, X, y, threads, chunk);
-        if (is_f32(theta)) return vag_impl<float>(net, theta, X, y, threads, chunk);
-        bad("theta: dtype must be float32 or float64");
+        return by_dtype(theta, "theta", [&](auto t) {
+          return vag_impl<decltype(t)>(net, theta, X, y, threads, chunk);
+        });
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
       py::arg("X"), py::arg("y"), py::arg("threads") = 1, py::arg("chunk") = 4);
@@ -324,9 +333,9 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
          py::array y, py::array v, int threads, int chunk) -> py::array {
         Net net = make_net(widths, act, loss, out_act);
-        if (is_f64(theta)) return hvp_impl<double>(net, theta, X, y, v, threads, chunk);
-        if (is_f32(theta)) return hvp_impl<float>(net, theta, X, y, v, threads, chunk);
-        bad("theta: dtype must be float32 or float64");
+        return by_dtype(theta, "theta", [&](auto t) {
+          return hvp_impl<decltype(t)>(net, theta, X, y, v, threads, chunk);
+        });
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
       py::arg("X"), py::arg("y"), py::arg("v"), py::arg("threads") = 1, py::arg("chunk") = 4);
@@ -336,9 +345,9 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
          py::array y, int threads, int chunk) -> py::tuple {
         Net net = make_net(widths, act, loss, out_act);
-        if (is_f64(theta)) return gradG_impl<double>(net, theta, X, y, threads, chunk);
-        if (is_f32(theta)) return gradG_impl<float>(net, theta, X, y, threads, chunk);
-        bad("theta: dtype must be float32 or float64");
+        return by_dtype(theta, "theta", [&](auto t) {
+          return gradG_impl<decltype(t)>(net, theta, X, y, threads, chunk);
+        });
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
       py::arg("X"), py::arg("y"), py::arg("threads") = 1, py::arg("chunk") = 4);
@@ -348,10 +357,9 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
          py::array y, int block, bool want_grad, int threads) -> py::tuple {
         Net net = make_net(widths, act, loss, out_act);
-        py::tuple r;
-        if (is_f64(theta)) r = eval_impl<double>(net, theta, X, y, block, want_grad, threads, false);
-        else if (is_f32(theta)) r = eval_impl<float>(net, theta, X, y, block, want_grad, threads, false);
-        else bad("theta: dtype must be float32 or float64");
+        py::tuple r = by_dtype(theta, "theta", [&](auto t) {
+          return py::tuple(eval_impl<decltype(t)>(net, theta, X, y, block, want_grad, threads, false));
+        });
         return py::make_tuple(r[0], r[1], r[2]);
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
@@ -363,10 +371,9 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
          py::array y, int block, bool want_grad, int threads) -> py::tuple {
         Net net = make_net(widths, act, loss, out_act);
-        py::tuple r;
-        if (is_f64(theta)) r = eval_impl<double>(net, theta, X, y, block, want_grad, threads, true);
-        else if (is_f32(theta)) r = eval_impl<float>(net, theta, X, y, block, want_grad, threads, true);
-        else bad("theta: dtype must be float32 or float64");
+        py::tuple r = by_dtype(theta, "theta", [&](auto t) {
+          return py::tuple(eval_impl<decltype(t)>(net, theta, X, y, block, want_grad, threads, true));
+        });
         return py::make_tuple(r[3], r[2]);
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
@@ -378,9 +385,9 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
          int threads) -> py::array {
         Net net = make_net(widths, act, loss, out_act);
-        if (is_f64(theta)) return jac_impl<double>(net, theta, X, 256, false, threads);
-        if (is_f32(theta)) return jac_impl<float>(net, theta, X, 256, false, threads);
-        bad("theta: dtype must be float32 or float64");
+        return by_dtype(theta, "theta", [&](auto t) {
+          return jac_impl<decltype(t)>(net, theta, X, 256, false, threads);
+        });
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
       py::arg("X"), py::arg("threads") = 1);
@@ -390,9 +397,9 @@ PYBIND11_MODULE(_core, m) {
       [](std::vector<int> widths, int act, int loss, int out_act, py::array theta, py::array X,
          int block, int threads) -> py::array {
         Net net = make_net(widths, act, loss, out_act);
-        if (is_f64(theta)) return jac_impl<double>(net, theta, X, block, true, threads);
-        if (is_f32(theta)) return jac_impl<float>(net, theta, X, block, true, threads);
-        bad("theta: dtype must be float32 or float64");
+        return by_dtype(theta, "theta", [&](auto t) {
+          return jac_impl<decltype(t)>(net, theta, X, block, true, threads);
+        });
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta"),
       py::arg("X"), py::arg("block") = 256, py::arg("threads") = 1);
@@ -405,15 +412,11 @@ PYBIND11_MODULE(_core, m) {
          int64_t record_every, py::array progress, py::array snap_steps, int threads,
          int chunk) -> py::dict {
         Net net = make_net(widths, act, loss, out_act);
-        if (is_f64(theta0))
-          return descent_impl<double>(net, theta0, X, y, lr, batch_size, steps, shared, streams,
-                                      drop_last, full_batch, eval_block, G_tol, growth,
-                                      record_every, progress, snap_steps, threads, chunk);
-        if (is_f32(theta0))
-          return descent_impl<float>(net, theta0, X, y, lr, batch_size, steps, shared, streams,
-                                     drop_last, full_batch, eval_block, G_tol, growth,
-                                     record_every, progress, snap_steps, threads, chunk);
-        bad("theta0: dtype must be float32 or float64");
+        return by_dtype(theta0, "theta0", [&](auto t) {
+          return descent_impl<decltype(t)>(net, theta0, X, y, lr, batch_size, steps, shared, streams, drop_last,
+                                           full_batch, eval_block, G_tol, growth, record_every, progress,
+                                           snap_steps, threads, chunk);
+        });
       },
       py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("theta0"),
       py::arg("X"), py::arg("y"), py::arg("lr"), py::arg("batch_size"), py::arg("steps"),

@@ -73,8 +73,6 @@ def epoch_perm(stream: int, epoch: int, N: int) -> npt.NDArray[np.int32]: ...  #
 def use_gram(widths: list[int], B: int, sharing: int) -> bool: ...
 def gemm_rate(n: int = 2048, f64: bool = False, reps: int = 5, threads: int = 1) -> float: ...  # GFLOP/s
 
-# Present when built_with_cuda(): see fasttrap/ops/cuda.py for their use.
-def __getattr__(name: str) -> Any: ...
 def input_jacobian(
     widths: list[int], act: int, loss: int, out_act: int,
     theta: _F,  # [K, P]
@@ -87,3 +85,73 @@ def jacobian_gram(
     X: _F,  # [N, n0]
     block: int = 256, threads: int = 1,
 ) -> _F: ...  # 𝒥ᵀ𝒥 [K, C·n0, C·n0]
+
+# ---- present when built_with_cuda() (csrc/cuda/cuda_bindings.cpp; used by fasttrap/ops/cuda.py) ----
+# Device arrays are passed as integer addresses (torch's data_ptr()) on the caller's CUDA stream;
+# fasttrap/ops/cuda.py has checked dtypes, shapes, contiguity and devices. dtype: 0 float32, 1 float64.
+# Every call releases the GIL. Outputs are written in place and nothing is returned.
+def cuda_cublas_path() -> str: ...
+def cuda_cublas_hint(path: str) -> None: ...
+def cuda_load_cublas() -> str: ...
+def cuda_set_graph_calls(on: bool) -> None: ...
+def cuda_synchronize(stream: int) -> None: ...
+def cuda_value_and_grad(
+    widths: list[int], act: int, loss: int, out_act: int, dtype: int, K: int, B: int, per_model: bool,
+    theta: int,  # device [K, P]
+    X: int,  # device [B, n0], or [K, B, n0] when per_model
+    y: int,  # device int64 [B], or [K, B]
+    L: int,  # device [K] out
+    g: int,  # device [K, P] out
+    stream: int, tf32: bool,
+) -> None: ...
+def cuda_hvp(
+    widths: list[int], act: int, loss: int, out_act: int, dtype: int, K: int, B: int, per_model: bool,
+    theta: int,  # device [K, P]
+    X: int,  # device [B, n0] or [K, B, n0]
+    y: int,  # device int64 [B] or [K, B]
+    v: int,  # device [K, P]
+    Hv: int,  # device [K, P] out
+    stream: int, tf32: bool,
+) -> None: ...
+def cuda_grad_G(
+    widths: list[int], act: int, loss: int, out_act: int, dtype: int, K: int, B: int, per_model: bool,
+    theta: int,  # device [K, P]
+    X: int,  # device [B, n0] or [K, B, n0]
+    y: int,  # device int64 [B] or [K, B]
+    L: int,  # device [K] out
+    G: int,  # device [K] out
+    dG: int,  # device [K, P] out
+    stream: int, tf32: bool,
+) -> None: ...
+def cuda_evaluate(
+    widths: list[int], act: int, loss: int, out_act: int, dtype: int, K: int, N: int, block: int,
+    theta: int,  # device [K, P]
+    X: int,  # device [N, n0]
+    y: int,  # device int64 [N]
+    L: int,  # device [K] out: mean loss
+    acc: int,  # device [K] out
+    grad: int,  # device [K, P] out, or 0 for none
+    stream: int, tf32: bool,
+) -> None: ...
+def cuda_descent_loop(
+    widths: list[int], act: int, loss: int, out_act: int, dtype: int, K: int,
+    theta0: int,  # device [K, P]
+    theta: int,  # device [K, P] out
+    X: int,  # device [N, n0]
+    y: int,  # device int64 [N]
+    N: int,
+    lr: int,  # device [K]
+    B: int, steps: int, shared: bool,
+    streams: npt.NDArray[np.uint64],  # [K] host
+    drop_last: bool, full_batch: bool, eval_block: int, G_tol: float, growth: float, record_every: int,
+    n_rec: int,  # ceil(steps / record_every)
+    status: int,  # device int8 [K] out
+    steps_done: int,  # device int64 [K] out
+    G_first: int,  # device float64 [K] out
+    G_last: int,  # device float64 [K] out
+    G_trace: int,  # device [K, n_rec] out (NaN-filled by the caller)
+    progress: _I,  # [4] host: steps, model-steps, stop request, active models
+    snap_steps: _I,  # [J] host checkpoints
+    snaps: int,  # device [J, K, P] out, or 0 when J = 0
+    stream: int, tf32: bool, use_graph: bool,
+) -> None: ...

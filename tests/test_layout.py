@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,44 @@ def test_arrows_point_down():
             if b is not None and FLOORS.index(b) > FLOORS.index(a):
                 up.append(f"{m} ({a}) imports {target} ({b})")
     assert not up, "\n".join(up)
+
+
+def test_every_binding_is_named_and_in_the_stub():
+    """Every function of the compiled core has a name for each argument (so a caller can pass them by
+    keyword: ``cuda_descent_loop`` has 34), and ``_core.pyi`` declares it, the CUDA entries included,
+    with the same argument names."""
+    from fasttrap.ops import _loader
+
+    core = _loader.core
+    if core is None:
+        pytest.skip("the compiled core is not built here")
+    stub = ast.parse((PKG / "_core.pyi").read_text())
+    declared = {n.name: [a.arg for a in n.args.args] for n in stub.body if isinstance(n, ast.FunctionDef)}
+    assert "__getattr__" not in declared, "the stub must name every entry, not hide them behind __getattr__"
+    funcs = [n for n in dir(core) if not n.startswith("_") and callable(getattr(core, n))]
+    assert funcs
+    for n in funcs:
+        head = (getattr(core, n).__doc__ or "").split("\n")[0]
+        assert head.startswith(f"{n}(") and "arg0" not in head, f"{n}: an unnamed argument: {head[:200]}"
+        assert n in declared, f"_core.pyi does not declare {n}"
+        names = re.findall(r"(?:\(|, )(\w+): ", head[: head.rindex(") ->")])   # pybind's "name: type" pairs
+        assert declared[n] == names, f"{n}: stub {declared[n]} but binding {names}"
+
+
+def test_the_cuda_wrappers_pass_every_argument_by_its_binding_name():
+    """ops/cuda.py calls each ``cuda_*`` net op by keyword; checked here against the stub (and the
+    stub against the binding above), so a renamed or missing argument fails on a machine without a GPU."""
+    stub = ast.parse((PKG / "_core.pyi").read_text())
+    declared = {n.name: [a.arg for a in n.args.args] for n in stub.body if isinstance(n, ast.FunctionDef)}
+    calls = 0
+    for node in ast.walk(ast.parse((PKG / "ops" / "cuda.py").read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("cuda_"):
+            name = node.func.attr
+            kws = [k.arg for k in node.keywords]
+            if None in kws:                                   # **_net(mlp): the four layout codes
+                kws = ["widths", "act", "loss", "out_act"] + [k for k in kws if k is not None]
+            assert not node.args or name in ("cuda_set_graph_calls", "cuda_cublas_hint"), f"{name}: positional"
+            if not node.args:
+                assert kws == declared[name], f"{name}: passes {kws}, the binding takes {declared[name]}"
+                calls += 1
+    assert calls >= 5

@@ -2,7 +2,7 @@
 //
 // Device arrays arrive as integer addresses (torch's data_ptr(), CuPy's .data.ptr) with the
 // caller's stream; Python (fasttrap/ops/cuda.py) has already checked dtypes, shapes, contiguity and
-// devices. Every call releases the GIL.
+// devices. Every call releases the GIL (def_net_op, once for all net ops).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -19,47 +19,42 @@ namespace cuda {
 
 namespace {
 Net net_of(const std::vector<int>& w, int act, int loss, int out_act) { return Net::make(w, act, loss, out_act); }
+
+// One binding for every net op of cuda_api.h: the layout codes become a Net, the GIL is released
+// around the launch, and every argument has its name (``names`` after widths, act, loss, out_act).
+template <class... A, class... Names>
+void def_net_op(py::module_& m, const char* name, void (*api)(const Net&, A...), Names... names) {
+  static_assert(sizeof...(A) == sizeof...(Names), "one name per argument");
+  m.def(
+      name,
+      [api](std::vector<int> w, int act, int loss, int out_act, A... a) {
+        Net net = net_of(w, act, loss, out_act);
+        py::gil_scoped_release nogil;
+        api(net, a...);
+      },
+      py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg(names)...);
+}
 }  // namespace
 
 void bind(py::module_& m) {
   m.def("cuda_cublas_path", []() { return cublas_path(); });
-  m.def("cuda_cublas_hint", [](const std::string& p) { cublas_hint(p); });
+  m.def("cuda_cublas_hint", [](const std::string& p) { cublas_hint(p); }, py::arg("path"));
   m.def("cuda_load_cublas", []() { return cublas().path; });
-  m.def("cuda_set_graph_calls", [](bool on) { set_graph_calls(on); });
-  m.def("cuda_synchronize", [](uintptr_t stream) {
-    py::gil_scoped_release nogil;
-    synchronize(stream);
-  });
-  m.def("cuda_value_and_grad",
-        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, int B, bool per_model,
-           uintptr_t theta, uintptr_t X, uintptr_t y, uintptr_t L, uintptr_t g, uintptr_t stream, bool tf32) {
-          Net net = net_of(w, act, loss, out_act);
-          py::gil_scoped_release nogil;
-          api_value_and_grad(net, dtype, K, B, per_model, theta, X, y, L, g, stream, tf32);
-        });
-  m.def("cuda_hvp",
-        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, int B, bool per_model,
-           uintptr_t theta, uintptr_t X, uintptr_t y, uintptr_t v, uintptr_t Hv, uintptr_t stream, bool tf32) {
-          Net net = net_of(w, act, loss, out_act);
-          py::gil_scoped_release nogil;
-          api_hvp(net, dtype, K, B, per_model, theta, X, y, v, Hv, stream, tf32);
-        });
-  m.def("cuda_grad_G",
-        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, int B, bool per_model,
-           uintptr_t theta, uintptr_t X, uintptr_t y, uintptr_t L, uintptr_t G, uintptr_t dG, uintptr_t stream,
-           bool tf32) {
-          Net net = net_of(w, act, loss, out_act);
-          py::gil_scoped_release nogil;
-          api_grad_G(net, dtype, K, B, per_model, theta, X, y, L, G, dG, stream, tf32);
-        });
-  m.def("cuda_evaluate",
-        [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, int64_t N, int block,
-           uintptr_t theta, uintptr_t X, uintptr_t y, uintptr_t lossp, uintptr_t acc, uintptr_t grad,
-           uintptr_t stream, bool tf32) {
-          Net net = net_of(w, act, loss, out_act);
-          py::gil_scoped_release nogil;
-          api_evaluate(net, dtype, K, N, block, theta, X, y, lossp, acc, grad, stream, tf32);
-        });
+  m.def("cuda_set_graph_calls", [](bool on) { set_graph_calls(on); }, py::arg("on"));
+  m.def(
+      "cuda_synchronize",
+      [](uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        synchronize(stream);
+      },
+      py::arg("stream"));
+  def_net_op(m, "cuda_value_and_grad", &api_value_and_grad, "dtype", "K", "B", "per_model", "theta", "X", "y", "L",
+             "g", "stream", "tf32");
+  def_net_op(m, "cuda_hvp", &api_hvp, "dtype", "K", "B", "per_model", "theta", "X", "y", "v", "Hv", "stream", "tf32");
+  def_net_op(m, "cuda_grad_G", &api_grad_G, "dtype", "K", "B", "per_model", "theta", "X", "y", "L", "G", "dG",
+             "stream", "tf32");
+  def_net_op(m, "cuda_evaluate", &api_evaluate, "dtype", "K", "N", "block", "theta", "X", "y", "L", "acc", "grad",
+             "stream", "tf32");
   m.def("cuda_descent_loop",
         [](std::vector<int> w, int act, int loss, int out_act, int dtype, int K, uintptr_t theta0, uintptr_t theta,
            uintptr_t X, uintptr_t y, int64_t N, uintptr_t lr, int B, int64_t steps, bool shared,
@@ -93,7 +88,14 @@ void bind(py::module_& m) {
           a.use_graph = use_graph;
           py::gil_scoped_release nogil;
           api_inner_descent(net, dtype, a, stream, tf32);
-        });
+        },
+        py::arg("widths"), py::arg("act"), py::arg("loss"), py::arg("out_act"), py::arg("dtype"), py::arg("K"),
+        py::arg("theta0"), py::arg("theta"), py::arg("X"), py::arg("y"), py::arg("N"), py::arg("lr"), py::arg("B"),
+        py::arg("steps"), py::arg("shared"), py::arg("streams"), py::arg("drop_last"), py::arg("full_batch"),
+        py::arg("eval_block"), py::arg("G_tol"), py::arg("growth"), py::arg("record_every"), py::arg("n_rec"),
+        py::arg("status"), py::arg("steps_done"), py::arg("G_first"), py::arg("G_last"), py::arg("G_trace"),
+        py::arg("progress"), py::arg("snap_steps"), py::arg("snaps"), py::arg("stream"), py::arg("tf32"),
+        py::arg("use_graph"));
 }
 
 }  // namespace cuda

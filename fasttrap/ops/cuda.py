@@ -192,6 +192,12 @@ def _prepare(mlp: MLP, theta: Any, X: Any, y: Any, v: Any = None) -> tuple:
 
 
 # ---------------------------------------------------------------------------- functions -------
+def _net(mlp: MLP) -> dict[str, Any]:
+    """The layout codes of the network, as the keyword arguments every ``cuda_*`` net op takes first."""
+    widths, act, loss, out_act = mlp.codes
+    return {"widths": widths, "act": act, "loss": loss, "out_act": out_act}
+
+
 def value_and_grad(mlp: MLP, theta: Any, X: Any, y: Any) -> tuple[Any, Any]:
     """See :func:`fasttrap.value_and_grad`."""
     import torch
@@ -199,8 +205,9 @@ def value_and_grad(mlp: MLP, theta: Any, X: Any, y: Any) -> tuple[Any, Any]:
     th, Xt, yt, _, K, B, per, dc = _prepare(mlp, theta, X, y)
     L = torch.empty(K, dtype=th.dtype, device=th.device)
     g = torch.empty_like(th)
-    _loader.core.cuda_value_and_grad(*mlp.codes, dc, K, B, per, th.data_ptr(), Xt.data_ptr(), yt.data_ptr(),
-                                     L.data_ptr(), g.data_ptr(), _stream_for(theta, X), _tf32)
+    _loader.core.cuda_value_and_grad(**_net(mlp), dtype=dc, K=K, B=B, per_model=per, theta=th.data_ptr(),
+                                     X=Xt.data_ptr(), y=yt.data_ptr(), L=L.data_ptr(), g=g.data_ptr(),
+                                     stream=_stream_for(theta, X), tf32=_tf32)
     return _back(theta, L), _back(theta, g)
 
 
@@ -210,8 +217,9 @@ def hvp(mlp: MLP, theta: Any, X: Any, y: Any, v: Any) -> Any:
 
     th, Xt, yt, vt, K, B, per, dc = _prepare(mlp, theta, X, y, v)
     Hv = torch.empty_like(th)
-    _loader.core.cuda_hvp(*mlp.codes, dc, K, B, per, th.data_ptr(), Xt.data_ptr(), yt.data_ptr(), vt.data_ptr(),
-                          Hv.data_ptr(), _stream_for(theta, X, v), _tf32)
+    _loader.core.cuda_hvp(**_net(mlp), dtype=dc, K=K, B=B, per_model=per, theta=th.data_ptr(), X=Xt.data_ptr(),
+                          y=yt.data_ptr(), v=vt.data_ptr(), Hv=Hv.data_ptr(), stream=_stream_for(theta, X, v),
+                          tf32=_tf32)
     return _back(theta, Hv)
 
 
@@ -223,8 +231,9 @@ def grad_G(mlp: MLP, theta: Any, X: Any, y: Any) -> tuple[Any, Any, Any]:
     L = torch.empty(K, dtype=th.dtype, device=th.device)
     G = torch.empty_like(L)
     dG = torch.empty_like(th)
-    _loader.core.cuda_grad_G(*mlp.codes, dc, K, B, per, th.data_ptr(), Xt.data_ptr(), yt.data_ptr(), L.data_ptr(),
-                             G.data_ptr(), dG.data_ptr(), _stream_for(theta, X), _tf32)
+    _loader.core.cuda_grad_G(**_net(mlp), dtype=dc, K=K, B=B, per_model=per, theta=th.data_ptr(), X=Xt.data_ptr(),
+                             y=yt.data_ptr(), L=L.data_ptr(), G=G.data_ptr(), dG=dG.data_ptr(),
+                             stream=_stream_for(theta, X), tf32=_tf32)
     return _back(theta, L), _back(theta, G), _back(theta, dG)
 
 
@@ -238,9 +247,10 @@ def evaluate(mlp: MLP, theta: Any, X: Any, y: Any, want_grad: bool = False, bloc
     loss = torch.empty(K, dtype=th.dtype, device=th.device)
     acc = torch.empty_like(loss)
     grad = torch.empty_like(th) if want_grad else None
-    _loader.core.cuda_evaluate(*mlp.codes, dc, K, N, int(block), th.data_ptr(), Xt.data_ptr(), yt.data_ptr(),
-                               loss.data_ptr(), acc.data_ptr(), grad.data_ptr() if grad is not None else 0,
-                               _stream_for(theta, X), _tf32)
+    _loader.core.cuda_evaluate(**_net(mlp), dtype=dc, K=K, N=N, block=int(block), theta=th.data_ptr(),
+                               X=Xt.data_ptr(), y=yt.data_ptr(), L=loss.data_ptr(), acc=acc.data_ptr(),
+                               grad=grad.data_ptr() if grad is not None else 0, stream=_stream_for(theta, X),
+                               tf32=_tf32)
     return _back(theta, loss), _back(theta, acc), (_back(theta, grad) if grad is not None else None)
 
 
@@ -273,12 +283,14 @@ def descent_loop(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, lr:
     snap_steps = np.ascontiguousarray(snap_steps, dtype=np.int64).reshape(-1)
     snaps = torch.empty((snap_steps.size, K, P), dtype=dtype, device=dev)
     stream = int(torch.cuda.current_stream().cuda_stream)
-    _loader.core.cuda_descent_loop(*mlp.codes, 0 if dtype == torch.float32 else 1, K, th0.data_ptr(), theta.data_ptr(),
-                                    Xt.data_ptr(), yt.data_ptr(), X.shape[0], lrt.data_ptr(), batch_size, steps, shared,
-                                    np.ascontiguousarray(streams, dtype=np.uint64), drop_last, full_batch, eval_block,
-                                    G_tol, growth, record_every, n_rec, status.data_ptr(), steps_done.data_ptr(),
-                                    G_first.data_ptr(), G_last.data_ptr(), trace.data_ptr(), progress, snap_steps,
-                                    snaps.data_ptr() if snap_steps.size else 0, stream, _tf32, _use_graph)
+    _loader.core.cuda_descent_loop(
+        **_net(mlp), dtype=0 if dtype == torch.float32 else 1, K=K, theta0=th0.data_ptr(), theta=theta.data_ptr(),
+        X=Xt.data_ptr(), y=yt.data_ptr(), N=X.shape[0], lr=lrt.data_ptr(), B=batch_size, steps=steps, shared=shared,
+        streams=np.ascontiguousarray(streams, dtype=np.uint64), drop_last=drop_last, full_batch=full_batch,
+        eval_block=eval_block, G_tol=G_tol, growth=growth, record_every=record_every, n_rec=n_rec,
+        status=status.data_ptr(), steps_done=steps_done.data_ptr(), G_first=G_first.data_ptr(),
+        G_last=G_last.data_ptr(), G_trace=trace.data_ptr(), progress=progress, snap_steps=snap_steps,
+        snaps=snaps.data_ptr() if snap_steps.size else 0, stream=stream, tf32=_tf32, use_graph=_use_graph)
     torch.cuda.current_stream().synchronize()
     return {"theta": theta.cpu().numpy(), "status": status.cpu().numpy(), "steps_done": steps_done.cpu().numpy(),
             "G_first": G_first.cpu().numpy(), "G_last": G_last.cpu().numpy(), "G_trace": trace.cpu().numpy(),
