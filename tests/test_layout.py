@@ -190,7 +190,7 @@ def test_the_console_script_points_at_a_real_function():
     import sys
     import tomllib
 
-    scripts = tomllib.loads((PKG.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     mod, _, fn = scripts["fasttrap-run"].partition(":")
     assert callable(getattr(importlib.import_module(mod), fn))
     exe = shutil.which("fasttrap-run", path=str(Path(sys.executable).parent))
