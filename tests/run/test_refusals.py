@@ -1,11 +1,27 @@
-"""Every command-line case of issue 28 that once ended in a traceback (exit 1) or ran on wrong input:
-each now exits with its documented code (2 settings, 3 data or run directory), names the setting or
-file at fault in its message, prints no traceback, and leaves no run directory behind.
+"""Issue 28, case by case: every command-line case that once ended in a traceback (exit 1) or ran on
+wrong input now exits with its documented code (2 settings, 3 data or run directory), names the
+setting or file at fault, prints no traceback, and leaves no run directory behind (this module).
 
-The run-directory cases (damaged, foreign and unrecorded files, an edited or damaged config.toml or
-manifest.json) are in ``test_integrity.py``; the API cases (CIFAR labels, IDX pixels, Swap bools,
-BatchNorm, TorchModel shapes, ``hessian_eigs(k=P)``, ``certify(seed=...)``) beside their modules'
-tests under ``tests/model``, ``tests/dynamics``, ``tests/linalg`` and ``tests/analysis``.
+Where the issue's other cases are tested (each asserts the error type and the name in the message,
+or the recomputation):
+
+* a block replaced by another, truncated, empty, CRC-damaged or one-ulp-stale; outer, certificate,
+  indicator, ledge, trap, stats, sensitivity, report and figure files; an edited or line-deleted
+  config.toml; a truncated or foreign manifest.json; a NaN-θ or status-less block of a run without a
+  ledger: ``tests/run/test_integrity.py``;
+* BatchNorm without running statistics, a wrong ``input_shape``, an output of shape [B] or
+  [B, 4, 2], ``train()`` after wrapping: ``tests/model/test_torchmodel.py`` (the last four tests);
+* ``hessian_eigs(k=P)`` on a zero cluster: ``tests/linalg/test_lanczos.py::
+  test_hessian_eigs_finds_every_copy_of_a_zero_cluster``;
+* fractional, bytes and bool CIFAR labels: ``tests/model/test_cifar.py::
+  test_bad_files_are_refused_with_the_file_named``; NaN or inf IDX pixels:
+  ``tests/model/test_data.py::test_float_idx_images_with_nan_or_inf_are_refused``;
+* ``Swap(prob=True)``, ``Swap(temperature=True)``: ``tests/dynamics/test_swap.py::
+  test_bad_moves_get_clear_errors``;
+* ``certify(seed=-1)``, ``seed='a'``, k > P: ``tests/analysis/test_certify.py::test_bad_input_is_refused``;
+  ``inner_descent(method="newton_mr", steps=10**12)``: ``tests/analysis/test_certify.py::
+  test_newton_mr_with_a_huge_budget_allocates_only_what_it_runs``;
+* a Dask run's bytes, certificates included: ``tests/run/test_dask.py::test_dask_run_equals_the_local_run``.
 """
 
 from __future__ import annotations
