@@ -36,7 +36,7 @@ def _ds():
     return _cache["ds"]
 
 
-def _endpoints():
+def reference_endpoints():
     """SGD inner-descent endpoints (5 epochs, lr 0.01) at outer steps 66, 69, 72, 75 of seed 0."""
     if "ep" not in _cache:
         ds = _ds()
@@ -71,9 +71,11 @@ THESIS_ENDPOINTS = 9 * 100 + 3 * 50
 @pytest.mark.parametrize("rows, K", [(60_000, 1), (10_000, 1), (10_000, 4)], ids=["60k-K1", "10k-K1", "10k-K4"])
 def test_seconds_per_certified_endpoint(benchmark, recorder, rows, K):
     ds = _ds()
-    th = _endpoints()[:K]
+    th = reference_endpoints()[:K]
     kw = dict(lanczos_steps=40, slq_probes=1, slq_steps=30, minres_iters=40, backend="cpu")
     if benchmark.disabled:
+        if (rows, K) != (60_000, 1):
+            return                  # the agreement check below does not depend on rows or K: once
         # agreement only: the certificate on a small slice equals the dense twin's
         small = fasttrap.MLP((784, 6, 10))
         th_s = small.init(1, 0).astype(np.float64)
@@ -103,7 +105,7 @@ def test_solvers_to_critical_points(benchmark, recorder, solver):
     ds = _ds()
     rows = 10_000
     X, y = np.ascontiguousarray(ds.X_train[:rows], dtype=np.float64), ds.y_train[:rows]
-    th0 = _endpoints()
+    th0 = reference_endpoints()
     budget = 240.0 if not benchmark.disabled else 4.0
     t0 = time.perf_counter()
     hist = []          # (seconds, ‖∇L‖² [K]) after each chunk

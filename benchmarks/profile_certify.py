@@ -1,12 +1,18 @@
-"""Where a certificate's time goes: the main job's certify settings on 10,000 rows, one reference-net endpoint."""
+"""Where a certificate's time goes: the main job's certify settings on 10,000 rows, one reference-net endpoint.
+
+    python benchmarks/profile_certify.py > benchmarks/results/cpu_certify_profile.txt
+"""
+import sys
 import time, cProfile, pstats, numpy as np, fasttrap
-from fasttrap.model import data
+from pathlib import Path
 from fasttrap.linalg import hessian
-MLP = fasttrap.MLP((784, 100, 100, 10))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_certify import MLP, reference_endpoints  # noqa: E402  (the benchmark's own start points)
+from fasttrap.model import data  # noqa: E402
+
 ds = data.load("mnist")
-out = fasttrap.outer_sgd(MLP, ds, seeds=[0], steps=66, record=[66], curve_points=2, progress=False)
-inn = fasttrap.inner_descent(MLP, out.thetas[0], ds, epochs=5, lr=0.01, progress=False, evaluate=False)
-th = inn.theta.astype(np.float64)
+th = reference_endpoints()[:1]          # the SGD endpoint at outer step 66, as in bench_certify
 X, y = ds.X_train[:10000], ds.y_train[:10000]
 kw = dict(lanczos_steps=40, slq_probes=1, slq_steps=30, minres_iters=40, backend="cpu")   # bench_certify.py
 t = time.perf_counter(); H = hessian.full_batch_hvp(MLP, th, np.ascontiguousarray(X, np.float64), y, backend="cpu")

@@ -54,7 +54,7 @@ from ..model.mlp import MLP
 from ..ops import resolve_for
 from ..ops.validate import check_dataset, check_float, check_int, check_model, check_theta
 from ..linalg.hessian import full_batch_gradient, full_batch_hvp
-from ..linalg.lanczos import damped_solve, lanczos, minres, ritz, rounding_bound, signs, slq
+from ..linalg.lanczos import damped_solve, lanczos, minres, restricted, ritz, rounding_bound, signs, slq
 from ..common.kinds import CRITICAL_KINDS, KINDS, classify
 
 
@@ -224,15 +224,8 @@ def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
     m = min(P, max(s["lanczos_steps"], 3 * s["k"]))
     while todo.size:
         sub = todo
-
-        def Hsub(V: np.ndarray, sub: np.ndarray = sub) -> np.ndarray:
-            # H acts on all K endpoints; only a re-run for some of them needs the scatter
-            if sub.size == K:
-                return H(V)
-            full = np.zeros((K, P))
-            full[sub] = V
-            return H(full)[sub]
-
+        # H acts on all K endpoints; only a re-run for some of them needs the scatter
+        Hsub = restricted(H, K, sub)
         lz = lanczos(Hsub, np.tile(v0, (sub.size, 1)), m)
         bound = rounding_bound(lz, s["safety"])
         again = []

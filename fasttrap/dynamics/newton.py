@@ -49,7 +49,7 @@ import numpy as np
 
 from ..common.progress import Progress
 from ..linalg.hessian import full_batch_gradient, full_batch_hvp
-from ..linalg.lanczos import Lanczos, damped_resolve, damped_solve, lanczos
+from ..linalg.lanczos import Lanczos, damped_resolve, damped_solve, lanczos, restricted
 from ..model.mlp import MLP
 from ..reference import STATUS_CONVERGED, STATUS_DIVERGED, STATUS_MAX_STEPS, STATUS_NONFINITE
 
@@ -192,6 +192,7 @@ def newton_mr(mlp: MLP, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, *, ste
 
 
 DAMPING0 = 1e-2        # λ of the first iteration (μ = λ·‖g‖·‖T‖)
+DAMPING_FLOOR = 1e-12
 GEODESIC_H = 0.1       # finite-difference step of the second directional derivative (Transtrum & Sethna)
 GEODESIC_ALPHA = 0.75  # a trial is refused when 2‖a‖ > α‖v‖ (the acceleration would dominate)
 
@@ -205,31 +206,19 @@ def _acceleration(mlp: MLP, H, n: int, rows: np.ndarray, theta: np.ndarray, g: n
     r_vv = (2/h)·((g(θ + h v) − g(θ))/h − H v) is the second derivative of the residual g along v
     (one gradient pass, one product), and a minimises ‖H a + r_vv‖² + μ‖a‖² (a Lanczos run of its own).
     """
-    def Hr(V: np.ndarray) -> np.ndarray:
-        W = np.zeros((n, V.shape[1]))
-        W[rows] = V
-        return H(W)[rows]
-
     h = GEODESIC_H
     gh = full_batch_gradient(mlp, theta + h * v, X, y, block, backend)[1]
-    rvv = (2 / h) * ((gh - g) / h - Hr(v))
+    rvv = (2 / h) * ((gh - g) / h - restricted(H, n, rows)(v))
     acc = np.zeros_like(v)
     used = np.ones(len(rows), np.int64)
     live = np.isfinite(rvv).all(1) & (np.linalg.norm(rvv, axis=1) > 0)
     if live.any():
         sel = np.flatnonzero(live)
-
-        def Hs(V: np.ndarray) -> np.ndarray:
-            W = np.zeros((len(rows), V.shape[1]))
-            W[sel] = V
-            return Hr(W)[sel]
-
-        a, _, lz = damped_solve(Hs, -rvv[sel], mu[sel], m)
+        a, _, lz = damped_solve(restricted(H, n, rows[sel]), -rvv[sel], mu[sel], m)
         acc[sel] = a
         used[sel] += lz.steps
     small = 2 * np.linalg.norm(acc, axis=1) <= GEODESIC_ALPHA * np.linalg.norm(v, axis=1)
     return acc, small & np.isfinite(acc).all(1), used
-DAMPING_FLOOR = 1e-12
 
 
 def _t_norm(lz: Lanczos, k: int) -> float:

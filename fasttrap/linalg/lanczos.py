@@ -31,6 +31,30 @@ from scipy.linalg import eigh_tridiagonal
 MatVec = Callable[[np.ndarray], np.ndarray]   # [K, P] -> [K, P]
 
 
+def restricted(matvec: MatVec, n: int, rows: np.ndarray) -> MatVec:
+    """The batched operator ``matvec`` of n models, applied to the models ``rows`` only.
+
+    Args:
+        matvec: maps [n, P] to [n, P], row k by model k's operator.
+        n: the models matvec acts on.
+        rows: [R] indices into them.
+
+    Returns:
+        A map [R, P] -> [R, P]: the other rows are fed zeros (a batched product costs the same
+        for any input) and their outputs dropped. ``matvec`` itself where rows is 0..n-1.
+    """
+    rows = np.asarray(rows, np.int64)
+    if rows.size == n and np.array_equal(rows, np.arange(n)):
+        return matvec
+
+    def sub(V: np.ndarray) -> np.ndarray:   # [R, P]
+        full = np.zeros((n, V.shape[1]), V.dtype)
+        full[rows] = V
+        return matvec(full)[rows]
+
+    return sub
+
+
 @dataclass
 class Lanczos:
     """The result of :func:`lanczos` for K operators.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fasttrap.linalg.lanczos import lanczos, minres, ritz, slq
+from fasttrap.linalg.lanczos import lanczos, minres, restricted, ritz, slq
 
 
 def _ops(rng, K, P, neg=3, zero=0):
@@ -117,3 +117,21 @@ def test_hessian_eigs_finds_every_copy_of_a_zero_cluster():
     assert np.all(np.isfinite(got.values)) and got.steps[0] == P
     np.testing.assert_allclose(got.values[0], want, atol=1e-9 * np.abs(want).max())
     assert np.all(got.residuals[0] < 1e-8)
+
+
+def test_restricted_applies_each_chosen_models_operator_and_no_other():
+    rng = np.random.default_rng(3)
+    n, P = 5, 7
+    Hs = rng.standard_normal((n, P, P))
+    calls = []
+
+    def H(V):                               # [n, P] -> [n, P], model k's matrix on row k
+        calls.append(V.shape)
+        return np.einsum("kpq,kq->kp", Hs, V)
+
+    rows = np.array([3, 0])
+    V = rng.standard_normal((2, P))
+    out = restricted(H, n, rows)(V)
+    np.testing.assert_allclose(out, np.stack([Hs[3] @ V[0], Hs[0] @ V[1]]), rtol=1e-12)
+    assert calls == [(n, P)]                # one batched call of the full width
+    assert restricted(H, n, np.arange(n)) is H
