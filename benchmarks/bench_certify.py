@@ -41,7 +41,8 @@ def reference_endpoints():
     if "ep" not in _cache:
         ds = _ds()
         out = fasttrap.outer_sgd(MLP, ds, seeds=[0], steps=75, record=[66, 69, 72, 75], curve_points=2, progress=False)
-        inn = fasttrap.inner_descent(MLP, out.thetas[0], ds, epochs=5, lr=0.01, progress=False, evaluate=False)
+        inn = fasttrap.inner_descent(MLP, out.thetas[0], ds, epochs=5, solver=fasttrap.SGD(lr=0.01), progress=False,
+                                     evaluate=False)
         _cache["ep"] = inn.theta.astype(np.float64)
     return _cache["ep"]
 
@@ -114,12 +115,14 @@ def test_solvers_to_critical_points(benchmark, recorder, solver):
     hist.append((0.0, (g * g).sum(1)))
     while time.perf_counter() - t0 < budget:
         if solver.startswith("newton_mr"):
-            r = fasttrap.inner_descent(MLP, th, (X, y), method="newton_mr", steps=1, progress=False, evaluate=False,
-                                       alpha0=0.1 if solver.endswith("0.1") else 1.0, minres_iters=60)
+            r = fasttrap.inner_descent(MLP, th, (X, y), solver=fasttrap.NewtonMR(minres_iters=60,
+                                       alpha0=0.1 if solver.endswith("0.1") else 1.0), steps=1, progress=False,
+                                       evaluate=False)
         elif solver == "gd":
-            r = fasttrap.inner_descent(MLP, th, (X, y), method="gd", steps=20, lr=0.01, progress=False, evaluate=False)
+            r = fasttrap.inner_descent(MLP, th, (X, y), solver=fasttrap.GD(lr=0.01), steps=20, progress=False,
+                                       evaluate=False)
         else:
-            r = fasttrap.inner_descent(MLP, th, (X, y), method="sgd", epochs=1, lr=0.01, batch_size=128,
+            r = fasttrap.inner_descent(MLP, th, (X, y), solver=fasttrap.SGD(lr=0.01, batch_size=128), epochs=1,
                                        progress=False, evaluate=False)
         th = np.asarray(r.theta, dtype=np.float64)
         _, g = full_batch_gradient(MLP, th, X, y)

@@ -60,7 +60,8 @@ def test_inner_descent(benchmark, recorder, impl, batches, K):
     # (≥ 1 s each here) for a stable median. K = 900 runs fewer steps for the same model-steps.
     steps = (200 if K <= 100 else 30) if impl == "fasttrap-cpu" else (30 if K == 16 else 10)
     be = "cpu" if impl == "fasttrap-cpu" else "torch"
-    kw = dict(lr=0.01, batch_size=128, progress=False, evaluate=False, record_every=1, batches=batches)
+    kw = dict(solver=fasttrap.SGD(lr=0.01, batch_size=128, batches=batches), progress=False, evaluate=False,
+              record_every=1)
     # agreement on the first steps before timing (float32: relative)
     a = fasttrap.inner_descent(MLP, th0[:4], ds, steps=3, backend="cpu", **kw)
     b = fasttrap.inner_descent(MLP, th0[:4], ds, steps=3, backend="torch", **kw)

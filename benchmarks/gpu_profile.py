@@ -26,7 +26,7 @@ def main() -> None:
     ds = data.load("mnist")
     mlp = fasttrap.MLP((784, 100, 100, 10))
     th0 = mlp.init(a.models, 0)
-    kw = dict(steps=a.steps, lr=0.01, backend="cuda", progress=False, evaluate=False)
+    kw = dict(steps=a.steps, solver=fasttrap.SGD(lr=0.01), backend="cuda", progress=False, evaluate=False)
     fasttrap.inner_descent(mlp, th0, ds, **kw)                    # warm-up
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fasttrap.inner_descent(mlp, th0, ds, **kw)

@@ -44,8 +44,8 @@ def main() -> None:
     lr = np.where(steps_axis <= 50, 0.1, 0.01)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    inner = fasttrap.inner_descent(mlp, theta0, ds, epochs=a.epochs, lr=lr, batch_size=128, seed=0,
-                                   backend="cuda", progress=None, evaluate=False)
+    inner = fasttrap.inner_descent(mlp, theta0, ds, epochs=a.epochs, solver=fasttrap.SGD(lr=lr, batch_size=128),
+                                   seed=0, backend="cuda", progress=None, evaluate=False)
     t_inner = time.perf_counter() - t0
     t0 = time.perf_counter()
     loss, acc, g = fasttrap.evaluate(mlp, inner.theta[np.isfinite(inner.theta).all(1)], ds.X_train, ds.y_train,

@@ -11,7 +11,7 @@ One folder per stage of the data flow::
                 (zoo), data sets, counter-based random streams
     ops/        the compiled ops and their one dispatch point (validate, route, convert)
     reference/  the torch twins of ops/, file for file
-    dynamics/   outer SGD and the batched inner descents
+    dynamics/   outer SGD, the batched inner descents and their solvers (SGD, GD, Newton-MR)
     linalg/     Lanczos, SLQ and MINRES batched over K models, on the full-batch Hessian
     analysis/   traps, power laws, aging, gradient noise, training-curve regimes, certificates
     common/     atomic storage, progress bars and the endpoint-kind rule, shared by every stage
@@ -29,6 +29,7 @@ from .analysis.certify import Certificate, certify
 from .analysis.ledges import LedgeTraps, traps_from_endpoints
 from .dynamics.inner import InnerResult, inner_descent
 from .dynamics.outer import OuterResult, outer_sgd
+from .dynamics.solvers import GD, SGD, NewtonMR, SGDThenNewtonMR
 from .dynamics.swap import Swap
 from .model.mlp import MLP
 from .model.torchmodel import TorchModel
@@ -56,6 +57,10 @@ __all__ = [
     "Swap",
     "TorchModel",
     "inner_descent",
+    "SGD",
+    "GD",
+    "NewtonMR",
+    "SGDThenNewtonMR",
     "open_run",
     "outer_sgd",
     "BackendUnavailable",

@@ -223,6 +223,19 @@ def _room(mod: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in FLOORS else None
 
 
+def test_solvers_are_chosen_by_value_not_by_a_string_branch():
+    """The inner solver is a value (fasttrap.dynamics.solvers); a name becomes one only in the registry's
+    from_settings, so no module compares a method name (issue 26, step 3)."""
+    import re
+
+    hits = []
+    for p in PKG.rglob("*.py"):
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if re.search(r"""(method|inner\.method"\])\s*(==|!=|in)\s*["'(]""", line):
+                hits.append(f"{p.relative_to(PKG)}:{i}: {line.strip()}")
+    assert not hits, hits
+
+
 def test_arrows_point_down():
     """No upward import (lazy ones count): training and descents live in ``dynamics/`` and the
     analyses call them; the twins never reach for an analysis."""

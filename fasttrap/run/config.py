@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..dynamics import solvers
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -75,7 +77,10 @@ SCHEMA: dict[str, Setting] = {
     "inner.lr_rows": S("int", 2048, "training rows of the Hessian whose lambda_max sets or checks each run's lr", min=1),
     "inner.batch_size": S("int", 128, "inner minibatch size", min=1),
     "inner.batches": S("str", "shared", "minibatch order: 'shared' (common random numbers) or 'independent'", ("shared", "independent")),
-    "inner.method": S("str", "sgd", "inner descent: 'sgd' (minibatch G) or 'gd' (full-batch G)", ("sgd", "gd")),
+    "inner.method": S("str", "sgd", "inner solver (fasttrap.dynamics.solvers): 'sgd' (minibatch G), 'gd' (full-batch "
+                      "G), 'newton_mr' (Newton-MR on the full-batch loss, float64; inner.epochs counts iterations) "
+                      "or 'sgd+newton_mr' (SGD, then inner.newton_mr.polish_steps Newton-MR iterations); its "
+                      "settings are inner.<solver>.*", tuple(solvers.SOLVERS)),
     "inner.block": S("int", 0, "start points per block, the unit of saving and resuming (0: all of them on a GPU, 25 on a CPU)", min=0),
     "inner.G_tol": S("float", 5e-11, "converged when G < G_tol (5e-11 is |grad L|^2 < 1e-10)", min=0),
     "inner.growth": S("float", 1e8, "diverged when G > growth x G(start); 0 disables", min=0),
@@ -88,6 +93,8 @@ SCHEMA: dict[str, Setting] = {
                            "G and distances are also kept, at no extra descent: the report shows whether each trap "
                            "change is already there at each fraction ([] for none)", empty=True),
     "inner.record_every": S("int", 0, "record minibatch G every this many inner steps (0: about 200 points)", min=0),
+    # every solver's own settings, inner.<solver>.* (declared on the solver: fasttrap.dynamics.solvers)
+    **{k: S(v["type"], v["default"], v["help"], min=v["min"]) for k, v in solvers.run_settings().items()},
     # segmentation
     "traps.dist_ratio": S("float", 2.0, "boundary when |θ*_t - θ*_t-1| exceeds this multiple of the outer step", min=0),
     "traps.peak_window": S("int", 0, "a boundary must be the largest distance ratio within +-this many points", min=0),
@@ -603,8 +610,14 @@ def validate(cfg: dict[str, Any]) -> None:
     ck = cfg["inner.checkpoints"]
     if any(not 0 < f < 1 for f in ck) or any(b <= a for a, b in zip(ck, ck[1:])):
         raise ConfigError(f"inner.checkpoints: expected increasing fractions in (0, 1), e.g. [0.25, 0.5, 0.75]; got {ck}")
-    if ck and cfg["inner.method"] != "sgd" and cfg["inner.method"] != "gd":
-        raise ConfigError("inner.checkpoints: available for inner.method 'sgd' and 'gd' only")
+    try:         # the solver checks its own settings (the lr it gets per block is checked in inner.lr above)
+        solvers.from_settings({**cfg, "inner.lr_value": cfg["inner.lr"][0]})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"inner.{cfg['inner.method']}: {exc}") from None
+    if ck and not solvers.SOLVERS[cfg["inner.method"]].checkpoints:
+        ok = [k for k, c in solvers.SOLVERS.items() if c.checkpoints]
+        raise ConfigError(f"inner.checkpoints: not available for inner.method {cfg['inner.method']!r} (each step is "
+                          f"a Newton iteration); give inner.checkpoints=[] or one of {ok}")
     if len(cfg["model.widths"]) < 2 or min(cfg["model.widths"]) < 1:
         raise ConfigError("model.widths: need at least two widths, each >= 1")
     if cfg["model.loss"] == "nll" and cfg["model.output"] != "identity":
@@ -716,7 +729,8 @@ def describe() -> str:
 
 
 NEUTRAL_LATER = ("model.arch", "model.compile", "data.train_rows", "data.test_rows", "ledges.threshold",
-                 "ledges.min_gap", "ledges.max_share", "ledges.max_disputed", "ledges.max_spread", "certify.safety")
+                 "ledges.min_gap", "ledges.max_share", "ledges.max_disputed", "ledges.max_spread", "certify.safety",
+                 *solvers.run_settings())
 # settings added later whose *old* behaviour is a value other than the default: a run made before
 # them gets the value that reproduces what it computed
 AS_MADE_BEFORE = {"inner.checkpoints": [], "sensitivity.every": 1, "sensitivity.half": True, "certify.rule": "eps"}

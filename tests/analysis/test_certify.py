@@ -60,7 +60,7 @@ def _linear_problem(seed=0, N=60):
 def test_newton_mr_lands_on_the_closed_form_critical_points_and_certify_names_them():
     mlp, X, y, values = _linear_problem()
     th0 = np.concatenate([mlp.init(12, 3), 0.01 * mlp.init(4, 5)]).astype(np.float64)   # some near the saddle W = 0
-    r = fasttrap.inner_descent(mlp, th0, (X, y), method="newton_mr", steps=60, progress=False)
+    r = fasttrap.inner_descent(mlp, th0, (X, y), solver=fasttrap.NewtonMR(), steps=60, progress=False)
     conv = r.status == "converged"
     assert conv.sum() >= 10
     assert np.all(2 * r.train_G[conv] < 1e-10)
@@ -137,23 +137,25 @@ def test_newton_mr_bad_settings(rng):
     mlp = fasttrap.MLP((4, 5, 3))
     X = rng.standard_normal((20, 4))
     y = rng.integers(0, 3, 20)
-    with pytest.raises(ValueError, match="method"):
-        fasttrap.inner_descent(mlp, mlp.init(1, 0), (X, y), method="newton", steps=2, progress=False)
+    with pytest.raises(TypeError, match="solver"):
+        fasttrap.inner_descent(mlp, mlp.init(1, 0), (X, y), solver="newton_mr", steps=2, progress=False)
     with pytest.raises(ValueError, match="alpha0"):
-        fasttrap.inner_descent(mlp, mlp.init(1, 0), (X, y), method="newton_mr", steps=2, alpha0=0.0, progress=False)
+        fasttrap.inner_descent(mlp, mlp.init(1, 0), (X, y), solver=fasttrap.NewtonMR(alpha0=0.0), steps=2,
+                               progress=False)
 
 
 def test_sgd_then_newton_polish_keeps_the_basin_and_converges():
     mlp, X, y, values = _linear_problem(seed=1, N=64)
     th0 = mlp.init(4, 9)
-    r = fasttrap.inner_descent(mlp, th0, (X, y), method="sgd+newton_mr", steps=200, lr=0.05, batch_size=16,
-                               polish_steps=40, progress=False)
+    r = fasttrap.inner_descent(mlp, th0, (X, y), solver=fasttrap.SGDThenNewtonMR(sgd=fasttrap.SGD(lr=0.05,
+                               batch_size=16), polish_steps=40), steps=200, progress=False)
     # line_search_failed: no step lowers ‖g‖² (g in the kernel of H: a gradient-flat stall)
     assert set(r.status) <= {"converged", "max_steps", "line_search_failed"}
     assert r.settings["polish_steps_done"].max() <= 40
     conv = r.status == "converged"
     assert conv.any() and np.all(2 * r.train_G[conv] < 1e-10)
-    sgd = fasttrap.inner_descent(mlp, th0, (X, y), steps=200, lr=0.05, batch_size=16, progress=False)
+    sgd = fasttrap.inner_descent(mlp, th0, (X, y), steps=200, solver=fasttrap.SGD(lr=0.05, batch_size=16),
+                                 progress=False)
     # the polish starts where SGD ended: its start G is SGD's endpoint G (minibatch vs full: same point)
     assert np.allclose(r.settings["polish_G_start"], sgd.train_G, rtol=1e-6)
 
@@ -164,7 +166,7 @@ def test_newton_mr_with_a_huge_budget_allocates_only_what_it_runs():
     mlp = fasttrap.MLP((3, 2), activation="linear", loss="mse")
     X = rng.standard_normal((30, 3))
     y = rng.integers(0, 2, 30)
-    r = fasttrap.inner_descent(mlp, mlp.init(2, 0).astype(np.float64), (X, y), method="newton_mr", steps=10**12,
-                               progress=False)
+    r = fasttrap.inner_descent(mlp, mlp.init(2, 0).astype(np.float64), (X, y), solver=fasttrap.NewtonMR(),
+                               steps=10**12, progress=False)
     assert set(r.status) == {"converged"}
     assert r.G_trace.shape[1] == r.steps_done.max() + 1 <= 10

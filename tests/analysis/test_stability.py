@@ -34,9 +34,10 @@ def test_auto_lr_keeps_runs_stable_where_a_fixed_lr_diverges(rng):
     lam = lambda_max(mlp, th0.astype(np.float64), X, y)
     fixed = 50.0 / np.min(lam) ** 2                         # 25× past the stability limit for every run
     assert np.all(stepsize.unstable(fixed, lam))
-    bad = fasttrap.inner_descent(mlp, th0, (X, y), steps=300, lr=fixed, method="gd", growth=1e3, progress=False)
-    good = fasttrap.inner_descent(mlp, th0, (X, y), steps=300, lr="auto", lr_rows=256, method="gd", growth=1e3,
-                                  progress=False)
+    bad = fasttrap.inner_descent(mlp, th0, (X, y), steps=300, solver=fasttrap.GD(lr=fixed), growth=1e3,
+                                 progress=False)
+    good = fasttrap.inner_descent(mlp, th0, (X, y), steps=300, solver=fasttrap.GD(lr="auto", lr_rows=256),
+                                  growth=1e3, progress=False)
     loss0, acc0, _ = fasttrap.evaluate(mlp, th0, X, y)
 
     def blown(r):
@@ -86,5 +87,5 @@ def test_bad_arguments():
         stepsize.auto_lr([1.0], c=0)
     mlp = fasttrap.MLP((4, 3))
     with pytest.raises(ValueError, match="lr"):
-        fasttrap.inner_descent(mlp, mlp.init(1, 0), (np.zeros((8, 4)), np.zeros(8, int)), steps=1, lr="fast",
-                               batch_size=4, progress=False)
+        fasttrap.inner_descent(mlp, mlp.init(1, 0), (np.zeros((8, 4)), np.zeros(8, int)), steps=1,
+                               solver=fasttrap.SGD(lr="fast", batch_size=4), progress=False)

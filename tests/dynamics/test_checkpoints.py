@@ -31,7 +31,8 @@ def small():
 def test_checkpoint_equals_the_shorter_descent(small, backend, batches, method):
     mlp = fasttrap.MLP((784, 12, 10), "tanh")
     th0 = mlp.init(4, 2).astype(np.float64)
-    kw = dict(lr=0.05, batch_size=100, batches=batches, seed=7, method=method, progress=False, backend=backend)
+    solver = {"sgd": fasttrap.SGD, "gd": fasttrap.GD}[method](lr=0.05, batch_size=100, batches=batches)
+    kw = dict(solver=solver, seed=7, progress=False, backend=backend)
     n = 40 if method == "sgd" else 8
     full = fasttrap.inner_descent(mlp, th0, small, steps=n, checkpoints=(0.25, 0.5, 0.75), **kw)
     assert full.checkpoint_steps.tolist() == [n // 4, n // 2, 3 * n // 4]
@@ -52,7 +53,7 @@ def test_checkpoint_equals_the_shorter_descent(small, backend, batches, method):
 def test_core_and_twin_checkpoints_agree(small, backend, dtype):
     mlp = fasttrap.MLP((784, 16, 16, 10), "relu")
     th0 = mlp.init(5, 1).astype(dtype)
-    kw = dict(steps=30, lr=0.02, batch_size=64, batches="independent", seed=1, progress=False,
+    kw = dict(steps=30, solver=fasttrap.SGD(lr=0.02, batch_size=64, batches="independent"), seed=1, progress=False,
               checkpoints=(0.1, 0.5, 0.9))
     a = fasttrap.inner_descent(mlp, th0, small, backend=backend, **kw)
     b = fasttrap.inner_descent(mlp, th0, small, backend="torch", **kw)
@@ -67,8 +68,9 @@ def test_a_stopped_model_gives_its_endpoint(small, backend):
     mlp = fasttrap.MLP((784, 8, 10))
     th0 = mlp.init(3, 0).astype(np.float64)
     # model 1 converges at once (a huge tolerance would stop all: give it its own lr that diverges)
-    res = fasttrap.inner_descent(mlp, th0, small, steps=40, lr=np.array([0.01, 1e9, 0.01]), growth=10.0,
-                                 batch_size=100, progress=False, backend=backend, checkpoints=(0.5, 0.75))
+    res = fasttrap.inner_descent(mlp, th0, small, steps=40, solver=fasttrap.SGD(lr=np.array([0.01, 1e9, 0.01]),
+                                 batch_size=100), growth=10.0, progress=False, backend=backend,
+                                 checkpoints=(0.5, 0.75))
     assert res.status[1] in ("diverged", "nonfinite")
     assert res.steps_done[1] < 20
     for j in range(2):
@@ -117,7 +119,7 @@ def test_checkpoint_steps_rule():
 def test_checkpoints_refused_for_newton(small):
     mlp = fasttrap.MLP((784, 8, 10))
     with pytest.raises(ValueError, match="checkpoints"):
-        fasttrap.inner_descent(mlp, mlp.init(1, 0).astype(np.float64), small, steps=4, method="newton_mr",
+        fasttrap.inner_descent(mlp, mlp.init(1, 0).astype(np.float64), small, steps=4, solver=fasttrap.NewtonMR(),
                                checkpoints=(0.5,), progress=False)
 
 

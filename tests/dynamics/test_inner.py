@@ -37,7 +37,7 @@ def test_trajectories_match_twin_float64(small, backend, batches, arch):
     widths, act, loss = arch
     mlp = fasttrap.MLP(widths, act, loss)
     th0 = _start(mlp, 5, small)
-    kw = dict(steps=50, lr=np.array([0.1, 0.05, 0.02, 0.1, 0.08]), batch_size=64, batches=batches, seed=3,
+    kw = dict(steps=50, solver=fasttrap.SGD(lr=np.array([0.1, 0.05, 0.02, 0.1, 0.08]), batch_size=64, batches=batches), seed=3,
               record_every=1, progress=False, evaluate=False)
     a = fasttrap.inner_descent(mlp, th0, small, backend=backend, **kw)
     b = fasttrap.inner_descent(mlp, th0, small, backend="torch", **kw)
@@ -53,7 +53,7 @@ def test_unstable_descent_amplifies_rounding(small):
     th0 = mlp.init(2, 0, np.float64)
     gaps = {}
     for lr in (0.1, 0.3):
-        kw = dict(steps=16, lr=lr, batch_size=64, progress=False, evaluate=False)
+        kw = dict(steps=16, solver=fasttrap.SGD(lr=lr, batch_size=64), progress=False, evaluate=False)
         a = fasttrap.inner_descent(mlp, th0, small, backend="cpu", **kw)
         b = fasttrap.inner_descent(mlp, th0, small, backend="torch", **kw)
         gaps[lr] = np.abs(a.theta - b.theta).max()
@@ -64,7 +64,7 @@ def test_unstable_descent_amplifies_rounding(small):
 def test_full_batch_gd_matches_twin(small):
     mlp = fasttrap.MLP((784, 12, 10), "tanh")
     th0 = _start(mlp, 3, small)
-    kw = dict(steps=6, lr=0.01, method="gd", record_every=1, progress=False, evaluate=False)
+    kw = dict(steps=6, solver=fasttrap.GD(lr=0.01), record_every=1, progress=False, evaluate=False)
     a = fasttrap.inner_descent(mlp, th0, small.subset(700), backend="cpu", **kw)
     b = fasttrap.inner_descent(mlp, th0, small.subset(700), backend="torch", **kw)
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-9, atol=1e-10)
@@ -75,7 +75,8 @@ def test_full_batch_gd_matches_twin(small):
 def test_G_falls_on_real_mnist(small):
     mlp = fasttrap.MLP((784, 64, 10))
     th0 = _start(mlp, 4, small, steps=40).astype(np.float32)
-    res = fasttrap.inner_descent(mlp, th0, small, epochs=3, lr=0.01, batch_size=100, progress=False)
+    res = fasttrap.inner_descent(mlp, th0, small, epochs=3, solver=fasttrap.SGD(lr=0.01, batch_size=100),
+                                 progress=False)
     assert res.theta.dtype == np.float32
     assert np.all(res.status == "max_steps")
     assert np.all(res.train_G < 0.25 * res.G_start), (res.train_G, res.G_start)
@@ -92,7 +93,8 @@ def test_divergence_is_caught_per_model_and_others_finish(small, backend):
     mlp = fasttrap.MLP((784, 32, 10))
     th0 = np.repeat(_start(mlp, 1, small), 4, axis=0).astype(np.float32)
     lr = np.array([0.01, 50.0, 0.01, 5e4], dtype=np.float64)
-    res = fasttrap.inner_descent(mlp, th0, small, steps=60, lr=lr, growth=100, progress=False, backend=backend)
+    res = fasttrap.inner_descent(mlp, th0, small, steps=60, solver=fasttrap.SGD(lr=lr), growth=100, progress=False,
+                                 backend=backend)
     assert res.status[0] == res.status[2] == "max_steps"
     assert res.status[1] in ("diverged", "nonfinite") and res.status[3] in ("diverged", "nonfinite")
     assert res.steps_done[0] == 60 and res.steps_done[1] < 60 and res.steps_done[3] < 60
@@ -105,7 +107,8 @@ def test_divergence_is_caught_per_model_and_others_finish(small, backend):
 def test_nonfinite_is_caught_without_a_growth_limit(small):
     mlp = fasttrap.MLP((784, 32, 10))
     th0 = np.repeat(_start(mlp, 1, small), 2, axis=0).astype(np.float32)
-    res = fasttrap.inner_descent(mlp, th0, small, steps=200, lr=np.array([0.01, 1e8]), growth=0, progress=False)
+    res = fasttrap.inner_descent(mlp, th0, small, steps=200, solver=fasttrap.SGD(lr=np.array([0.01, 1e8])), growth=0,
+                                 progress=False)
     assert res.status[0] == "max_steps"
     assert res.status[1] == "nonfinite"
     assert np.isnan(res.train_G[1])          # never evaluated at a non-finite point
@@ -114,7 +117,8 @@ def test_nonfinite_is_caught_without_a_growth_limit(small):
 def test_convergence_stops_a_model(small):
     mlp = fasttrap.MLP((784, 16, 10))
     th0 = _start(mlp, 2, small)
-    res = fasttrap.inner_descent(mlp, th0, small, steps=30, lr=0.1, G_tol=1e3, progress=False, evaluate=False)
+    res = fasttrap.inner_descent(mlp, th0, small, steps=30, solver=fasttrap.SGD(lr=0.1), G_tol=1e3, progress=False,
+                                 evaluate=False)
     assert np.all(res.status == "converged") and np.all(res.steps_done == 0)
     np.testing.assert_array_equal(res.theta, th0)
 
@@ -163,8 +167,8 @@ def test_model_steps_count_executed_steps_only(small):
     """A model that stops early contributes only the steps it ran, to the count and to the rate."""
     mlp = fasttrap.MLP((784, 8, 10))
     th0 = mlp.init(3, 1)
-    res = fasttrap.inner_descent(mlp, th0, small, steps=50, lr=np.array([0.01, 1e5, 0.01]), growth=10.0,
-                                 progress=False, evaluate=False)
+    res = fasttrap.inner_descent(mlp, th0, small, steps=50, solver=fasttrap.SGD(lr=np.array([0.01, 1e5, 0.01])),
+                                 growth=10.0, progress=False, evaluate=False)
     assert res.status[1] in ("diverged", "nonfinite") and res.steps_done[1] < 50
     assert res.steps_done[0] == res.steps_done[2] == 50
     assert res.model_steps == 100 + int(res.steps_done[1])
@@ -176,11 +180,9 @@ def test_model_steps_count_executed_steps_only(small):
     (dict(steps=5, epochs=1), ValueError, "exactly one"),
     (dict(steps=-2), ValueError, "steps"),
     (dict(epochs=-1.0), ValueError, "epochs"),
-    (dict(steps=5, lr=-0.1), ValueError, "lr"),
-    (dict(steps=5, lr=[0.1, 0.1]), ValueError, "lr"),
-    (dict(steps=5, batches="mixed"), ValueError, "batches"),
-    (dict(steps=5, method="adam"), ValueError, "method"),
-    (dict(steps=5, batch_size=10**6), ValueError, "batch_size"),
+    (dict(steps=5, solver=fasttrap.SGD(lr=[0.1, 0.1])), ValueError, "lr"),
+    (dict(steps=5, solver="adam"), TypeError, "solver"),
+    (dict(steps=5, solver=fasttrap.SGD(batch_size=10**6)), ValueError, "batch_size"),
     (dict(steps=5, growth=0.5), ValueError, "growth"),
     (dict(steps=5, G_tol=-1.0), ValueError, "G_tol"),
     (dict(steps=5, record_every=0), ValueError, "record_every"),
@@ -192,6 +194,26 @@ def test_bad_inner_arguments(small, kw, exc, match):
     mlp = fasttrap.MLP((784, 8, 10))
     with pytest.raises(exc, match=match):
         fasttrap.inner_descent(mlp, mlp.init(3, 0), small, progress=False, **kw)
+
+
+@pytest.mark.parametrize("cls, kw, exc, match", [
+    (fasttrap.SGD, dict(lr=-0.1), ValueError, "lr"),
+    (fasttrap.SGD, dict(lr="fast"), ValueError, "lr"),
+    (fasttrap.SGD, dict(lr=[[0.1]]), ValueError, "lr"),
+    (fasttrap.SGD, dict(batches="mixed"), ValueError, "batches"),
+    (fasttrap.SGD, dict(batch_size=0), ValueError, "batch_size"),
+    (fasttrap.SGD, dict(batch_size=2.5), TypeError, "batch_size"),
+    (fasttrap.GD, dict(lr_c=0.0), ValueError, "lr_c"),
+    (fasttrap.NewtonMR, dict(minres_iters=0), ValueError, "minres_iters"),
+    (fasttrap.NewtonMR, dict(alpha0=-1.0), ValueError, "alpha0"),
+    (fasttrap.NewtonMR, dict(geodesic="yes"), TypeError, "geodesic"),
+    (fasttrap.NewtonMR, dict(beta=1.5), ValueError, "beta"),
+    (fasttrap.SGDThenNewtonMR, dict(sgd=fasttrap.NewtonMR()), TypeError, "sgd"),
+    (fasttrap.SGDThenNewtonMR, dict(polish_steps=-1), ValueError, "polish_steps"),
+])
+def test_bad_solver_settings_are_refused_when_the_solver_is_made(cls, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        cls(**kw)
 
 
 def test_bad_start_points_and_data(small):

@@ -194,7 +194,8 @@ def test_inner_descent_of_an_mlp_as_a_module_equals_the_compiled_one(rng, act, l
     tm, mlp = _mlp_pair(act, loss=loss, output=output)
     theta0 = mlp.init(3, 2, np.float64)
     X, y = rng.standard_normal((40, 12)), rng.integers(0, 4, 40)
-    kw = dict(steps=7, lr=0.3, batch_size=8, seed=5, batches=batches, record_every=1, progress=False)
+    kw = dict(steps=7, solver=fasttrap.SGD(lr=0.3, batch_size=8, batches=batches), seed=5, record_every=1,
+              progress=False)
     a = fasttrap.inner_descent(tm, theta0, (X, y), **kw)
     b = fasttrap.inner_descent(mlp, theta0, (X, y), backend="cpu", **kw)
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-10, atol=1e-13)
@@ -212,8 +213,8 @@ def test_stopping_rules_on_a_module(rng):
     theta0 = mlp.init(2, 0, np.float64)
     X, y = rng.standard_normal((16, 12)), rng.integers(0, 4, 16)
     seen = set()
-    for kw in (dict(G_tol=1e3), dict(lr=3e3, growth=1.5), dict()):
-        args = dict(steps=5, lr=0.1, batch_size=16, progress=False) | kw
+    for kw in (dict(G_tol=1e3), dict(solver=fasttrap.SGD(lr=3e3, batch_size=16), growth=1.5), dict()):
+        args = dict(steps=5, solver=fasttrap.SGD(lr=0.1, batch_size=16), progress=False) | kw
         a = fasttrap.inner_descent(tm, theta0, (X, y), **args)
         b = fasttrap.inner_descent(mlp, theta0, (X, y), backend="cpu", **args)
         assert list(a.status) == list(b.status) and list(a.steps_done) == list(b.steps_done)
@@ -258,7 +259,8 @@ def test_inner_descent_and_certificates_on_the_small_conv_net():
     tm = zoo.build("smallnet", ds.image_shape, ds.n_classes)
     assert isinstance(tm, TorchModel) and tm.n_params == 21_840
     theta0 = tm.init(2, 0)
-    r = fasttrap.inner_descent(tm, theta0, ds, steps=12, lr=0.05, batch_size=50, progress=False, eval_rows=200)
+    r = fasttrap.inner_descent(tm, theta0, ds, steps=12, solver=fasttrap.SGD(lr=0.05, batch_size=50), progress=False,
+                               eval_rows=200)
     assert set(r.status) == {"max_steps"} and r.theta.dtype == np.float32
     assert np.all(np.nanmin(r.G_trace, 1) < r.G_start)
     X4 = ds.X_train[:100].reshape(100, *ds.image_shape)                 # images keep their shape, too

@@ -59,7 +59,7 @@ def test_the_inner_descent_and_certificates_run_on_the_gpu(rng):
     tm.module.double()
     th = tm.init(2, 1, np.float64)
     X, y = rng.standard_normal((64, 784)), rng.integers(0, 10, 64)
-    kw = dict(steps=6, lr=0.05, batch_size=16, record_every=1, progress=False)
+    kw = dict(steps=6, solver=fasttrap.SGD(lr=0.05, batch_size=16), record_every=1, progress=False)
     g = fasttrap.inner_descent(tm, th, (X, y), backend="cuda", **kw)
     c = fasttrap.inner_descent(tm, th, (X, y), backend="torch", **kw)
     assert g.settings["backend"] == "cuda" and fasttrap.ops.resolve_for(tm, "auto") == "cuda"

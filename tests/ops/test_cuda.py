@@ -106,8 +106,8 @@ def test_graph_and_eager_descents_agree(rng):
     for graphs in (True, False):
         ftcuda.set_graphs(graphs)
         try:
-            out.append(fasttrap.inner_descent(mlp, th0, ds, steps=70, lr=0.05, batch_size=128, backend="cuda",
-                                              progress=False, evaluate=False, record_every=1))
+            out.append(fasttrap.inner_descent(mlp, th0, ds, steps=70, solver=fasttrap.SGD(lr=0.05, batch_size=128),
+                                              backend="cuda", progress=False, evaluate=False, record_every=1))
         finally:
             ftcuda.set_graphs(True)
     np.testing.assert_array_equal(out[0].theta, out[1].theta)
@@ -119,7 +119,7 @@ def test_gpu_descent_stops_models_like_the_cpu(rng):
     mlp = fasttrap.MLP((784, 32, 10))
     th0 = np.repeat(mlp.init(1, 0), 4, axis=0)
     lr = np.array([0.01, 50.0, 0.01, 1e8])
-    kw = dict(steps=60, lr=lr, growth=100, progress=False, record_every=1)
+    kw = dict(steps=60, solver=fasttrap.SGD(lr=lr), growth=100, progress=False, record_every=1)
     g = fasttrap.inner_descent(mlp, th0, ds, backend="cuda", **kw)
     c = fasttrap.inner_descent(mlp, th0, ds, backend="cpu", **kw)
     assert list(g.status) == list(c.status)
@@ -133,7 +133,7 @@ def test_gpu_full_batch_descent_matches_twin():
     ds = data.load("mnist").subset(900, 100)
     mlp = fasttrap.MLP((784, 12, 10), "tanh")
     th0 = mlp.init(3, 1, np.float64)
-    kw = dict(steps=4, lr=0.01, method="gd", record_every=1, progress=False, evaluate=False)
+    kw = dict(steps=4, solver=fasttrap.GD(lr=0.01), record_every=1, progress=False, evaluate=False)
     a = fasttrap.inner_descent(mlp, th0, ds, backend="cuda", **kw)
     b = fasttrap.inner_descent(mlp, th0, ds, backend="torch", **kw)
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-9, atol=1e-10)

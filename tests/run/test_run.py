@@ -204,17 +204,19 @@ def test_reruns_every_kth_point_are_real_descents(tmp_path):
     spe = -(-len(ds.y_train) // cfg["inner.batch_size"])
     n = int(round(cfg["inner.epochs"] * spe))
     th0 = rd.start_points[pts].astype(np.float32)
-    fresh = fasttrap.inner_descent(mlp, th0, ds, steps=n, lr=main["lr"][pts], seed=1, batches=cfg["inner.batches"],
-                                   evaluate=False, progress=False, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
+    fresh = fasttrap.inner_descent(mlp, th0, ds, steps=n, solver=fasttrap.SGD(lr=main["lr"][pts],
+                                   batches=cfg["inner.batches"]), seed=1, evaluate=False, progress=False,
+                                   G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
     np.testing.assert_array_equal(fresh.theta, rer["theta"])
     assert not np.array_equal(rer["theta"], main["theta"][pts])
     # checkpoints of the main run: the loss at ¼ of the budget is that of a descent of ¼ the steps
     ck = rundir_mod.checkpoint_series(run)
     assert ck["loss"].shape == (3, 20) and ck["consecutive"].shape == (3, 19) and ck["rerun_loss"].shape == (3, 4)
     th5 = rd.start_points[:5].astype(np.float32)
-    q = fasttrap.inner_descent(mlp, th5, ds, steps=int(ck["steps"][0]), lr=main["lr"][:5], seed=0,
-                               batches=cfg["inner.batches"], progress=False, eval_rows=cfg["inner.eval_rows"],
-                               G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
+    q = fasttrap.inner_descent(mlp, th5, ds, steps=int(ck["steps"][0]), solver=fasttrap.SGD(lr=main["lr"][:5],
+                               batches=cfg["inner.batches"]), seed=0, progress=False,
+                               eval_rows=cfg["inner.eval_rows"], G_tol=cfg["inner.G_tol"],
+                               growth=cfg["inner.growth"])
     np.testing.assert_allclose(ck["loss"][0, :5], q.train_loss, rtol=1e-6)
     np.testing.assert_allclose(ck["consecutive"][0, :4], np.linalg.norm(np.diff(q.theta.astype(np.float64), axis=0),
                                                                          axis=1), rtol=1e-6)
@@ -248,8 +250,9 @@ def test_sensitivity_rows_come_from_real_reruns(tmp_path):
     spe = -(-len(ds.y_train) // cfg["inner.batch_size"])
     for z, steps, seed in ((half, int(round(cfg["inner.epochs"] / 2 * spe)), 0),
                            (other, int(round(cfg["inner.epochs"] * spe)), 1)):
-        fresh = fasttrap.inner_descent(mlp, th0, ds, steps=steps, lr=main["lr"], seed=seed, batches=cfg["inner.batches"],
-                                       evaluate=False, progress=False, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
+        fresh = fasttrap.inner_descent(mlp, th0, ds, steps=steps, solver=fasttrap.SGD(lr=main["lr"],
+                                       batches=cfg["inner.batches"]), seed=seed, evaluate=False, progress=False,
+                                       G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"])
         np.testing.assert_array_equal(fresh.theta, z["theta"])
         assert not np.array_equal(z["theta"], main["theta"])
     # a row range reads only the blocks that hold it, and gives the same rows as the whole stage

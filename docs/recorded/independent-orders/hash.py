@@ -10,6 +10,6 @@ for sizes, act, loss, K, dt in [((784, 100, 100, 10), "relu", "nll", 16, np.floa
     th0 = mlp.init(K, seed=1, dtype=dt)
     for mode in ["shared", "independent"]:
         for bs in [128, 100]:
-            r = fasttrap.inner_descent(mlp, th0, ds, steps=30, lr=0.01, batch_size=bs, batches=mode, backend="cpu",
-                                       progress=False, evaluate=False, record_every=1)
+            r = fasttrap.inner_descent(mlp, th0, ds, steps=30, solver=fasttrap.SGD(lr=0.01, batch_size=bs,
+                                       batches=mode), backend="cpu", progress=False, evaluate=False, record_every=1)
             print(sizes, act, loss, K, dt.__name__, mode, bs, h(r.theta), h(r.G_trace), flush=True)

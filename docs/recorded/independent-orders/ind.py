@@ -9,11 +9,11 @@ K = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 100
 res = fasttrap.outer_sgd(MLP, ds, seeds=[0], steps=K, record=list(range(1, K + 1)), curve_points=2, progress=False)
 th0 = res.thetas[0]
-kw = dict(lr=0.01, batch_size=128, progress=False, evaluate=False, record_every=1)
+kw = dict(progress=False, evaluate=False, record_every=1)
 out = {}
 for mode in ["shared", "independent", "shared", "independent"]:
     t = time.perf_counter()
-    r = fasttrap.inner_descent(MLP, th0, ds, steps=steps, backend="cpu", batches=mode, **kw)
+    r = fasttrap.inner_descent(MLP, th0, ds, steps=steps, backend="cpu", solver=fasttrap.SGD(lr=0.01, batch_size=128, batches=mode), **kw)
     dt = time.perf_counter() - t
     out[mode] = r
     print(mode, K, steps, f"{r.model_steps/dt:,.0f} model-steps/s", flush=True)

@@ -24,6 +24,7 @@ from ...analysis.certify import certify, segment_kinds
 from ...common import store
 from ...common.progress import Progress
 from ...dynamics import stepsize
+from ...dynamics import solvers
 from ...dynamics.inner import inner_descent
 from ...linalg.hessian import lambda_max
 from ...linalg.spectra import hessian_density, hessian_eigs
@@ -108,7 +109,7 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None, variant: s
 
 
 def _inner_steps(cfg: dict[str, Any], ds: datamod.Dataset, variant: str) -> int:
-    spe = 1 if cfg["inner.method"] == "gd" else -(-len(ds.y_train) // cfg["inner.batch_size"])
+    spe = solvers.from_settings({**cfg, "inner.lr_value": cfg["inner.lr"][0]}).steps_per_epoch(len(ds.y_train))
     epochs = cfg["inner.epochs"] / 2 if variant == "half" else cfg["inner.epochs"]
     return int(round(epochs * spe))
 
@@ -148,10 +149,9 @@ def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi
         main = rundir.inner_fields_at(run, ("lambda_max", "lr"), pts)
         lam, lr_b = main["lambda_max"], main["lr"]
     ck = cfg["inner.checkpoints"] if variant != "half" else []
-    res = inner_descent(mlp_of(cfg, ds), theta0, ds, steps=n_steps, lr=lr_b, batch_size=cfg["inner.batch_size"],
-                        seed=_batch_seed(cfg, variant), batches=cfg["inner.batches"], method=cfg["inner.method"],
-                        record_every=rec, G_tol=cfg["inner.G_tol"], growth=cfg["inner.growth"],
-                        eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo, backend=cfg["run.backend"],
+    res = inner_descent(mlp_of(cfg, ds), theta0, ds, solver=solvers.from_settings({**cfg, "inner.lr_value": lr_b}),
+                        steps=n_steps, seed=_batch_seed(cfg, variant), record_every=rec, G_tol=cfg["inner.G_tol"],
+                        growth=cfg["inner.growth"],                        eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo, backend=cfg["run.backend"],
                         progress=bar if bar is not None else False, progress_offset=offset, checkpoints=ck)
     status, fl = _honest_status(cfg, ds, theta0, res)
     extra = _checkpoint_arrays(run, variant, pts, res) if len(res.checkpoint_steps) else {}
