@@ -136,7 +136,8 @@ def inner_descent(model: Any, theta0: Any, data: Dataset | tuple[Any, Any], *, s
         raise TypeError(f"evaluate: expected a bool, got {type(evaluate).__name__}")
     snap_steps = checkpoint_steps(checkpoints, budget.steps)
     if snap_steps.size and not solver.checkpoints:
-        raise ValueError(f"checkpoints: not available for the {solver.name} solver (each step is a Newton iteration)")
+        raise ValueError(f"checkpoints: the {solver.name} solver keeps no checkpoints (its loop does not "
+                         "copy θ out as it passes); give checkpoints=()")
     budget = dataclasses.replace(budget, snap_steps=snap_steps)
     res = solver.run(model, th0, X, y, budget, backend=be, progress=progress, progress_offset=progress_offset)
     out = res.out

@@ -616,8 +616,8 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"inner.{cfg['inner.method']}: {exc}") from None
     if ck and not solvers.SOLVERS[cfg["inner.method"]].checkpoints:
         ok = [k for k, c in solvers.SOLVERS.items() if c.checkpoints]
-        raise ConfigError(f"inner.checkpoints: not available for inner.method {cfg['inner.method']!r} (each step is "
-                          f"a Newton iteration); give inner.checkpoints=[] or one of {ok}")
+        raise ConfigError(f"inner.checkpoints: inner.method {cfg['inner.method']!r} keeps no checkpoints; give "
+                          f"inner.checkpoints=[] or an inner.method that does ({', '.join(ok)})")
     if len(cfg["model.widths"]) < 2 or min(cfg["model.widths"]) < 1:
         raise ConfigError("model.widths: need at least two widths, each >= 1")
     if cfg["model.loss"] == "nll" and cfg["model.output"] != "identity":
