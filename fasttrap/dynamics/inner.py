@@ -18,7 +18,7 @@ from .. import ops
 from ..common.progress import Progress
 from ..model.data import Dataset
 from ..ops import resolve_for
-from ..ops.validate import check_dataset, check_float, check_int, check_model, check_theta
+from ..ops.validate import check_bool, check_dataset, check_float, check_int, check_model, check_theta
 from .solvers import SGD, SOLVERS, STATUS_NAMES, Budget, Solver
 
 
@@ -121,7 +121,7 @@ def inner_descent(model: Any, theta0: Any, data: Dataset | tuple[Any, Any], *, s
         :class:`InnerResult`.
     """
     solver = SGD() if solver is None else solver
-    if not all(hasattr(solver, a) for a in ("name", "check", "steps_per_epoch", "run")):
+    if not all(hasattr(solver, a) for a in ("name", "checkpoints", "check", "steps_per_epoch", "run")):
         raise TypeError(f"solver: expected a solver value ({', '.join(c.__name__ for c in SOLVERS.values())} of "
                         f"fasttrap.dynamics.solvers), got {type(solver).__name__}")
     check_model(model)
@@ -132,8 +132,7 @@ def inner_descent(model: Any, theta0: Any, data: Dataset | tuple[Any, Any], *, s
     solver.check(K, N)
     budget = _budget(solver, N, epochs=epochs, steps=steps, seed=seed, record_every=record_every, G_tol=G_tol,
                      growth=growth, index_offset=index_offset)
-    if not isinstance(evaluate, bool):
-        raise TypeError(f"evaluate: expected a bool, got {type(evaluate).__name__}")
+    check_bool(evaluate, "evaluate")
     snap_steps = checkpoint_steps(checkpoints, budget.steps)
     if snap_steps.size and not solver.checkpoints:
         raise ValueError(f"checkpoints: the {solver.name} solver keeps no checkpoints (its loop does not "

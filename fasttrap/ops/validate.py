@@ -157,6 +157,12 @@ def check_direction(mlp: MLP, v: Any, K: int, dtype: np.dtype, name: str = "v") 
     return a
 
 
+def check_bool(x: Any, name: str) -> bool:
+    if not isinstance(x, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(x).__name__}")
+    return x
+
+
 def check_int(x: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(x).__name__}")

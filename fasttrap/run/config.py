@@ -611,7 +611,7 @@ def validate(cfg: dict[str, Any]) -> None:
     if any(not 0 < f < 1 for f in ck) or any(b <= a for a, b in zip(ck, ck[1:])):
         raise ConfigError(f"inner.checkpoints: expected increasing fractions in (0, 1), e.g. [0.25, 0.5, 0.75]; got {ck}")
     try:         # the solver checks its own settings (the lr it gets per block is checked in inner.lr above)
-        solvers.from_settings({**cfg, "inner.lr_value": cfg["inner.lr"][0]})
+        solvers.from_settings(cfg, lr=cfg["inner.lr"][0])
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"inner.{cfg['inner.method']}: {exc}") from None
     if ck and not solvers.SOLVERS[cfg["inner.method"]].checkpoints:

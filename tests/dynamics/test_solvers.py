@@ -41,7 +41,7 @@ class Shrink:
         return Outcome(out=out, seconds=0.0, record_every=budget.record_every, settings=dict(factor=self.factor))
 
     @classmethod
-    def from_settings(cls, s: dict[str, Any]) -> Shrink:
+    def from_settings(cls, s: dict[str, Any], *, lr: Any = None) -> Shrink:
         return cls(**solvers.solver_settings(cls, s))
 
 
@@ -56,7 +56,7 @@ def test_a_new_solver_is_one_class_and_one_registry_line(monkeypatch):
     assert np.all(np.isfinite(r.train_loss))           # the shared evaluation ran on the new solver's endpoints
     # its settings are run settings inner.shrink.*, and the main job's settings build it by name
     assert "inner.shrink.factor" in solvers.run_settings()
-    made = solvers.from_settings({"inner.method": "shrink", "inner.shrink.factor": 0.25})
+    made = solvers.from_settings({"inner.method": "shrink", "inner.shrink.factor": 0.25}, lr=None)
     assert isinstance(made, Shrink) and made.factor == 0.25
     with pytest.raises(ValueError, match="checkpoints"):
         fasttrap.inner_descent(mlp, th0, (X, y), solver=Shrink(), steps=4, checkpoints=(0.5,), progress=False)
@@ -90,7 +90,7 @@ def test_the_newton_solver_is_the_newton_function(rng):
 def test_main_job_settings_build_each_solver():
     cfg = config.resolve("quick", overrides=["inner.method=sgd+newton_mr", "inner.newton_mr.polish_steps=7",
                                              "inner.newton_mr.geodesic=true"])
-    s = solvers.from_settings({**cfg, "inner.lr_value": 0.05})
+    s = solvers.from_settings(cfg, lr=0.05)
     assert isinstance(s, fasttrap.SGDThenNewtonMR) and s.polish_steps == 7 and s.newton.geodesic
     assert s.sgd.lr == 0.05 and s.sgd.batch_size == cfg["inner.batch_size"] and s.sgd.batches == cfg["inner.batches"]
     with pytest.raises(config.ConfigError, match="checkpoints"):

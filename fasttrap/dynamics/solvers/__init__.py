@@ -6,7 +6,7 @@ rules, the random stream, the evaluation of the endpoints, the result); a solver
 
 Adding a solver is one new module here and one line in :data:`SOLVERS`: the main job's
 ``inner.method`` accepts every registered name, and the fields a solver marks with
-:func:`setting` become the run settings ``inner.<group>.<name>`` (``inner.newton_mr.geodesic``).
+:func:`setting` become the run settings ``inner.<group>.<field>`` (``inner.newton_mr.geodesic``).
 
 The protocol (:class:`Solver`):
 
@@ -16,15 +16,15 @@ The protocol (:class:`Solver`):
 - ``steps_per_epoch(N)``: what one epoch of the budget is;
 - ``run(model, theta0, X, y, budget, backend=..., progress=..., progress_offset=...)``: the descent,
   returning a :class:`Outcome`;
-- ``from_settings(s)``: the solver the main job's flat settings ``s`` describe.
+- ``from_settings(s, lr=...)``: the solver the main job's flat settings ``s`` describe, with the lr the
+  stage chose (ignored by solvers that take none).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from .base import STATUS_NAMES, Budget, Outcome, Solver, setting, solver_settings
+from .base import STATUS_NAMES, Budget, Outcome, Solver, setting, setting_fields, solver_settings
 from .newton_mr import NewtonMR, SGDThenNewtonMR
 from .sgd import GD, SGD
 
@@ -38,27 +38,29 @@ SOLVERS: dict[str, type] = {
 
 
 def run_settings() -> dict[str, dict[str, Any]]:
-    """Every solver's run settings: ``{"inner.<group>.<key>": {type, default, help, min, solver, field}}``."""
+    """Every solver's run settings: ``{"inner.<group>.<field>": {type, default, help, min}}``.
+
+    A setting two solvers share (``SGDThenNewtonMR`` reuses ``NewtonMR``'s group) is listed once.
+    """
     out: dict[str, dict[str, Any]] = {}
-    for name, cls in SOLVERS.items():
-        for f in dataclasses.fields(cls):
-            m = f.metadata
-            if "group" not in m:
-                continue
-            key = f"inner.{m['group']}.{m['key'] or f.name}"
-            if key not in out:
-                out[key] = dict(type=m["type"], default=f.default, help=m["help"], min=m["min"], field=f.name)
+    for cls in SOLVERS.values():
+        for key, f in setting_fields(cls):
+            out.setdefault(key, dict(type=f.metadata["type"], default=f.default, help=f.metadata["help"],
+                                     min=f.metadata["min"]))
     return out
 
 
-def from_settings(s: dict[str, Any]) -> Solver:
-    """The solver the main job's flat settings describe (``inner.method`` and its ``inner.*`` settings)."""
+def from_settings(s: dict[str, Any], *, lr: Any) -> Solver:
+    """The solver the main job's flat settings describe (``inner.method`` and its ``inner.*`` settings).
+
+    ``lr`` is the step size the stage chose (a scalar, or one per start point [K]: ``inner.lr`` by
+    regime, or ``inner.lr_rule = "auto"``); solvers that take none ignore it.
+    """
     name = s["inner.method"]
     if name not in SOLVERS:
         raise ValueError(f"inner.method: expected one of {list(SOLVERS)}, got {name!r}")
-    return SOLVERS[name].from_settings(s)
-
+    return SOLVERS[name].from_settings(s, lr=lr)
 
 
 __all__ = ["Budget", "GD", "NewtonMR", "Outcome", "SGD", "SGDThenNewtonMR", "SOLVERS", "STATUS_NAMES", "Solver",
-           "from_settings", "run_settings", "setting", "solver_settings"]
+           "from_settings", "run_settings", "setting", "setting_fields", "solver_settings"]

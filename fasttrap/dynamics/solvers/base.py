@@ -67,30 +67,21 @@ class Solver(Protocol):
             backend: str, progress: Any, progress_offset: int) -> Outcome: ...
 
     @classmethod
-    def from_settings(cls, s: dict[str, Any]) -> Solver: ...
+    def from_settings(cls, s: dict[str, Any], *, lr: Any) -> Solver: ...
 
 
-def setting(default: Any, help: str, *, group: str, key: str | None = None, type: str | None = None,
-            min: float | None = None) -> Any:
-    """A dataclass field that is also a run setting ``inner.<group>.<key or field name>``.
-
-    ``type`` is the setting's type in :mod:`fasttrap.run.config` (``int``, ``float``, ``bool``, ``str``),
-    taken from the default where not given.
-    """
-    t = type or {bool: "bool", int: "int", float: "float", str: "str"}[builtins_type(default)]
-    return dataclasses.field(default=default, metadata={"help": help, "group": group, "key": key, "type": t,
+def setting(default: bool | int | float | str, help: str, *, group: str, min: float | None = None) -> Any:
+    """A dataclass field that is also the run setting ``inner.<group>.<field name>`` (type from the default)."""
+    kind = next(t for t in (bool, int, float, str) if isinstance(default, t))      # bool first: it is an int
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, "type": kind.__name__,
                                                         "min": min})
 
 
-def builtins_type(v: Any) -> type:
-    return bool if isinstance(v, bool) else int if isinstance(v, int) else float if isinstance(v, float) else str
+def setting_fields(cls: type) -> list[tuple[str, dataclasses.Field]]:
+    """``(run-setting key, field)`` of each :func:`setting` field of solver class ``cls``."""
+    return [(f"inner.{f.metadata['group']}.{f.name}", f) for f in dataclasses.fields(cls) if "group" in f.metadata]
 
 
 def solver_settings(cls: type, s: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of ``cls`` that the flat run settings ``s`` give (its :func:`setting` fields)."""
-    kw = {}
-    for f in dataclasses.fields(cls):
-        m = f.metadata
-        if "group" in m:
-            kw[f.name] = s[f"inner.{m['group']}.{m['key'] or f.name}"]
-    return kw
+    return {f.name: s[key] for key, f in setting_fields(cls)}

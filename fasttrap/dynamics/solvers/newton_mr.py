@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...common.progress import Progress
-from ...ops.validate import check_float, check_int
+from ...ops.validate import check_bool, check_float, check_int
 from ..newton import newton_mr
 from .base import Budget, Outcome, setting, solver_settings
 from .sgd import SGD
@@ -51,8 +51,7 @@ class NewtonMR:
     def __post_init__(self) -> None:
         check_int(self.minres_iters, "minres_iters", lo=1)
         check_float(self.alpha0, "alpha0", positive=True)
-        if not isinstance(self.geodesic, bool):
-            raise TypeError(f"geodesic: expected a bool, got {type(self.geodesic).__name__}")
+        check_bool(self.geodesic, "geodesic")
         b = check_float(self.beta, "beta", positive=True)
         if b >= 1:
             raise ValueError(f"beta: must be in (0, 1), got {b}")
@@ -82,8 +81,8 @@ class NewtonMR:
                        settings=dict(self.newton_kw(), hvps=out["hvps"], grad_passes=out["grad_passes"]))
 
     @classmethod
-    def from_settings(cls, s: dict[str, Any]) -> NewtonMR:
-        return cls(**solver_settings(cls, s))
+    def from_settings(cls, s: dict[str, Any], *, lr: Any = None) -> NewtonMR:
+        return cls(**solver_settings(cls, s))              # takes no lr
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,6 +154,6 @@ class SGDThenNewtonMR:
                                      **extra))
 
     @classmethod
-    def from_settings(cls, s: dict[str, Any]) -> SGDThenNewtonMR:
-        return cls(sgd=SGD.from_settings(s), newton=NewtonMR.from_settings(s),
+    def from_settings(cls, s: dict[str, Any], *, lr: Any) -> SGDThenNewtonMR:
+        return cls(sgd=SGD.from_settings(s, lr=lr), newton=NewtonMR.from_settings(s),
                    **solver_settings(cls, s))

@@ -23,7 +23,7 @@ from ... import ops
 from ...common.progress import Progress
 from ...linalg.hessian import lambda_max
 from ...model import rng
-from ...ops.validate import check_float, check_int
+from ...ops.validate import check_bool, check_float, check_int
 from ..stepsize import auto_lr
 from .base import Budget, Outcome
 
@@ -78,8 +78,7 @@ class SGD:
         if self.batches not in ("shared", "independent"):
             raise ValueError(f"batches: expected 'shared' or 'independent', got {self.batches!r}")
         check_int(self.batch_size, "batch_size", lo=1)
-        if not isinstance(self.drop_last, bool):
-            raise TypeError(f"drop_last: expected a bool, got {type(self.drop_last).__name__}")
+        check_bool(self.drop_last, "drop_last")
         check_float(self.lr_c, "lr_c", positive=True)
         check_int(self.lr_rows, "lr_rows", lo=1)
 
@@ -120,9 +119,9 @@ class SGD:
         return Outcome(out=out, seconds=seconds, record_every=budget.record_every, settings=settings)
 
     @classmethod
-    def from_settings(cls, s: dict[str, Any]) -> SGD:
-        """From the main job's ``inner.*`` settings; ``s["inner.lr_value"]`` is the lr the stage chose."""
-        return cls(lr=s["inner.lr_value"], batch_size=s["inner.batch_size"], batches=s["inner.batches"])
+    def from_settings(cls, s: dict[str, Any], *, lr: Any) -> SGD:
+        """From the main job's ``inner.*`` settings and the lr the stage chose (a scalar or one per model)."""
+        return cls(lr=lr, batch_size=s["inner.batch_size"], batches=s["inner.batches"])
 
 
 @dataclass(frozen=True, eq=False)

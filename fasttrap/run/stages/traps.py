@@ -109,7 +109,7 @@ def stage_inner(run: Run, ds: datamod.Dataset, progress: bool | None, variant: s
 
 
 def _inner_steps(cfg: dict[str, Any], ds: datamod.Dataset, variant: str) -> int:
-    spe = solvers.from_settings({**cfg, "inner.lr_value": cfg["inner.lr"][0]}).steps_per_epoch(len(ds.y_train))
+    spe = solvers.from_settings(cfg, lr=cfg["inner.lr"][0]).steps_per_epoch(len(ds.y_train))
     epochs = cfg["inner.epochs"] / 2 if variant == "half" else cfg["inner.epochs"]
     return int(round(epochs * spe))
 
@@ -149,7 +149,7 @@ def inner_block(run: Run, ds: datamod.Dataset, variant: str, b: int, lo: int, hi
         main = rundir.inner_fields_at(run, ("lambda_max", "lr"), pts)
         lam, lr_b = main["lambda_max"], main["lr"]
     ck = cfg["inner.checkpoints"] if variant != "half" else []
-    res = inner_descent(mlp_of(cfg, ds), theta0, ds, solver=solvers.from_settings({**cfg, "inner.lr_value": lr_b}),
+    res = inner_descent(mlp_of(cfg, ds), theta0, ds, solver=solvers.from_settings(cfg, lr=lr_b),
                         steps=n_steps, seed=_batch_seed(cfg, variant), record_every=rec, G_tol=cfg["inner.G_tol"],
                         growth=cfg["inner.growth"],                        eval_rows=cfg["inner.eval_rows"] or None, index_offset=lo, backend=cfg["run.backend"],
                         progress=bar if bar is not None else False, progress_offset=offset, checkpoints=ck)
