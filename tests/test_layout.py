@@ -236,6 +236,31 @@ def test_solvers_are_chosen_by_value_not_by_a_string_branch():
     assert not hits, hits
 
 
+_CLASSES = r"(MLP|TorchModel|TorchPathModel)"
+MODEL_TYPE_TEST = re.compile(rf"isinstance\([^)]*\b{_CLASSES}\b|type\([^)]*\)\s*(is|==)\s*{_CLASSES}\b")
+
+
+def test_no_isinstance_on_a_model_class_outside_the_model_package():
+    """The ops, drivers and analyses ask a model (``compiled``, ``noun``, ``label``, ``check_inputs`` …:
+    :class:`fasttrap.model.base.Model`) instead of testing its type, so a new model type needs no
+    branch anywhere else (issue 26, step 2)."""
+    pat = MODEL_TYPE_TEST
+    hits = []
+    for p in PKG.rglob("*.py"):
+        if p.relative_to(PKG).parts[0] == "model":
+            continue
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if pat.search(line):
+                hits.append(f"{p.relative_to(PKG)}:{i}: {line.strip()}")
+    assert not hits, "\n".join(hits)
+
+
+def test_the_isinstance_rule_catches_an_isinstance():
+    pat = MODEL_TYPE_TEST
+    assert pat.search("type(model) is MLP") and pat.search("if isinstance(mlp, TorchModel):") and pat.search("isinstance(m, (MLP, TorchModel))")
+    assert not pat.search("check_model(mlp)")
+
+
 def test_arrows_point_down():
     """No upward import (lazy ones count): training and descents live in ``dynamics/`` and the
     analyses call them; the twins never reach for an analysis."""

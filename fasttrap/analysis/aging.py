@@ -463,7 +463,7 @@ def run_aging(mlp: MLP, data: Dataset, seeds: Sequence[int] | int, *, lr: float 
         obs.load_state(st)
 
     own_bar = not isinstance(progress, Progress)
-    name = "-".join(map(str, mlp.widths)) if isinstance(mlp, MLP) else type(mlp.module).__name__
+    name = mlp.label
     bar = Progress(steps, f"aging {name}", "step", enabled=progress) if own_bar else progress
     bar.update_to(t0)
     try:

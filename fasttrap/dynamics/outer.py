@@ -205,7 +205,7 @@ def _settings(mlp: MLP, data: Any, seeds: Any, lr: Any, batch_size: Any, steps: 
     check_model(mlp)
     if not isinstance(data, Dataset):
         raise TypeError(f"data: expected a fasttrap.model.data.Dataset, got {type(data).__name__}")
-    what = "the MLP" if isinstance(mlp, MLP) else "the module"
+    what = f"the {mlp.noun}"
     if mlp.n_in is not None and data.n_features != mlp.n_in:
         raise ValueError(f"data: has {data.n_features} input features but {what} expects {mlp.n_in}")
     if mlp.n_out is not None and data.n_classes > mlp.n_out:

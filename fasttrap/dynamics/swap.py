@@ -127,7 +127,7 @@ def check_moves(moves: Any, mlp: MLP, image_shape: tuple[int, int, int] | None) 
             if m.kind == "pixels" and H * W < 2:
                 raise ValueError(f"{where}: pixel swaps need at least 2 pixels per image")
             continue
-        if not isinstance(mlp, MLP):
+        if getattr(mlp, "layer_offsets", None) is None:           # the layered layout of an MLP
             raise ValueError(f"{where}: weight swaps act on the layers of a fasttrap.MLP; a TorchModel takes the "
                              "data moves (pixels, channels) only")
         if not isinstance(m.layer, (int, np.integer)) or isinstance(m.layer, bool) or not 1 <= m.layer <= L:

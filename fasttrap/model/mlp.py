@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .base import LOSSES, OUTPUTS, check_loss
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 ACTIVATIONS: dict[str, int] = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
-LOSSES: dict[str, int] = {"nll": 0, "mse": 1}
-OUTPUTS: dict[str, int] = {"identity": 0, "sigmoid": 3}
 
 
 @dataclass(frozen=True, init=False)
@@ -45,6 +45,9 @@ class MLP:
     activation: str
     loss: str
     output: str
+    #: the compiled core runs an MLP (the :class:`fasttrap.model.base.Model` protocol)
+    compiled = True
+    noun = "MLP"
 
     def __init__(
         self,
@@ -65,14 +68,7 @@ class MLP:
             raise ValueError(f"widths: every width must be >= 1, got {w}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss: expected one of {sorted(LOSSES)}, got {loss!r}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output: expected one of {sorted(OUTPUTS)}, got {output!r}")
-        if loss == "nll" and output != "identity":
-            raise ValueError("output: loss='nll' applies its own softmax; use output='identity'")
-        if loss == "nll" and w[-1] < 2:
-            raise ValueError("widths: loss='nll' needs at least 2 output classes")
+        check_loss(loss, output, w[-1])
         object.__setattr__(self, "widths", w)
         object.__setattr__(self, "activation", activation)
         object.__setattr__(self, "loss", loss)
@@ -91,6 +87,26 @@ class MLP:
     @property
     def n_out(self) -> int:
         return self.widths[-1]
+
+    @property
+    def label(self) -> str:
+        """The widths joined by dashes, e.g. ``784-100-10`` (progress bars, messages)."""
+        return "-".join(str(x) for x in self.widths)
+
+    def check_inputs(self, X: Any, lead: int) -> None:
+        """Refuse inputs [*lead dims, …] that are not flat rows of n_0 features.
+
+        Raises:
+            ValueError: the trailing shape is not [n_0].
+        """
+        if tuple(X.shape[lead:]) != (self.n_in,):
+            dims = "N" if lead == 1 else "K, B"
+            raise ValueError(f"X: expected shape [{dims}, {self.n_in}] (flat rows of {self.n_in} features for "
+                             f"{self!r}), got {list(X.shape)}")
+
+    def probe(self, X: Any, theta_row: Any = None) -> int:
+        """n_L, the number of outputs (an MLP knows it; the torch-path models may learn it from X)."""
+        return self.n_out
 
     @property
     def n_params(self) -> int:

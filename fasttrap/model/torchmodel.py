@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-LOSSES = ("nll", "mse")
-OUTPUTS = ("identity", "sigmoid")
+from .base import TorchPathModel, check_loss
 
 
-class TorchModel:
+class TorchModel(TorchPathModel):
     """A ``torch.nn.Module`` with a loss, as fasttrap's ops take a model.
 
     Args:
@@ -47,20 +46,17 @@ class TorchModel:
             module without parameters, or a module whose output is not [B, C].
     """
 
+    noun = "module"
+
     def __init__(self, module: Any, loss: str = "nll", output: str = "identity", input_shape: Any = None,
                  compile: bool = False):
         import torch
 
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output: expected one of {OUTPUTS}, got {output!r}")
-        if loss == "nll" and output != "identity":
-            raise ValueError("output: loss 'nll' needs output 'identity' (the softmax is part of the loss)")
+        check_loss(loss, output)
         self.module = module
-        self.check_layers()
+        self.check()
         if not isinstance(compile, bool):
             raise TypeError(f"compile: expected a bool, got {type(compile).__name__}")
         self.compile = compile
@@ -83,7 +79,7 @@ class TorchModel:
             self.n_out = self.output_width(lambda x: module(x), torch.zeros((2, *self.input_shape), dtype=p0.dtype,
                                                                             device=p0.device))
 
-    def check_layers(self) -> None:
+    def check(self) -> None:
         """Refuse a layer whose output depends on the batch or on chance, in the mode it is in now.
 
         Checked when wrapping and again before every op: ``module.train()`` after wrapping an
@@ -113,39 +109,10 @@ class TorchModel:
                     "put back in training mode after wrapping (BatchNorm then uses its stored running statistics, "
                     "fixed), or remove the layer")
 
-    def output_width(self, fn: Any, x: Any) -> int:
-        """C, the outputs per row of ``fn(x)`` for inputs x [B, ...], checked to be [B, C].
-
-        Raises:
-            ValueError: the module cannot take inputs of this shape (naming ``input_shape``), or its
-                output is not [batch, classes].
-        """
-        import torch
-
-        try:
-            with torch.no_grad():
-                out = fn(x)
-        except RuntimeError as e:
-            shape = list(x.shape[1:])
-            raise ValueError(
-                f"input_shape: the module cannot take inputs of shape {shape} "
-                f"({'given as input_shape' if self.input_shape is not None else 'the data as given; pass input_shape'}"
-                f"): torch says: {str(e).splitlines()[0]}") from None
-        if out.ndim != 2 or out.shape[0] != x.shape[0]:
-            raise ValueError(f"module: its output for inputs {list(x.shape)} has shape {list(out.shape)}; expected "
-                             f"[{x.shape[0]}, classes] (one row of class scores per input)")
-        return int(out.shape[1])
-
-    # --- what MLP offers -------------------------------------------------------------------------
     @property
-    def n_in(self) -> int | None:
-        """Features of one flattened input (None without input_shape)."""
-        return None if self.input_shape is None else int(np.prod(self.input_shape))
-
-    @property
-    def widths(self) -> tuple[int, int]:
-        """(inputs, outputs), what the analyses record as a network's widths (0 where not known yet)."""
-        return (self.n_in or 0, self.n_out or 0)
+    def label(self) -> str:
+        """The wrapped module's class name (progress bars, messages)."""
+        return type(self.module).__name__
 
     def __repr__(self) -> str:
         return (f"TorchModel({type(self.module).__name__}, P={self.n_params:,}, loss={self.loss!r}, "
@@ -216,32 +183,17 @@ class TorchModel:
                 for n, b in self.buffers.items()}
         return torch.func.functional_call(self.module, {**self.params(theta_row), **bufs}, (X,))
 
-    def shape_inputs(self, X: Any, lead: int) -> Any:
-        """X with ``lead`` batch dimensions and then [n_in] (flat rows) or input_shape, as [*batch, *input_shape].
-
-        Raises:
-            ValueError: the trailing dimensions are neither.
-        """
-        if self.input_shape is None:
-            return X
-        tail = tuple(X.shape[lead:])
-        if tail == self.input_shape:
-            return X
-        if tail == (self.n_in,):
-            return X.reshape(*X.shape[:lead], *self.input_shape)
-        raise ValueError(f"X: each input must have shape {list(self.input_shape)} or be a flat row of {self.n_in}, "
-                         f"got {list(tail)}")
-
-    def probe(self, X: Any) -> int:
-        """The number of outputs, learnt from the module's output on the first row of X [N, ...] if not known.
+    def probe(self, X: Any, theta_row: Any = None) -> int:
+        """The number of outputs, learnt if not known from the output on the first rows of X [N, ...]: of
+        :meth:`forward` at ``theta_row``, or (None) of the module with its own parameters.
 
         Raises:
             ValueError: the output is not [batch, classes].
         """
         import torch
 
-        if self.n_out is None:
+        if self.n_out is None and theta_row is None:
             p0 = next(iter(self.module.parameters()))
-            x = torch.as_tensor(np.asarray(X[:1]) if not isinstance(X, torch.Tensor) else X[:1])
+            x = X[:1] if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(X[:1])))
             self.n_out = self.output_width(self.module, self.shape_inputs(x.to(p0.device, p0.dtype), 1))
-        return self.n_out
+        return super().probe(X, theta_row)

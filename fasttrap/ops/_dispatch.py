@@ -20,9 +20,11 @@ Families (they differ in what they validate and in the core's trailing arguments
   data set in blocks of rows; core: ``core.<name>(*codes, θ, X, y, block, want_grad, threads)``.
 * **input ops** — ``(mlp, θ [K, P], X [N, n0], *ints)``, functions of the inputs alone (no labels),
   such as the input→output Jacobian; core: ``core.<name>(*codes, θ, X, *ints, threads)``.
-* **a TorchModel** (any ``torch.nn.Module``, :class:`fasttrap.TorchModel`) in a batch or dataset op:
-  validated here (:func:`module_op`) and run by its torch.func implementation in
-  :mod:`fasttrap.reference.module`; ``backend="cpu"`` (the compiled MLP core) is refused.
+* **a model on the torch path** (``model.compiled`` False: a :class:`fasttrap.TorchModel`, any
+  ``torch.nn.Module``, or another :class:`fasttrap.model.base.TorchPathModel`) in a batch or dataset
+  op: validated by :func:`fasttrap.ops.validate.check_torch_call` and run by the torch.func
+  implementation in :mod:`fasttrap.reference.module` (:func:`module_op`); ``backend="cpu"`` (the
+  compiled MLP core) is refused. Nothing here tests a model's class: it asks ``model.compiled``.
 * **the descent loop** — the inner descent with all its steps inside the core
   (:func:`descent_loop`); the driver (:mod:`fasttrap.dynamics.inner`) validates its settings.
 
@@ -36,9 +38,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _loader, backend as _backend
-from ..model.torchmodel import TorchModel
-from .validate import (check_batch, check_dataset, check_direction, check_inputs, check_int, check_mlp, check_theta,
-                       is_device_array, is_torch)
+from .validate import (check_batch, check_bool, check_dataset, check_direction, check_inputs, check_int, check_mlp,
+                       check_model, check_theta, check_torch_call, is_device_array, is_torch)
 
 
 def route(backend: str, *arrays: Any) -> str:
@@ -107,9 +108,8 @@ def batch_op(name: str, mlp: Any, theta: Any, X: Any, y: Any, *directions: Any, 
         *directions: arrays [K, P] the op also takes (``v`` of ``hvp``).
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
     """
-    if isinstance(mlp, TorchModel):
+    if not check_model(mlp).compiled:
         return module_op(name, mlp, theta, X, y, *directions, backend=backend)
-    check_mlp(mlp)
     be = route(backend, theta, X, y, *directions)
     if be == "cuda" and any(is_device_array(a) for a in (theta, X, y, *directions)):
         fn = _cuda(name)
@@ -144,16 +144,11 @@ def dataset_op(name: str, mlp: Any, theta: Any, X: Any, y: Any, want_grad: Any, 
         block: rows per block.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
     """
-    if isinstance(mlp, TorchModel):
-        if not isinstance(want_grad, (bool, np.bool_)):
-            raise TypeError(f"want_grad: expected a bool, got {type(want_grad).__name__}")
-        return module_op(name, mlp, theta, X, y, bool(want_grad), check_int(block, "block", lo=1, hi=1 << 20),
-                         backend=backend, dataset=True)
-    check_mlp(mlp)
-    if not isinstance(want_grad, (bool, np.bool_)):
-        raise TypeError(f"want_grad: expected a bool, got {type(want_grad).__name__}")
-    want_grad = bool(want_grad)
+    check_model(mlp)
+    want_grad = check_bool(want_grad, "want_grad")
     block = check_int(block, "block", lo=1, hi=1 << 20)
+    if not mlp.compiled:
+        return module_op(name, mlp, theta, X, y, want_grad, block, backend=backend, dataset=True)
     be = route(backend, theta, X, y)
     if be == "cuda" and any(is_device_array(a) for a in (theta, X, y)):
         fn = _cuda(name)
@@ -203,13 +198,13 @@ def input_op(name: str, mlp: Any, theta: Any, X: Any, *ints: tuple[str, Any, int
     return _convert_all(theta, res)
 
 
-def module_op(name: str, model: TorchModel, theta: Any, X: Any, y: Any, *rest: Any, backend: str = "auto",
+def module_op(name: str, model: Any, theta: Any, X: Any, y: Any, *rest: Any, backend: str = "auto",
               dataset: bool = False) -> Any:
-    """Op ``name`` for a :class:`fasttrap.TorchModel`: checks, then the torch.func path on θ's device.
+    """Op ``name`` for a model on the torch path (``model.compiled`` False): checks, then torch.func on θ's device.
 
     Args:
         name: the op (``value_and_grad``, ``hvp``, ``grad_G``, ``evaluate``, ``per_sample_grad_sq``).
-        model: the wrapped module.
+        model: the model (a :class:`fasttrap.TorchModel`, or another torch-path model).
         theta: θ [K, P] (NumPy or torch; float32 or float64).
         X: [B, *input_shape] or [B, n_in] (shared batch, or a data set for the dataset ops), or
             [K, B, …] (a batch per model, batch ops only); y: [B] or [K, B] integer labels.
@@ -217,57 +212,15 @@ def module_op(name: str, model: TorchModel, theta: Any, X: Any, y: Any, *rest: A
         backend: ``auto`` (a torch θ: its device; a NumPy θ: the GPU where torch sees one, else the
             CPU), ``torch`` (θ's device: the CPU for NumPy), or ``cuda`` (θ moved to the GPU); not ``cpu``.
     """
-    import torch
-
     from ..reference import module as impl
 
     be = resolve_module_backend(backend)           # refuses 'cpu', unknown names and 'cuda' without a GPU
-    model.check_layers()                           # module.train() may have been called since wrapping
-    th = theta if is_torch(theta) else torch.from_numpy(np.ascontiguousarray(np.asarray(theta)))
-    if th.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"theta: dtype must be float32 or float64, got {th.dtype}")
-    if th.ndim != 2 or th.shape[1] != model.n_params or th.shape[0] < 1:
-        raise ValueError(f"theta: expected shape [K, {model.n_params}] (K >= 1, P = the module's parameters), got "
-                         f"{list(th.shape)}")
-    if not bool(torch.isfinite(th).all()):
-        raise ValueError("theta: contains NaN or Inf")
     # torch tensors stay where they are under 'auto'; NumPy θ goes to the GPU where torch sees one, as
     # 'auto' routes an MLP's NumPy arrays to the CUDA core (the results come back as NumPy either way)
-    if backend == "cuda" or (backend == "auto" and be == "cuda" and not is_torch(theta)):
-        th = th.to("cuda")
-    yt = y if is_torch(y) else torch.from_numpy(np.asarray(y))
-    if yt.dtype.is_floating_point or yt.dtype == torch.bool:
-        raise TypeError(f"y: expected integer labels, got {yt.dtype}")
-    per = yt.ndim == 2 and not dataset
-    if yt.ndim != (2 if per else 1) or (per and yt.shape[0] != th.shape[0]):
-        raise ValueError(f"y: expected [B] (shared) or [K, B] with K = {th.shape[0]}, got {list(yt.shape)}")
-    Xt = X if is_torch(X) else torch.from_numpy(np.ascontiguousarray(np.asarray(X)))
-    lead = 2 if per else 1
-    if Xt.ndim < lead or tuple(Xt.shape[:lead]) != tuple(yt.shape) or yt.numel() == 0:
-        raise ValueError(f"X: expected {'[K, B, …]' if per else '[B, …]'} with the same leading dimensions as y "
-                         f"{list(yt.shape)} (and B >= 1), got {list(Xt.shape)}")
-    model.shape_inputs(Xt[(0,) * lead][None], 1)                   # the input shape, checked on one row
-    if model.n_out is None:
-        x0 = model.shape_inputs(Xt.reshape(-1, *Xt.shape[lead:])[:2].to(th.device, th.dtype), 1)
-        model.n_out = model.output_width(lambda x: model.forward(th[0], x), x0)
-    if int(yt.min()) < 0 or int(yt.max()) >= model.n_out:
-        raise ValueError(f"y: labels must lie in [0, {model.n_out}) (the module has {model.n_out} outputs), got "
-                         f"[{int(yt.min())}, {int(yt.max())}]; does the module's output match the number of classes?")
-    if Xt.dtype.is_floating_point and not bool(torch.isfinite(Xt).all()):
-        raise ValueError("X: contains NaN or Inf")
-    rest = tuple(check_module_direction(model, v, th) if i < len(rest) and not dataset else v
-                 for i, v in enumerate(rest))
-    return _convert_all(theta, getattr(impl, name)(model, th, Xt, yt, *rest))
-
-
-def check_module_direction(model: TorchModel, v: Any, th: Any) -> Any:
-    """A direction [K, P] for a TorchModel op, as a tensor on θ's device and in θ's dtype."""
-    import torch
-
-    vt = v if is_torch(v) else torch.from_numpy(np.ascontiguousarray(np.asarray(v)))
-    if tuple(vt.shape) != tuple(th.shape):
-        raise ValueError(f"v: expected shape {list(th.shape)}, got {list(vt.shape)}")
-    return vt.to(th.device, th.dtype)
+    to_cuda = backend == "cuda" or (backend == "auto" and be == "cuda" and not is_torch(theta))
+    directions = () if dataset else rest
+    th, Xt, yt, dirs = check_torch_call(model, theta, X, y, directions, dataset=dataset, to_cuda=to_cuda)
+    return _convert_all(theta, getattr(impl, name)(model, th, Xt, yt, *(rest if dataset else dirs)))
 
 
 def _twin_on(be: str, name: str, mlp: Any, th: np.ndarray, *args: Any) -> Any:
@@ -282,11 +235,11 @@ def _twin_on(be: str, name: str, mlp: Any, th: np.ndarray, *args: Any) -> Any:
 def resolve_for(model: Any, backend: str) -> str:
     """The backend that runs ``model``'s work for the drivers (descents, certificates, aging).
 
-    An MLP: :func:`fasttrap.ops.backend.resolve` (``cpu``, ``cuda`` or ``torch``). A TorchModel runs
-    on the torch path: ``auto`` → ``cuda`` (torch on the GPU) where torch sees one, else ``torch``;
-    ``cpu`` (the compiled MLP core) is refused.
+    A compiled model (an MLP): :func:`fasttrap.ops.backend.resolve` (``cpu``, ``cuda`` or ``torch``).
+    A model on the torch path (a TorchModel): ``auto`` → ``cuda`` (torch on the GPU) where torch sees
+    one, else ``torch``; ``cpu`` (the compiled MLP core) is refused.
     """
-    if not isinstance(model, TorchModel):
+    if check_model(model).compiled:
         return _backend.resolve(backend)
     return resolve_module_backend(backend)
 
@@ -312,14 +265,15 @@ def descent_loop(mlp: Any, theta0: np.ndarray, X: np.ndarray, y: np.ndarray, lr:
     """The inner-descent loop on the resolved backend ``backend`` (``cpu``, ``cuda`` or ``torch``).
 
     Arguments as :func:`fasttrap.reference.descent_loop`; the caller
-    (:func:`fasttrap.inner_descent`) has validated them all and resolved the backend. A TorchModel
-    runs the twin's loop on its torch.func ops, on the GPU for ``cuda`` (θ, X and y moved there once).
+    (:func:`fasttrap.inner_descent`) has validated them all and resolved the backend. A model on the
+    torch path runs the twin's loop on its torch.func ops, on the GPU for ``cuda`` (θ, X and y moved
+    there once).
     """
-    if isinstance(mlp, TorchModel) and backend == "cuda":
+    if not mlp.compiled and backend == "cuda":
         import torch
 
         theta0, X, y = (torch.as_tensor(a).to("cuda") for a in (theta0, X, y))
-    if backend == "torch" or isinstance(mlp, TorchModel):
+    if backend == "torch" or not mlp.compiled:
         return _twin("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)
     if backend == "cuda":
         return _cuda("descent_loop")(mlp, theta0, X, y, lr, progress=progress, **settings)

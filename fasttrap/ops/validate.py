@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model.mlp import MLP
+from ..model.base import is_model
 
 BACKENDS = ("auto", "cpu", "cuda", "torch")
 _INT32_MAX = 2**31 - 1
@@ -57,18 +57,18 @@ def check_backend(backend: Any) -> str:
     return backend
 
 
-def check_mlp(mlp: Any) -> MLP:
-    if not isinstance(mlp, MLP):
+def check_mlp(mlp: Any) -> Any:
+    """A model the compiled core runs (``model.compiled``: a fasttrap.MLP), for the ops that have no torch path."""
+    if not is_model(mlp) or not mlp.compiled:
         raise TypeError(f"mlp: expected a fasttrap.MLP, got {type(mlp).__name__}")
     return mlp
 
 
 def check_model(model: Any) -> Any:
-    """A fasttrap.MLP or a fasttrap.TorchModel (the analyses that run on the torch path for modules)."""
-    from ..model.torchmodel import TorchModel
-
-    if not isinstance(model, (MLP, TorchModel)):
-        raise TypeError(f"mlp: expected a fasttrap.MLP or a fasttrap.TorchModel, got {type(model).__name__}")
+    """Any model (:class:`fasttrap.model.base.Model`: a fasttrap.MLP, a fasttrap.TorchModel, or another type)."""
+    if not is_model(model):
+        raise TypeError(f"mlp: expected a fasttrap.MLP or a fasttrap.TorchModel (a fasttrap.model.base.Model), got "
+                        f"{type(model).__name__}")
     return model
 
 
@@ -84,7 +84,7 @@ def check_finite(a: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
 
 
-def check_theta(mlp: MLP, theta: Any, name: str = "theta") -> np.ndarray:
+def check_theta(mlp: Any, theta: Any, name: str = "theta") -> np.ndarray:
     """θ [K, P] as a C-contiguous float32/float64 array (a 1-D [P] row is not accepted)."""
     a = as_numpy(theta, name)
     if a.dtype not in (np.float32, np.float64):
@@ -111,7 +111,7 @@ def check_float_array(x: Any, name: str, dtype: np.dtype) -> np.ndarray:
     return a
 
 
-def check_labels(mlp: MLP, y: Any, shape: tuple[int, ...], name: str = "y") -> np.ndarray:
+def check_labels(mlp: Any, y: Any, shape: tuple[int, ...], name: str = "y") -> np.ndarray:
     a = as_numpy(y, name)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name}: expected integer class labels, got dtype {a.dtype}")
@@ -124,7 +124,7 @@ def check_labels(mlp: MLP, y: Any, shape: tuple[int, ...], name: str = "y") -> n
     return a
 
 
-def check_batch(mlp: MLP, X: Any, y: Any, K: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+def check_batch(mlp: Any, X: Any, y: Any, K: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """X [B, n0] with y [B] (shared by all K models) or X [K, B, n0] with y [K, B]."""
     Xa = check_float_array(X, "X", dtype)
     n0 = mlp.n_in
@@ -149,7 +149,7 @@ def check_batch(mlp: MLP, X: Any, y: Any, K: int, dtype: np.dtype) -> tuple[np.n
     return Xa, ya
 
 
-def check_direction(mlp: MLP, v: Any, K: int, dtype: np.dtype, name: str = "v") -> np.ndarray:
+def check_direction(mlp: Any, v: Any, K: int, dtype: np.dtype, name: str = "v") -> np.ndarray:
     a = check_float_array(v, name, dtype)
     if a.shape != (K, mlp.n_params):
         raise ValueError(f"{name}: expected shape [K, P] = [{K}, {mlp.n_params}], got {list(a.shape)}")
@@ -158,9 +158,9 @@ def check_direction(mlp: MLP, v: Any, K: int, dtype: np.dtype, name: str = "v") 
 
 
 def check_bool(x: Any, name: str) -> bool:
-    if not isinstance(x, bool):
+    if not isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a bool, got {type(x).__name__}")
-    return x
+    return bool(x)
 
 
 def check_int(x: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -187,31 +187,85 @@ def check_float(x: Any, name: str, lo: float | None = None, positive: bool = Fal
     return x
 
 
-def check_inputs(mlp: MLP, X: Any, dtype: np.dtype, name: str = "X") -> np.ndarray:
-    """Inputs alone: X [N, n0] finite, in ``dtype``, N >= 1.
+def check_inputs(mlp: Any, X: Any, dtype: np.dtype, name: str = "X") -> np.ndarray:
+    """Inputs alone: X [N, …] finite, in ``dtype``, N >= 1, of a trailing shape the model takes.
 
-    For a :class:`fasttrap.TorchModel`: X [N, *input_shape] or flat rows [N, prod(input_shape)]
-    (any trailing shape when the model has no input_shape); the model learns its number of outputs
-    from the first row if it does not know it yet.
+    An MLP takes flat rows [N, n0]; a :class:`fasttrap.TorchModel` X [N, *input_shape] or flat rows
+    [N, prod(input_shape)] (any trailing shape when the model has no input_shape). A model that does not
+    know its number of outputs yet learns it from the first row (``model.probe``).
     """
     Xa = check_float_array(X, name, dtype)
-    if not isinstance(mlp, MLP):
-        if Xa.ndim < 2 or Xa.shape[0] < 1:
-            raise ValueError(f"{name}: expected [N, ...] inputs with N >= 1, got {list(Xa.shape)}")
-        try:
-            mlp.shape_inputs(Xa[:1], 1)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
-        check_finite(Xa, name)
-        mlp.probe(Xa[:1])
-        return Xa
-    if Xa.ndim != 2 or Xa.shape[1] != mlp.n_in or Xa.shape[0] < 1:
-        raise ValueError(f"{name}: expected shape [N, {mlp.n_in}] with N >= 1, got {list(Xa.shape)}")
+    if Xa.ndim < 2 or Xa.shape[0] < 1:
+        raise ValueError(f"{name}: expected shape [N, {mlp.n_in if mlp.n_in is not None else '…'}] with N >= 1, got "
+                         f"{list(Xa.shape)}")
+    try:
+        mlp.check_inputs(Xa, 1)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
     check_finite(Xa, name)
+    mlp.probe(Xa[:1])
     return Xa
 
 
-def check_dataset(mlp: MLP, X: Any, y: Any, dtype: np.dtype, name: str = "X") -> tuple[np.ndarray, np.ndarray]:
+def check_torch_call(model: Any, theta: Any, X: Any, y: Any, directions: tuple[Any, ...], *, dataset: bool,
+                     to_cuda: bool) -> tuple[Any, Any, Any, tuple[Any, ...]]:
+    """The arguments of an op on the torch path, as torch tensors: (θ [K, P], X, y, directions).
+
+    Args:
+        model: a model with ``compiled`` False (it has ``check``, ``check_inputs``, ``probe``).
+        theta: θ [K, P], NumPy or torch, float32 or float64, finite.
+        X: [B, …] (shared batch, or the data set of a dataset op) or [K, B, …] (a batch per model).
+        y: [B] or [K, B] integer labels in [0, n_out).
+        directions: arrays [K, P] (``v`` of ``hvp``), moved to θ's device and dtype.
+        dataset: a dataset op (X [N, …], y [N] only).
+        to_cuda: move θ to the GPU (``backend="cuda"``, or ``auto`` with NumPy θ where torch sees one).
+
+    Raises:
+        TypeError: a dtype that is not float32/float64 (θ) or integer (y).
+        ValueError: a shape, a non-finite value or a label out of range, naming the argument.
+    """
+    import torch
+
+    model.check()                                  # e.g. module.train() may have been called since wrapping
+    th = theta if is_torch(theta) else torch.from_numpy(np.ascontiguousarray(np.asarray(theta)))
+    if th.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"theta: dtype must be float32 or float64, got {th.dtype}")
+    if th.ndim != 2 or th.shape[1] != model.n_params or th.shape[0] < 1:
+        raise ValueError(f"theta: expected shape [K, {model.n_params}] (K >= 1, P = the {model.noun}'s "
+                         f"parameters), got {list(th.shape)}")
+    if not bool(torch.isfinite(th).all()):
+        raise ValueError("theta: contains NaN or Inf")
+    if to_cuda:
+        th = th.to("cuda")
+    yt = y if is_torch(y) else torch.from_numpy(np.asarray(y))
+    if yt.dtype.is_floating_point or yt.dtype == torch.bool:
+        raise TypeError(f"y: expected integer labels, got {yt.dtype}")
+    per = yt.ndim == 2 and not dataset
+    if yt.ndim != (2 if per else 1) or (per and yt.shape[0] != th.shape[0]):
+        raise ValueError(f"y: expected [B] (shared) or [K, B] with K = {th.shape[0]}, got {list(yt.shape)}")
+    Xt = X if is_torch(X) else torch.from_numpy(np.ascontiguousarray(np.asarray(X)))
+    lead = 2 if per else 1
+    if Xt.ndim < lead or tuple(Xt.shape[:lead]) != tuple(yt.shape) or yt.numel() == 0:
+        raise ValueError(f"X: expected {'[K, B, …]' if per else '[B, …]'} with the same leading dimensions as y "
+                         f"{list(yt.shape)} (and B >= 1), got {list(Xt.shape)}")
+    model.check_inputs(Xt[(0,) * lead][None], 1)                   # the input shape, checked on one row
+    n_out = model.probe(Xt.reshape(-1, *Xt.shape[lead:])[:2].to(th.device, th.dtype), th[0])
+    if int(yt.min()) < 0 or int(yt.max()) >= n_out:
+        raise ValueError(f"y: labels must lie in [0, {n_out}) (the {model.noun} has {n_out} "
+                         f"outputs), got [{int(yt.min())}, {int(yt.max())}]; does its output match the number of "
+                         "classes?")
+    if Xt.dtype.is_floating_point and not bool(torch.isfinite(Xt).all()):
+        raise ValueError("X: contains NaN or Inf")
+    dirs = []
+    for v in directions:
+        vt = v if is_torch(v) else torch.from_numpy(np.ascontiguousarray(np.asarray(v)))
+        if tuple(vt.shape) != tuple(th.shape):
+            raise ValueError(f"v: expected shape {list(th.shape)}, got {list(vt.shape)}")
+        dirs.append(vt.to(th.device, th.dtype))
+    return th, Xt, yt, tuple(dirs)
+
+
+def check_dataset(mlp: Any, X: Any, y: Any, dtype: np.dtype, name: str = "X") -> tuple[np.ndarray, np.ndarray]:
     """A whole data set: X [N, n0] finite, in ``dtype``; y [N] labels in [0, n_out)."""
     Xa = check_inputs(mlp, X, dtype, name)
     yname = "y" if name == "X" else name.replace("X", "y")

@@ -12,7 +12,6 @@ from ..model import rng
 from ..model.mlp import MLP
 from .common import as_tensor
 from . import dataset as _mlp_dataset, grad as _mlp_grad, module as _module
-from ..model.torchmodel import TorchModel
 
 
 STATUS_RUNNING, STATUS_CONVERGED, STATUS_MAX_STEPS, STATUS_DIVERGED, STATUS_NONFINITE, STATUS_INTERRUPTED = 0, 1, 2, 3, 4, 5
@@ -44,10 +43,10 @@ def descent_loop(mlp: MLP, theta0: Any, X: Any, y: Any, lr: Any, *, progress: np
     non-zero [2] asks the loop to stop at the end of the step.
     """
     # the MLP's twin ops, or the torch.func ops of any module (same names, same signatures)
-    if isinstance(mlp, TorchModel):
-        grad_G, hvp, evaluate = _module.grad_G, _module.hvp, _module.evaluate
-    else:
+    if mlp.compiled:
         grad_G, hvp, evaluate = _mlp_grad.grad_G, _mlp_grad.hvp, _mlp_dataset.evaluate
+    else:
+        grad_G, hvp, evaluate = _module.grad_G, _module.hvp, _module.evaluate
     th = as_tensor(theta0).detach().clone()
     dtype = th.dtype
     Xt, yt = as_tensor(X, dtype).to(th.device), as_tensor(y, torch.int64).to(th.device)

@@ -1,4 +1,5 @@
-"""The ops for a :class:`fasttrap.TorchModel` (any ``torch.nn.Module``): the torch path, via torch.func.
+"""The ops for a model on the torch path (a :class:`fasttrap.TorchModel`, wrapping any ``torch.nn.Module``, or
+another :class:`fasttrap.model.base.TorchPathModel`), via torch.func.
 
 Same names and signatures as the MLP ops (without ``backend``): value_and_grad, hvp, grad_G, evaluate,
 per_sample_grad_sq. The K parameter rows are mapped with ``torch.func.vmap`` over
@@ -15,11 +16,11 @@ from typing import Any, Callable
 
 import torch
 
-from ..model.torchmodel import TorchModel
+from ..model.base import TorchPathModel
 from .common import as_tensor
 
 
-def _losses(model: TorchModel, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _losses(model: TorchPathModel, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean loss of outputs Z [B, C] against labels y [B] (one model)."""
     if model.loss == "nll":
         return torch.nn.functional.cross_entropy(Z, y)
@@ -28,13 +29,13 @@ def _losses(model: TorchModel, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return ((o - target) ** 2).mean()
 
 
-def _loss_fn(model: TorchModel) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+def _loss_fn(model: TorchPathModel) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     def L(th: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return _losses(model, model.forward(th, X), y)
     return L
 
 
-def _prep(model: TorchModel, theta: Any, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+def _prep(model: TorchPathModel, theta: Any, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
     """θ, X shaped [B, *input_shape] or [K, B, *input_shape], y, and whether the batch is per model
     (y [K, B]) or shared (y [B])."""
     th = as_tensor(theta).detach()
@@ -56,7 +57,7 @@ def _map(fn: Callable[..., Any], th: torch.Tensor, X: torch.Tensor, y: torch.Ten
         return torch.stack(outs)
 
 
-def value_and_grad(model: TorchModel, theta: Any, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def value_and_grad(model: TorchPathModel, theta: Any, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """L [K], ∇L [K, P] for θ [K, P], X [B, …] or [K, B, …], y [B] or [K, B]."""
     th, Xt, yt, per = _prep(model, theta, X, y)
     f = torch.func.grad_and_value(_loss_fn(model))
@@ -64,7 +65,7 @@ def value_and_grad(model: TorchModel, theta: Any, X: Any, y: Any) -> tuple[torch
     return L.detach(), g.detach()
 
 
-def _hvp_one(model: TorchModel) -> Callable[..., torch.Tensor]:
+def _hvp_one(model: TorchPathModel) -> Callable[..., torch.Tensor]:
     g = torch.func.grad(_loss_fn(model))
 
     def fwd(t: torch.Tensor, X: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -81,14 +82,14 @@ def _hvp_one(model: TorchModel) -> Callable[..., torch.Tensor]:
     return hv
 
 
-def hvp(model: TorchModel, theta: Any, X: Any, y: Any, v: Any) -> torch.Tensor:
+def hvp(model: TorchPathModel, theta: Any, X: Any, y: Any, v: Any) -> torch.Tensor:
     """H v [K, P] for a direction v [K, P] (forward-over-reverse)."""
     th, Xt, yt, per = _prep(model, theta, X, y)
     vt = as_tensor(v, th.dtype).to(th.device)
     return _map(_hvp_one(model), th, Xt, yt, per, vt).detach()
 
 
-def grad_G(model: TorchModel, theta: Any, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grad_G(model: TorchPathModel, theta: Any, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """L [K], G = ½‖∇L‖² [K] and ∇G = H∇L [K, P]."""
     L, g = value_and_grad(model, theta, X, y)
     th, Xt, yt, per = _prep(model, theta, X, y)
@@ -96,7 +97,7 @@ def grad_G(model: TorchModel, theta: Any, X: Any, y: Any) -> tuple[torch.Tensor,
     return L, 0.5 * (g * g).sum(1), dG.detach()
 
 
-def evaluate(model: TorchModel, theta: Any, X: Any, y: Any, want_grad: bool = False, block: int = 1024
+def evaluate(model: TorchPathModel, theta: Any, X: Any, y: Any, want_grad: bool = False, block: int = 1024
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Mean loss [K], accuracy [K] and (optionally) ∇L [K, P] over all N rows of X [N, …], y [N]."""
     th = as_tensor(theta).detach()
@@ -123,10 +124,10 @@ def evaluate(model: TorchModel, theta: Any, X: Any, y: Any, want_grad: bool = Fa
     return loss.to(th.dtype), (hits.to(torch.float64) / N).to(th.dtype), grad
 
 
-_COMPILED: "weakref.WeakKeyDictionary[TorchModel, Callable[..., Any]]" = weakref.WeakKeyDictionary()
+_COMPILED: "weakref.WeakKeyDictionary[TorchPathModel, Callable[..., Any]]" = weakref.WeakKeyDictionary()
 
 
-def _per_sample_fn(model: TorchModel) -> Callable[..., Any]:
+def _per_sample_fn(model: TorchPathModel) -> Callable[..., Any]:
     """vmap(grad) over the rows of a block for one parameter row: [b, P]; torch.compile'd once per
     model when ``model.compile`` (measured on the small conv net: 1.45× on 2 CPU cores, 3.4× on an
     H100, after a compile of 18–22 s: benchmarks/bench_module.py)."""
@@ -139,7 +140,7 @@ def _per_sample_fn(model: TorchModel) -> Callable[..., Any]:
     return _COMPILED[model]
 
 
-def per_sample_grad_sq(model: TorchModel, theta: Any, X: Any, y: Any, want_grad: bool = False, block: int = 1024
+def per_sample_grad_sq(model: TorchPathModel, theta: Any, X: Any, y: Any, want_grad: bool = False, block: int = 1024
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """‖∇ℓ_α‖² [K, N] of every sample's own loss, from ``vmap(grad)`` over the samples in blocks of at most
     ``block`` rows (memory block × P per model), and optionally ∇L [K, P]."""
