@@ -97,6 +97,57 @@ def test_seconds_per_certified_endpoint(benchmark, recorder, rows, K):
                  tau=c.tau.tolist(), rows=rows, thesis_certify_hours=THESIS_ENDPOINTS * t / K / 3600)
 
 
+MODES = [("separate", "float64"), ("one", "float64"), ("one", "float32")]
+
+
+@pytest.mark.parametrize("K", [1, 4], ids=["K1", "K4"])
+@pytest.mark.parametrize("krylov, products", MODES, ids=["separate-f64", "one-f64", "one-f32"])
+def test_certificate_modes_side_by_side(benchmark, recorder, krylov, products, K):
+    """Seconds per certified endpoint on 10,000 rows with the main job's budgets, for the certificate
+    as runs made it before (krylov='separate', float64 products), with the index search continuing one
+    Lanczos run that is also the SLQ probe (krylov='one'), and with float32 products on top; each
+    checked against the first: λ_min and λ_max within the new certificate's own bounds (τ plus the
+    Ritz residuals), the same index and the same kind."""
+    ds = _ds()
+    kw = dict(lanczos_steps=40, k=8, k_max=16, slq_probes=1, slq_steps=30, minres_iters=40, backend="cpu")
+    if benchmark.disabled:
+        if K != 1:
+            return
+        net = fasttrap.MLP((784, 8, 10), activation="tanh")
+        th = net.init(2, 1).astype(np.float64) + 0.5 * np.random.default_rng(1).standard_normal((2, net.n_params))
+        X, y = ds.X_train[:400], ds.y_train[:400]
+    else:
+        net, th = MLP, reference_endpoints()[:K]
+        X, y = ds.X_train[:10_000], ds.y_train[:10_000]
+    key = ("base", benchmark.disabled, K)
+    if key not in _cache:
+        _cache[key] = fasttrap.certify(net, th, X, y, krylov="separate", products="float64", **kw)
+    base = _cache[key]
+    res = {}
+    if benchmark.disabled:
+        c = fasttrap.certify(net, th, X, y, krylov=krylov, products=products, **kw)
+    else:
+        benchmark.pedantic(lambda: res.setdefault("c", fasttrap.certify(net, th, X, y, krylov=krylov,
+                                                                          products=products, **kw)),
+                           rounds=1, iterations=1)
+        c = res["c"]
+    slack = c.tau + c.lambda_min_residual + base.lambda_min_residual
+    assert np.all(np.abs(c.lambda_min - base.lambda_min) <= slack), (c.lambda_min, base.lambda_min, slack)
+    assert np.all(np.abs(c.lambda_max - base.lambda_max) <= c.tau + 1e-6 * base.lambda_max)
+    np.testing.assert_array_equal(c.index, base.index)
+    np.testing.assert_array_equal(c.kind, base.kind)
+    if benchmark.disabled:
+        return
+    t = benchmark.stats.stats.median
+    recorder.add("cpu_certify_fast", _module=__name__, what="modes", krylov=krylov, products=products, K=K,
+                 rows=10_000, seconds=t, seconds_per_endpoint=t / K, hvps=c.hvps, kind=[str(k) for k in c.kind],
+                 lambda_min=c.lambda_min.tolist(), lambda_min_residual=c.lambda_min_residual.tolist(),
+                 lambda_max=c.lambda_max.tolist(), index=c.index.tolist(), undecided=c.undecided.tolist(),
+                 tau=c.tau.tolist(), negative_fraction=c.negative_fraction.tolist(),
+                 negative_fraction_before=base.negative_fraction.tolist(), gf_residual=c.gf_residual.tolist(),
+                 thesis_certify_hours=THESIS_ENDPOINTS * t / K / 3600, threads=fasttrap.get_num_threads())
+
+
 SOLVERS = ["newton_mr", "newton_mr_a0.1", "gd", "sgd"]
 
 
@@ -165,6 +216,19 @@ def format_table(rows: list[dict]) -> str:
             out.append(f"| endpoint(s) 1–{r['K']} | {rows_:,} | {r['K']} | {r['seconds']:.1f} | {per:.1f} | {r['hvps']} | "
                        f"{'' if proj is None else f'{proj:.1f} h'} | {first(r['kind'])} | {first(r['grad_sq']):.2e} | "
                        f"{first(r['lambda_min']):.3g} | {first(r['lambda_max']):.3g} | {first(r['index'])} |")
+    mo = [r for r in rows if r["what"] == "modes"]
+    if mo:
+        out += ["| certificate (reference net, SGD endpoints at outer steps 66, 69, 72, 75; 10,000 rows; main-job "
+                "budgets) | K | seconds per endpoint | HVPs per endpoint | projected thesis certificates (1,050) | "
+                "λ_min (residual) | λ_max | index | undecided | τ | negative fraction (before) |",
+                "|---|---:|---:|---:|---:|---|---|---|---|---|---|"]
+        for r in mo:
+            lm = ", ".join(f"{a:.5f} ({b:.1e})" for a, b in zip(r["lambda_min"], r["lambda_min_residual"]))
+            out.append(f"| krylov={r['krylov']}, products={r['products']} | {r['K']} | {r['seconds_per_endpoint']:.1f} | "
+                       f"{r['hvps']} | {r['thesis_certify_hours']:.2f} h | {lm} | "
+                       f"{', '.join(f'{v:.4f}' for v in r['lambda_max'])} | {r['index']} | {r['undecided']} | "
+                       f"{', '.join(f'{v:.1e}' for v in r['tau'])} | "
+                       f"{', '.join(f'{a:.3f} ({b:.3f})' for a, b in zip(r['negative_fraction'], r['negative_fraction_before']))} |")
     so = [r for r in rows if r["what"] == "solver"]
     if so:
         out += ["", "| solver (10,000 rows, float64, 4 start points) | budget | reached ‖∇L‖² < 1e-6 | first at (s) | "

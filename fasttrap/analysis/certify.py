@@ -20,7 +20,12 @@ Gradient-norm minimisation, which is exactly the inner descent on G = ½‖∇L�
 * ``undecided``: Ritz values whose residual interval, widened by τ, reaches zero: eigenvalues the
   solver cannot sign. A single start vector sees each distinct eigenvalue once, so this counts
   distinct near-zero values the run resolved, not their multiplicity;
-* ``negative_fraction``, the share of the spectrum proven below zero (SLQ nodes below −τ);
+* ``negative_fraction``, the SLQ weight of the nodes proven below zero: nodes whose interval
+  θ ± (residual + τ) lies below zero (``krylov="one"``; the first probe is the extremes' own run).
+  Runs made before it (``krylov="separate"``) counted every node below −τ, whatever its residual:
+  a bulk node near zero with a large residual can then carry most of the weight and its sign decide
+  the value (at a reference-net endpoint: 0.88 from a Rademacher probe, 0.03 from the extremes'
+  run, 0.011 with the residual rule: ``benchmarks/results/cpu_certify_fast.md``);
 * ``gf_residual`` r = ‖Hp + g‖/‖g‖ for the MINRES solution p of H p = −g: 0 when g lies in the
   range of H, 1 when g lies in its kernel. Following Frye et al. (2021), r ≥ 0.9 marks a
   gradient-flat point;
@@ -54,7 +59,7 @@ from ..model.mlp import MLP
 from ..ops import resolve_for
 from ..ops.validate import check_dataset, check_float, check_int, check_model, check_theta
 from ..linalg.hessian import full_batch_gradient, full_batch_hvp
-from ..linalg.lanczos import damped_solve, lanczos, minres, restricted, ritz, rounding_bound, signs, slq
+from ..linalg.lanczos import damped_solve, extend, lanczos, minres, restricted, ritz, rounding_bound, signs, slq
 from ..common.kinds import CRITICAL_KINDS, KINDS, classify
 
 
@@ -76,7 +81,7 @@ class Certificate:
         shift: at critical points, ‖H(θ + p) − H(θ)‖₂ for the Newton correction p (how far the
             spectrum can move between the endpoint and the critical point it approximates); 0
             elsewhere, NaN under the ``eps`` rule.
-        negative_fraction: SLQ estimate of the share of eigenvalues proven negative.
+        negative_fraction: SLQ weight of the nodes proven negative (see the module docstring).
         gf_residual: ‖H p + g‖ / ‖g‖ for the MINRES solution of H p = −g (0 where g = 0).
         kind: one of :data:`KINDS`.
         settings: the thresholds and sizes used.
@@ -111,9 +116,18 @@ class Certificate:
                 and not (old and k in ("undecided", "tau", "shift"))}
 
 
+#: how the Lanczos runs of a certificate are laid out: ``"one"`` (the index search extends the first
+#: run, and that run is the first SLQ probe) or ``"separate"`` (a fresh run per doubling of k and
+#: separate SLQ probes: the certificates of runs made before ``"one"``, kept so that they resume alike)
+KRYLOV = ("one", "separate")
+#: the dtype of the Hessian-vector products of the Lanczos, SLQ and MINRES runs (the gradient, the
+#: loss and the critical-point shift are float64 always)
+PRODUCTS = ("float64", "float32")
+
+
 def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_cut: Any, k: Any, k_max: Any,
              lanczos_steps: Any, slq_probes: Any, slq_steps: Any, minres_tol: Any, minres_iters: Any, block: Any,
-             safety: Any = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+             safety: Any = 10.0, krylov: Any = "one", products: Any = "float64") -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     check_model(mlp)
     th = check_theta(mlp, theta).astype(np.float64)
     Xa, ya = check_dataset(mlp, X, y, np.float64)
@@ -125,6 +139,12 @@ def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_c
              slq_steps=check_int(slq_steps, "slq_steps", lo=1), minres_tol=check_float(minres_tol, "minres_tol", lo=0),
              minres_iters=check_int(minres_iters, "minres_iters", lo=1), block=check_int(block, "block", lo=1))
     s["k_max"] = check_int(k_max if k_max is not None else max(s["k"], min(P, 64)), "k_max", lo=s["k"], hi=P)
+    if krylov not in KRYLOV:
+        raise ValueError(f"krylov: expected one of {list(KRYLOV)}, got {krylov!r}")
+    s["krylov"] = krylov
+    if products not in PRODUCTS:
+        raise ValueError(f"products: expected one of {list(PRODUCTS)}, got {products!r}")
+    s["products"] = products
     if s["gf_cut"] > 1:
         raise ValueError(f"gf_cut: must lie in [0, 1] (a residual ratio), got {s['gf_cut']}")
     return th, Xa, ya, s
@@ -133,7 +153,8 @@ def _checked(mlp: MLP, theta: Any, X: Any, y: Any, grad_tol: Any, eps: Any, gf_c
 def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, safety: float = 10.0,
             eps: float | None = None, gf_cut: float = 0.9, k: int = 8, k_max: int | None = None,
             lanczos_steps: int = 80, slq_probes: int = 2, slq_steps: int = 30, minres_tol: float = 1e-10,
-            minres_iters: int = 100, block: int = 8192, seed: int = 0, backend: str = "auto") -> Certificate:
+            minres_iters: int = 100, block: int = 8192, seed: int = 0, krylov: str = "one",
+            products: str = "float64", backend: str = "auto") -> Certificate:
     """Certify K endpoints: critical point (minimum or saddle), gradient-flat point, or not converged.
 
     Args:
@@ -155,6 +176,17 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, sa
         minres_tol, minres_iters: MINRES relative tolerance and step cap for H p = −g.
         block: rows per compiled HVP call.
         seed: seed of the Lanczos start vector and the SLQ probes.
+        krylov: ``"one"`` (default): when the index reaches k, the first Lanczos run is continued to
+            3k steps (the same Krylov space a fresh run builds, for the new steps only), and that run,
+            from a Gaussian start vector, is also the first SLQ probe (an unbiased one: for Gaussian v,
+            E[vᵀf(H)v/‖v‖²] = tr f(H)/P); ``"separate"``: a fresh run per doubling and ``slq_probes``
+            Rademacher probes of their own (certificates made before, kept so that runs resume alike).
+        products: ``"float64"`` (default) or ``"float32"``: the dtype of the Hessian-vector products of
+            the Lanczos, SLQ and MINRES runs (2.1× faster on the reference net). The sign rule holds
+            either way: τ is measured from the products' own rounding (the skew of the computed
+            projection, with the float32 unit roundoff as its floor), so float32 noise widens τ and
+            the undecided count instead of signing anything. The gradient, the loss and the
+            critical-point shift (a difference of Hessians a tiny step apart) stay float64.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
 
     Returns:
@@ -164,16 +196,18 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, sa
         ValueError: bad shapes or values (K = 0, NaN in θ, a negative tolerance, k > P …).
     """
     th, Xa, ya, s = _checked(mlp, theta, X, y, grad_tol, eps, gf_cut, k, k_max, lanczos_steps, slq_probes,
-                             slq_steps, minres_tol, minres_iters, block, safety)
+                             slq_steps, minres_tol, minres_iters, block, safety, krylov, products)
     seed = check_int(seed, "seed", lo=0)
     K, P = th.shape
     backend = resolve_for(mlp, backend)
     count = [0]
-    H = full_batch_hvp(mlp, th, Xa, ya, s["block"], backend, counter=count)
+    pdt = np.dtype(s["products"])
+    thp, Xp = th.astype(pdt), Xa.astype(pdt)           # copies only for float32
+    H = full_batch_hvp(mlp, thp, Xp, ya, s["block"], backend, counter=count)
     loss, g = full_batch_gradient(mlp, th, Xa, ya, s["block"], backend)
     grad_sq = (g * g).sum(1)
 
-    lam_min, lam_max, res_min, index, capped, undecided, tau, ritzs = _extremes_and_index(H, K, P, s, seed)
+    lam_min, lam_max, res_min, index, capped, undecided, tau, ritzs = _extremes_and_index(H, K, P, s, seed, pdt)
     gf, _ = _gf_residual(H, g, s)
     shift = np.zeros(K) if s["eps"] is None else np.full(K, np.nan)
     crit = np.flatnonzero(grad_sq < s["grad_tol"]) if s["eps"] is None else np.zeros(0, np.int64)
@@ -186,14 +220,24 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, sa
             index[i], undecided[i] = signs(ritzs[i][0], ritzs[i][1], tau[i] + shift[i], not capped[i])
         tau = tau + np.nan_to_num(shift)
     neg_frac = np.zeros(K)
+    thr = -s["eps"] * lam_max if s["eps"] is not None else -tau
     if s["slq_probes"] > 0:
-        reps = s["slq_probes"]
-        th_rep = np.repeat(th, reps, axis=0)
-        Hrep = full_batch_hvp(mlp, th_rep, Xa, ya, s["block"], backend)
-        nodes, weights = slq(Hrep, K, P, s["slq_steps"], reps, seed=seed + 1)
-        count[0] += s["slq_steps"] * K * reps
-        thr = (-s["eps"] * lam_max if s["eps"] is not None else -tau)[:, None, None]
-        neg_frac = (weights * (nodes < thr)).sum(axis=(1, 2)) / reps
+        # "one": the first probe is the extremes' run itself, and a node counts where its whole
+        # interval θ ± (residual + τ) lies below zero (proven, as the index is); "separate", the rule
+        # of the runs made before it: a node below −τ, whatever its residual (a bulk node near 0
+        # with a large residual then carries most of the weight either way)
+        own = s["krylov"] == "one"
+        reps = s["slq_probes"] - own
+        if own:
+            neg_frac += np.array([(w0 * (t + r < thr[i])).sum() for i, (t, r, w0) in enumerate(ritzs)])
+        if reps:
+            th_rep = np.repeat(thp, reps, axis=0)
+            Hrep = full_batch_hvp(mlp, th_rep, Xp, ya, s["block"], backend)
+            nodes, weights, res = slq(Hrep, K, P, s["slq_steps"], reps, seed=seed + 1, residuals=True)
+            count[0] += s["slq_steps"] * K * reps
+            below = nodes + (res if own else 0.0) < thr[:, None, None]
+            neg_frac += (weights * below).sum(axis=(1, 2))
+        neg_frac /= s["slq_probes"]
     kind = classify(grad_sq, index, neg_frac, gf, s["grad_tol"], s["gf_cut"],
                     undecided=None if s["eps"] is not None else undecided)
     return Certificate(grad_sq=grad_sq, loss=loss, lambda_min=lam_min, lambda_max=lam_max,
@@ -202,7 +246,7 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, sa
                        hvps=int(count[0] // K))
 
 
-def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
+def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int, pdt: np.dtype = np.dtype(np.float64)
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """λ_min, λ_max, the λ_min residual, the index, whether it is only a lower bound, the undecided
     count and the rounding bound τ.
@@ -222,17 +266,22 @@ def _extremes_and_index(H: Any, K: int, P: int, s: dict[str, Any], seed: int
     kk = np.full(K, s["k"])
     todo = np.arange(K)
     m = min(P, max(s["lanczos_steps"], 3 * s["k"]))
+    lz, prev = None, np.arange(K)
     while todo.size:
         sub = todo
         # H acts on all K endpoints; only a re-run for some of them needs the scatter
         Hsub = restricted(H, K, sub)
-        lz = lanczos(Hsub, np.tile(v0, (sub.size, 1)), m)
-        bound = rounding_bound(lz, s["safety"])
+        if s["krylov"] == "one" and lz is not None:       # continue the run: its first steps stand
+            lz = extend(Hsub, lz, np.searchsorted(prev, sub), m)
+        else:
+            lz = lanczos(Hsub, np.tile(v0, (sub.size, 1)), m, keep_state=s["krylov"] == "one")
+        prev = sub
+        bound = rounding_bound(lz, s["safety"], pdt)
         again = []
         for j, i in enumerate(sub):
-            th, _, res = ritz(lz, j)
+            th, S, res = ritz(lz, j)
             lam_min[i], lam_max[i], res_min[i] = th[0], th[-1], res[0]
-            ritzs[i] = (th, res)
+            ritzs[i] = (th, res, S[0] ** 2)
             if s["eps"] is not None:
                 index[i] = int((th < -s["eps"] * th[-1]).sum())
                 exact = lz.steps[j] < m or m == P       # the Krylov space closed, or is everything

@@ -17,12 +17,13 @@ from ..model.mlp import MLP
 
 def full_batch_hvp(mlp: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray, block: int = 8192,
                    backend: str = "auto", counter: list[int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """The operator V [K, P] → H V [K, P] of the full-batch Hessian at θ [K, P] on X [N, n0], y [N].
+    """The operator V [K, P] → H V [K, P] (float64) of the full-batch Hessian at θ [K, P] on X [N, n0], y [N].
 
     Args:
         mlp: the network.
-        theta: [K, P] float64, validated by the caller.
-        X: [N, n0] float64; y: [N] labels.
+        theta: [K, P] float64 (or float32: products in float32, summed over the blocks in float64),
+            validated by the caller.
+        X: [N, n0] in θ's dtype; y: [N] labels.
         block: rows per compiled call.
         backend: ``auto``, ``cpu``, ``cuda`` or ``torch``.
         counter: if given, counter[0] is increased by K for every product (HVPs per model).
@@ -31,7 +32,7 @@ def full_batch_hvp(mlp: MLP, theta: np.ndarray, X: np.ndarray, y: np.ndarray, bl
     blocks = [(a, min(N, a + block)) for a in range(0, N, block)]
 
     def matvec(V: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(theta)
+        out = np.zeros(theta.shape)             # the blocks add up in float64 whatever the products' dtype
         for a, b in blocks:
             out += np.asarray(ops.hvp(mlp, theta, X[a:b], y[a:b], V, backend=backend), dtype=np.float64) * ((b - a) / N)
         if counter is not None:

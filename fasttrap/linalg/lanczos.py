@@ -23,7 +23,7 @@ Newton-MR inner solver (:mod:`fasttrap.dynamics.newton`) and spectral densities.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
@@ -76,10 +76,13 @@ class Lanczos:
     steps: np.ndarray
     basis: np.ndarray | None
     skew: np.ndarray | None = None
+    #: (V [K, m+1, P], M [K, m+1, m], scale [K], active [K]): what :func:`extend` continues from
+    #: (``keep_state=True`` only)
+    state: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, breakdown: float = 1e-12,
-            restart: int | None = None) -> Lanczos:
+            restart: int | None = None, keep_state: bool = False) -> Lanczos:
     """m steps of Lanczos with full reorthogonalisation, for K operators at once.
 
     Args:
@@ -93,6 +96,7 @@ def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, br
             vector orthogonal to the basis so far, with β = 0 at the join (T block diagonal). One
             start vector sees each distinct eigenvalue once; restarting finds the further copies
             of repeated ones (a zero cluster, say), so that m steps give m Ritz values.
+        keep_state: keep what :func:`extend` needs to continue the run (the basis, the projection).
 
     Returns:
         :class:`Lanczos`.
@@ -127,15 +131,61 @@ def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, br
                 V[k, j + 1] = r / np.linalg.norm(r)
                 beta[k, j] = 0.0
                 active[k] = True
-    skew = np.zeros(K)
-    for k in range(K):
+    return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=V[:, :m] if keep_basis else None, skew=_skew(M, steps),
+                   state=(V, M, scale, active) if keep_state else None)
+
+
+def _skew(M: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """‖M − Mᵀ‖₂ of the leading steps × steps block of each computed projection M [K, m+1, m]."""
+    out = np.zeros(steps.size)
+    for k in range(steps.size):
         s = int(steps[k])
         Mk = M[k, :s, :s]
-        skew[k] = np.linalg.norm(Mk - Mk.T, 2) if s else 0.0
-    return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=V[:, :m] if keep_basis else None, skew=skew)
+        out[k] = np.linalg.norm(Mk - Mk.T, 2) if s else 0.0
+    return out
 
 
-def rounding_bound(lz: Lanczos, safety: float = 10.0) -> np.ndarray:
+def extend(matvec: MatVec, lz: Lanczos, rows: np.ndarray, m: int, breakdown: float = 1e-12) -> Lanczos:
+    """The run ``lz`` (made with ``keep_state=True``) continued to m steps, for its operators ``rows``.
+
+    The first steps of a Lanczos run do not depend on how many follow, so this gives what a fresh
+    m-step run from the same start vectors gives (up to the rounding of the products), for the cost of
+    the new steps only: the certificates' index search, which needs more steps when the index reaches
+    k, pays m − m₀ products instead of m. An operator whose Krylov space closed stays closed.
+
+    Args:
+        matvec: V [R, P] → H V for the R operators ``rows`` of the run.
+        lz: the run to continue.
+        rows: [R] which of its operators.
+        m: steps in all (≥ the run's; at most P).
+        breakdown: as for :func:`lanczos`.
+
+    Returns:
+        :class:`Lanczos` of the R operators, with its state (so it can be extended again).
+    """
+    if lz.state is None:
+        raise ValueError("lz: made without keep_state=True; it cannot be continued")
+    V0, M0, scale0, active0 = lz.state
+    rows = np.asarray(rows, np.int64)
+    R, m0, P = rows.size, lz.alpha.shape[1], V0.shape[2]
+    m = int(min(max(m, m0), P))
+    V = np.zeros((R, m + 1, P))
+    V[:, : m0 + 1] = V0[rows]
+    M = np.zeros((R, m + 1, m))
+    M[:, : m0 + 1, :m0] = M0[rows]
+    alpha, beta = np.zeros((R, m)), np.zeros((R, m))
+    alpha[:, :m0], beta[:, :m0] = lz.alpha[rows], lz.beta[rows]
+    steps, active, scale = lz.steps[rows].copy(), active0[rows].copy(), scale0[rows].copy()
+    for j in range(m0, m):
+        if not active.any():
+            break
+        w = np.asarray(matvec(V[:, j]), dtype=np.float64)
+        steps[active] = j + 1
+        active = _extend(V, j, w, active, alpha, beta, scale, breakdown, M)
+    return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=None, skew=_skew(M, steps), state=(V, M, scale, active))
+
+
+def rounding_bound(lz: Lanczos, safety: float = 10.0, dtype: Any = np.float64) -> np.ndarray:
     """τ [K]: how far the computed Ritz values can lie from those of the exact projection VᵀHV.
 
     Why: with orthonormal V, the computed products satisfy (H + E)V = V M + f e_mᵀ, E the rounding
@@ -145,10 +195,10 @@ def rounding_bound(lz: Lanczos, safety: float = 10.0) -> np.ndarray:
     computation can see, is taken to be as large as the skew part; ``safety`` covers that and the
     loss of orthogonality (at the unit roundoff with reorthogonalisation twice). By Weyl's
     inequality every Ritz value then lies within τ = safety·max(‖M − Mᵀ‖₂, u·‖T‖·√s) of the
-    corresponding eigenvalue of VᵀHV; the floor u·‖T‖·√s (u the float64 unit roundoff, s the steps)
-    applies where the products happen to be exactly symmetric.
+    corresponding eigenvalue of VᵀHV; the floor u·‖T‖·√s (u the unit roundoff of the products'
+    ``dtype``, s the steps) applies where the products happen to be exactly symmetric.
     """
-    u = np.finfo(np.float64).eps / 2
+    u = np.finfo(dtype).eps / 2
     out = np.zeros(lz.steps.size)
     for k in range(lz.steps.size):
         s = int(lz.steps[k])
@@ -197,7 +247,8 @@ def ritz(lz: Lanczos, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return th, S, np.abs(lz.beta[k, s - 1] * S[s - 1])
 
 
-def slq(matvec: MatVec, K: int, P: int, m: int, probes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def slq(matvec: MatVec, K: int, P: int, m: int, probes: int, seed: int = 0, residuals: bool = False
+        ) -> tuple[np.ndarray, ...]:
     """Stochastic Lanczos quadrature of the spectral densities of K operators.
 
     Args:
@@ -207,22 +258,26 @@ def slq(matvec: MatVec, K: int, P: int, m: int, probes: int, seed: int = 0) -> t
         m: Lanczos steps per probe.
         probes: Rademacher probe vectors per operator.
         seed: seed of the probes.
+        residuals: also return the Ritz residual ‖Hu − θu‖ of every node.
 
     Returns:
-        ``(nodes [K, probes, m], weights [K, probes, m])``: the density of operator k is
-        Σ weights · δ(λ − nodes) / probes (each probe's weights sum to 1; unused slots are 0), and
-        Σ weights · nodesᵖ / probes estimates tr(Hᵖ)/P.
+        ``(nodes [K, probes, m], weights [K, probes, m])``, and ``residuals [K, probes, m]`` when
+        asked: the density of operator k is Σ weights · δ(λ − nodes) / probes (each probe's weights
+        sum to 1; unused slots are 0), and Σ weights · nodesᵖ / probes estimates tr(Hᵖ)/P.
     """
     rng = np.random.default_rng(seed)
     v0 = rng.choice([-1.0, 1.0], size=(K * probes, P))
     lz = lanczos(matvec, v0, m)
     nodes = np.zeros((K * probes, min(m, P)))
     weights = np.zeros_like(nodes)
+    res = np.zeros_like(nodes)
     for r in range(K * probes):
-        th, S, _ = ritz(lz, r)
+        th, S, rr = ritz(lz, r)
         nodes[r, : th.size] = th
         weights[r, : th.size] = S[0] ** 2
-    return nodes.reshape(K, probes, -1), weights.reshape(K, probes, -1)
+        res[r, : th.size] = rr
+    out = (nodes.reshape(K, probes, -1), weights.reshape(K, probes, -1))
+    return out + (res.reshape(K, probes, -1),) if residuals else out
 
 
 @dataclass

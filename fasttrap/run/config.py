@@ -155,6 +155,12 @@ SCHEMA: dict[str, Setting] = {
     "certify.k_max": S("int", 16, "the index search doubles k up to this (a larger index is reported as capped)", min=1),
     "certify.slq_probes": S("int", 1, "SLQ probe vectors for the negative fraction (0: none)", min=0),
     "certify.minres_iters": S("int", 40, "MINRES steps for the gradient-flat residual", min=1),
+    "certify.krylov": S("str", "one", "'one': the index search continues the first Lanczos run and that run is the "
+                        "first SLQ probe; 'separate': a fresh run per doubling of k and SLQ probes of their own (the "
+                        "certificates of runs made before 'one')", choices=("one", "separate")),
+    "certify.products": S("str", "float32", "dtype of the Hessian-vector products of the Lanczos, SLQ and MINRES runs "
+                          "(the sign margin tau is measured from their own rounding; the gradient and loss are float64; "
+                          "runs made before this setting used float64)", choices=("float32", "float64")),
     # sharpness along the outer path (off by default): the Hessian at the outer points, beside the traps
     "sharpness.every": S("int", 0, "record the full-batch Hessian's top eigenvalues and SLQ density at every "
                          "this-many outer points of each seed's window, to read beside the trap changes (0: off)", min=0),
@@ -733,7 +739,8 @@ NEUTRAL_LATER = ("model.arch", "model.compile", "data.train_rows", "data.test_ro
                  *solvers.run_settings())
 # settings added later whose *old* behaviour is a value other than the default: a run made before
 # them gets the value that reproduces what it computed
-AS_MADE_BEFORE = {"inner.checkpoints": [], "sensitivity.every": 1, "sensitivity.half": True, "certify.rule": "eps"}
+AS_MADE_BEFORE = {"inner.checkpoints": [], "sensitivity.every": 1, "sensitivity.half": True, "certify.rule": "eps",
+                  "certify.krylov": "separate", "certify.products": "float64"}
 
 
 def keys_in(path: str | Path) -> set[str]:

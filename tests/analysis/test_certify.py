@@ -121,6 +121,8 @@ def test_gf_residual_flags_a_gradient_in_the_kernel(rng):
     (dict(k=10_000), None, ValueError, "k"),
     (dict(gf_cut=1.5), None, ValueError, "gf_cut"),
     (dict(k=4, k_max=2), None, ValueError, "k_max"),
+    (dict(krylov="two"), None, ValueError, "krylov: expected one of"),
+    (dict(products="float16"), None, ValueError, "products: expected one of"),
 ])
 def test_bad_input_is_refused(rng, kw, theta_fn, exc, match):
     mlp = fasttrap.MLP((4, 5, 3))
@@ -170,3 +172,66 @@ def test_newton_mr_with_a_huge_budget_allocates_only_what_it_runs():
                                steps=10**12, progress=False)
     assert set(r.status) == {"converged"}
     assert r.G_trace.shape[1] == r.steps_done.max() + 1 <= 10
+
+
+def _deep_endpoints(rng, K=3):
+    """A tanh net well away from a minimum: many negative eigenvalues, so the index search doubles k."""
+    mlp = fasttrap.MLP((6, 12, 12, 4), activation="tanh")
+    th = mlp.init(K, 3).astype(np.float64) + 0.8 * rng.standard_normal((K, mlp.n_params))
+    X = rng.standard_normal((70, 6))
+    y = rng.integers(0, 4, 70)
+    return mlp, th, X, y
+
+
+def test_one_krylov_run_gives_todays_certificate_for_fewer_products(rng):
+    """krylov='one' continues the first Lanczos run when the index reaches k instead of starting again:
+    the same Krylov space, so the same extremes, index and kinds as krylov='separate' (the rule of the
+    runs made before it), within the rounding, for fewer products."""
+    mlp, th, X, y = _deep_endpoints(rng)
+    kw = dict(lanczos_steps=20, k=4, k_max=32, slq_probes=1, minres_iters=30)
+    a = fasttrap.certify(mlp, th, X, y, krylov="separate", **kw)
+    b = fasttrap.certify(mlp, th, X, y, krylov="one", **kw)
+    assert (a.index >= 4).any()                                   # the doubling did happen
+    np.testing.assert_allclose(b.lambda_min, a.lambda_min, rtol=1e-9)
+    np.testing.assert_allclose(b.lambda_max, a.lambda_max, rtol=1e-9)
+    np.testing.assert_array_equal(b.index, a.index)
+    np.testing.assert_array_equal(b.kind, a.kind)
+    np.testing.assert_allclose(b.gf_residual, a.gf_residual, rtol=1e-9)
+    assert b.hvps < a.hvps, (b.hvps, a.hvps)
+    d = reference.certify(mlp, th, X, y)
+    assert np.all(b.index <= d["index"])                          # a lower bound, as before
+
+
+def test_float32_products_keep_the_extremes_and_the_index_within_their_bounds(rng):
+    """products='float32': τ grows to the float32 rounding the run measures, and the extremes and the
+    index agree with the float64 certificate within it (and with the dense twin)."""
+    mlp, th, X, y = _deep_endpoints(rng)
+    kw = dict(lanczos_steps=mlp.n_params, k_max=mlp.n_params)
+    a = fasttrap.certify(mlp, th, X, y, products="float64", **kw)
+    b = fasttrap.certify(mlp, th, X, y, products="float32", **kw)
+    assert np.all(b.tau > 100 * a.tau) and np.all(b.tau < 1e-3 * b.lambda_max)
+    assert np.all(np.abs(b.lambda_min - a.lambda_min) <= b.tau + b.lambda_min_residual)
+    assert np.all(np.abs(b.lambda_max - a.lambda_max) <= b.tau + 1e-6 * a.lambda_max)
+    d = reference.certify(mlp, th, X, y)
+    lam = [np.linalg.eigvalsh(reference.dense_hessian(mlp, t, X, y)[2]) for t in th]
+    # the float32 index counts exactly the eigenvalues below -tau (Lanczos spans everything here)
+    np.testing.assert_array_equal(b.index, [int((l < -t).sum()) for l, t in zip(lam, b.tau)])
+    assert np.all(b.index <= d["index"])
+    np.testing.assert_array_equal(b.kind, a.kind)
+
+
+def test_a_convex_minimum_has_no_proven_negative_weight(rng):
+    """At the optimum of a convex problem (softmax regression: the one-layer MLP) H is positive
+    semi-definite: neither the index nor the negative fraction may see anything below zero, in
+    float64 or float32 products, and the kind is a minimum."""
+    mlp = fasttrap.MLP((5, 3))
+    X = rng.standard_normal((60, 5))
+    y = rng.integers(0, 3, 60)
+    from fasttrap.dynamics.newton import newton_mr
+
+    out = newton_mr(mlp, mlp.init(2, 0).astype(np.float64), X, y, steps=100, G_tol=1e-26, growth=0.0)
+    for products in ("float64", "float32"):
+        c = fasttrap.certify(mlp, out["theta"], X, y, products=products, slq_probes=3)
+        assert np.all(c.grad_sq < 1e-10), c.grad_sq
+        assert np.all(c.index == 0) and np.all(c.negative_fraction == 0), (products, c.negative_fraction)
+        assert set(c.kind) <= {"minimum", "degenerate_minimum"}, c.kind

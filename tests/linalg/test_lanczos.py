@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fasttrap.linalg.lanczos import lanczos, minres, restricted, ritz, slq
+from fasttrap.linalg.lanczos import extend, lanczos, minres, restricted, ritz, slq
 
 
 def _ops(rng, K, P, neg=3, zero=0):
@@ -135,3 +135,34 @@ def test_restricted_applies_each_chosen_models_operator_and_no_other():
     np.testing.assert_allclose(out, np.stack([Hs[3] @ V[0], Hs[0] @ V[1]]), rtol=1e-12)
     assert calls == [(n, P)]                # one batched call of the full width
     assert restricted(H, n, np.arange(n)) is H
+
+
+def test_an_extended_run_is_the_longer_run(rng):
+    """extend continues a run: m0 steps then m - m0 more give what m steps from the same start give,
+    for any subset of its operators, and can be extended again."""
+    Hs, mv = _ops(rng, 3, 60)
+    v0 = rng.standard_normal((3, 60))
+    full = lanczos(mv, v0, 35)
+    part = lanczos(mv, v0, 12, keep_state=True)
+    rows = np.array([0, 2])
+    sub = lambda V: np.einsum("kpq,kq->kp", Hs[rows], V)
+    ext = extend(sub, extend(sub, part, rows, 20), np.arange(2), 35)
+    np.testing.assert_allclose(ext.alpha, full.alpha[rows], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ext.beta, full.beta[rows], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ext.steps, full.steps[rows])
+    np.testing.assert_allclose(ext.skew, full.skew[rows], atol=1e-12)
+    with pytest.raises(ValueError, match="keep_state"):
+        extend(mv, full, np.arange(3), 40)
+
+
+def test_slq_residuals_are_the_ritz_residuals(rng):
+    Hs, mv = _ops(rng, 2, 40)
+    nodes, weights, res = slq(lambda V: np.einsum("kpq,kq->kp", np.repeat(Hs, 2, 0), V), 2, 40, 10, 2, seed=3,
+                              residuals=True)
+    for k in range(2):
+        for p in range(2):
+            H = Hs[k]
+            # a node with a small residual is close to an eigenvalue of H
+            lam = np.linalg.eigvalsh(H)
+            for t, r in zip(nodes[k, p], res[k, p]):
+                assert np.abs(lam - t).min() <= r + 1e-10

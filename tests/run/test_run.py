@@ -560,3 +560,19 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path, args, given_empty):
     r = run_cmd(["--out", str(out), "--no-progress", *TINY, *args])
     assert r.returncode == 3, r.stderr[-2000:]
     assert (not out.exists()) if not given_empty else (out.is_dir() and not any(out.iterdir()))
+
+
+def test_a_run_made_before_the_certificate_settings_keeps_its_certificates(tmp_path):
+    """A saved config without certify.krylov and certify.products (a run made before them) resumes with
+    what it was made with: one fresh Lanczos run per doubling of k and float64 products; a new run gets
+    the continued run and float32 products."""
+    c = config.resolve("quick", None, [])
+    assert (c["certify.krylov"], c["certify.products"]) == ("one", "float32")
+    text = config.to_toml(c)
+    old = "\n".join(line for line in text.splitlines() if not line.startswith(("krylov", "products")))
+    assert old != text
+    (tmp_path / "config.toml").write_text(old)
+    back = config.from_saved(tmp_path / "config.toml")
+    assert (back["certify.krylov"], back["certify.products"]) == ("separate", "float64")
+    with pytest.raises(config.ConfigError, match="certify.products"):
+        config.resolve("quick", None, ["certify.products=float16"])

@@ -327,7 +327,8 @@ def certify_seed(run: Run, ds: datamod.Dataset, s: int, bar: Any = None, offset:
                     gf_cut=cfg["certify.gf_cut"], lanczos_steps=cfg["certify.lanczos_steps"],
                     slq_probes=cfg["certify.slq_probes"], minres_iters=cfg["certify.minres_iters"],
                     k=min(cfg["certify.k"], mlp.n_params), k_max=min(cfg["certify.k_max"], mlp.n_params),
-                    seed=cfg["run.seed"], backend=cfg["run.backend"])
+                    seed=cfg["run.seed"], krylov=cfg["certify.krylov"],
+                    products=cfg["certify.products"], backend=cfg["run.backend"])
         parts.append(c.to_arrays())
         hvps += c.hvps * (min(lo + 16, idx.size) - lo)
         if bar is not False:
