@@ -202,7 +202,7 @@ def certify(mlp: MLP, theta: Any, X: Any, y: Any, *, grad_tol: float = 1e-10, sa
     backend = resolve_for(mlp, backend)
     count = [0]
     pdt = np.dtype(s["products"])
-    thp, Xp = th.astype(pdt), Xa.astype(pdt)           # copies only for float32
+    thp, Xp = th.astype(pdt, copy=False), Xa.astype(pdt, copy=False)     # copies only for float32
     H = full_batch_hvp(mlp, thp, Xp, ya, s["block"], backend, counter=count)
     loss, g = full_batch_gradient(mlp, th, Xa, ya, s["block"], backend)
     grad_sq = (g * g).sum(1)

@@ -116,7 +116,19 @@ def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, br
     scale = np.zeros(K)
     M = np.zeros((K, m + 1, m))            # M[:, i, j] = v_iᵀ (H v_j) as computed
     fresh = np.random.default_rng([restart, 23]) if restart is not None else None
-    for j in range(m):
+    active = _steps(matvec, V, M, alpha, beta, steps, active, scale, 0, m, breakdown, fresh)
+    return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=V[:, :m] if keep_basis else None, skew=_skew(M, steps),
+                   state=(V, M, scale, active) if keep_state else None)
+
+
+def _steps(matvec: MatVec, V: np.ndarray, M: np.ndarray, alpha: np.ndarray, beta: np.ndarray, steps: np.ndarray,
+           active: np.ndarray, scale: np.ndarray, j0: int, m: int, breakdown: float,
+           fresh: np.random.Generator | None = None) -> np.ndarray:
+    """Lanczos steps j0 … m−1 in place (the loop of :func:`lanczos` and :func:`extend`); with ``fresh``,
+    an operator whose Krylov space closed restarts from a random vector orthogonal to its basis.
+    Returns the operators still active."""
+    P = V.shape[2]
+    for j in range(j0, m):
         if not active.any():
             break
         w = np.asarray(matvec(V[:, j]), dtype=np.float64)
@@ -131,8 +143,7 @@ def lanczos(matvec: MatVec, v0: np.ndarray, m: int, keep_basis: bool = False, br
                 V[k, j + 1] = r / np.linalg.norm(r)
                 beta[k, j] = 0.0
                 active[k] = True
-    return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=V[:, :m] if keep_basis else None, skew=_skew(M, steps),
-                   state=(V, M, scale, active) if keep_state else None)
+    return active
 
 
 def _skew(M: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -176,12 +187,7 @@ def extend(matvec: MatVec, lz: Lanczos, rows: np.ndarray, m: int, breakdown: flo
     alpha, beta = np.zeros((R, m)), np.zeros((R, m))
     alpha[:, :m0], beta[:, :m0] = lz.alpha[rows], lz.beta[rows]
     steps, active, scale = lz.steps[rows].copy(), active0[rows].copy(), scale0[rows].copy()
-    for j in range(m0, m):
-        if not active.any():
-            break
-        w = np.asarray(matvec(V[:, j]), dtype=np.float64)
-        steps[active] = j + 1
-        active = _extend(V, j, w, active, alpha, beta, scale, breakdown, M)
+    active = _steps(matvec, V, M, alpha, beta, steps, active, scale, m0, m, breakdown)
     return Lanczos(alpha=alpha, beta=beta, steps=steps, basis=None, skew=_skew(M, steps), state=(V, M, scale, active))
 
 
